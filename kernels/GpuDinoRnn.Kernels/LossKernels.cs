@@ -1,0 +1,87 @@
+// The output layer, fused: logits = Wya·a + by, softmax, cross-entropy and its gradient, for all
+// rows of a step at once (none of it depends on the previous step). CPU twin: CpuBackend.OutputLayer.
+using ILGPU;
+using ILGPU.Algorithms;
+
+namespace GpuDinoRnn.Kernels;
+
+public static class LossKernels
+{
+    /// <summary>
+    /// For row r = t·B + b: loss[r] = −log softmax(Wya·a_{t+1} + by)[y_r] (nats) and
+    /// dy[r] = (softmax − onehot(y_r))·gradScale. Padded rows (y_r &lt; 0) get loss 0 and dy 0.
+    /// </summary>
+    /// <param name="index">Row r.</param>
+    /// <param name="d">Shapes.</param>
+    /// <param name="p">Parameters.</param>
+    /// <param name="y">Target ids (T, B); -1 marks padding.</param>
+    /// <param name="a">Hidden states ((T+1), B, H).</param>
+    /// <param name="gradScale">1 / (names in the batch): the loss is a mean over names.</param>
+    /// <param name="dy">Gradient with respect to the logits (T, B, V), overwritten.</param>
+    /// <param name="loss">Loss per row (T, B), overwritten.</param>
+    public static void OutputLayer(
+        Index1D index, RnnDims d,
+        ArrayView<float> p, ArrayView<int> y, ArrayView<float> a, float gradScale,
+        ArrayView<float> dy, ArrayView<float> loss)
+    {
+        int r = index;
+        int row = r * d.V;
+        int target = y[r];
+        if (target < 0)
+        {
+            for (int k = 0; k < d.V; k++)
+                dy[row + k] = 0f;
+            loss[r] = 0f;
+            return;
+        }
+        int ar = (r + d.B) * d.H;
+        float max = float.NegativeInfinity;
+        float zTarget = 0f;
+        for (int k = 0; k < d.V; k++)
+        {
+            float z = p[d.ByOffset + k];
+            int w = d.WyaOffset + k * d.H;
+            for (int i = 0; i < d.H; i++)
+                z += p[w + i] * a[ar + i];
+            dy[row + k] = z;
+            if (k == target)
+                zTarget = z;
+            max = XMath.Max(max, z);
+        }
+        float sum = 0f;
+        for (int k = 0; k < d.V; k++)
+        {
+            float e = XMath.Exp(dy[row + k] - max);
+            dy[row + k] = e;
+            sum += e;
+        }
+        float inv = 1f / sum;
+        // −log p[target] = log Σ exp(z − max) − (z_target − max): finite even when p underflows.
+        loss[r] = XMath.Log(sum) - (zTarget - max);
+        for (int k = 0; k < d.V; k++)
+        {
+            float prob = dy[row + k] * inv;
+            dy[row + k] = (k == target ? prob - 1f : prob) * gradScale;
+        }
+    }
+
+    /// <summary>
+    /// One thread: history[slot] = Σ loss[r] / names, summed in row order, so the trainer can
+    /// read many steps' losses at once instead of syncing every step.
+    /// </summary>
+    /// <param name="index">Only index 0 is launched.</param>
+    /// <param name="rows">Rows in the step.</param>
+    /// <param name="loss">Loss per row.</param>
+    /// <param name="names">Names in the batch.</param>
+    /// <param name="history">Per-step losses, written at slot.</param>
+    /// <param name="slot">Where this step's loss goes.</param>
+    public static void BatchLoss(
+        Index1D index, int rows, ArrayView<float> loss, float names,
+        ArrayView<float> history, int slot)
+    {
+        float sum = 0f;
+        for (int r = 0; r < rows; r++)
+            sum += loss[r];
+        history[slot + index] = sum / names;
+    }
+}

@@ -1,0 +1,78 @@
+// gpudinornn: parses the verb and hands over to the library. User errors become one line on
+// standard error and a non-zero exit code (2 bad input, 3 device, 4 write failure).
+using System.Globalization;
+using CommandLine;
+using GpuDinoRnn.Backends;
+using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Sampling;
+using GpuDinoRnn.Training;
+
+namespace GpuDinoRnn.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        using var parser = new Parser(s =>
+        {
+            s.HelpWriter = stderr;
+            s.CaseInsensitiveEnumValues = true;
+            s.CaseSensitive = false;
+        });
+        var parsed = parser.ParseArguments<TrainVerb, SampleVerb, DevicesVerb>(args);
+        if (parsed is NotParsed<object> notParsed)
+            return notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError) ? 0 : UserError.BadInput;
+        try
+        {
+            return parsed.Value switch
+            {
+                TrainVerb t => Train(t, stdout, stderr),
+                SampleVerb s => Sample(s, stdout),
+                DevicesVerb d => ListDevices(d, stdout),
+                _ => UserError.BadInput,
+            };
+        }
+        catch (UserError e)
+        {
+            stderr.WriteLine($"gpudinornn: error: {e.Message}");
+            return e.ExitCode;
+        }
+    }
+
+    private static int Train(TrainVerb verb, TextWriter stdout, TextWriter stderr)
+    {
+        new Trainer(verb.ToOptions(), stdout, stderr).Run();
+        return 0;
+    }
+
+    private static int Sample(SampleVerb verb, TextWriter stdout)
+    {
+        if (verb.Count < 0)
+            throw new UserError($"--count must be 0 or more (got {verb.Count})");
+        if (verb.MaxLength < 1)
+            throw new UserError($"--max-length must be at least 1 (got {verb.MaxLength})");
+        if (!(verb.Temperature > 0) || double.IsInfinity(verb.Temperature))
+            throw new UserError($"--temperature must be a positive number (got {verb.Temperature})");
+        var model = Checkpoint.Load(verb.Model);
+        var sampler = new Sampler(model.Parameters, model.Vocabulary);
+        var random = new Random(verb.Seed);
+        for (int n = 0; n < verb.Count; n++)
+            stdout.WriteLine(Sampler.Display(sampler.Sample(random, verb.Temperature, verb.MaxLength)));
+        return 0;
+    }
+
+    private static int ListDevices(DevicesVerb verb, TextWriter stdout)
+    {
+        var devices = Devices.List(verb.Threads ?? Environment.ProcessorCount);
+        stdout.WriteLine($"{"#",-3} {"device",-10} {"kind",-14} {"memory",10} {"units",6} {"warp",5}  {"usable",-6} name / note");
+        for (int i = 0; i < devices.Count; i++)
+        {
+            var d = devices[i];
+            string memory = string.Create(CultureInfo.InvariantCulture, $"{d.MemoryBytes / (1024.0 * 1024 * 1024):F1} GiB");
+            stdout.WriteLine($"{i,-3} {d.Id,-10} {d.Kind,-14} {memory,10} {d.ComputeUnits,6} {d.WarpSize,5}  {(d.Usable ? "yes" : "no"),-6} {d.Name} ({d.Note})");
+        }
+        return 0;
+    }
+}

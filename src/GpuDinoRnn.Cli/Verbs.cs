@@ -1,0 +1,149 @@
+// One options class per verb. Training options are nullable so that a value given on the
+// command line can be told apart from the preset's (given values win).
+using CommandLine;
+using GpuDinoRnn.Backends;
+using GpuDinoRnn.Training;
+
+namespace GpuDinoRnn.Cli;
+
+[Verb("train", HelpText = "Train a model on a file of names and print new ones.")]
+public sealed class TrainVerb
+{
+    [Option("preset", HelpText = "Start from a preset: default, or course (the Dinosaurus Island recipe exactly).")]
+    public string? Preset { get; set; }
+
+    [Option("data", HelpText = "Names file, one name per line (default: the bundled data/dinos.txt).")]
+    public string? Data { get; set; }
+
+    [Option("keep-case", HelpText = "Keep letter case (default: lower-case every name).")]
+    public bool KeepCase { get; set; }
+
+    [Option("max-name-length", HelpText = "Longest name accepted (default 1000).")]
+    public int? MaxNameLength { get; set; }
+
+    [Option("hidden", HelpText = "Hidden units H (default 128; course 50).")]
+    public int? Hidden { get; set; }
+
+    [Option("batch", HelpText = "Names per mini-batch B (default 32; course 1).")]
+    public int? Batch { get; set; }
+
+    [Option("lr", HelpText = "Learning rate (default 0.5; course 0.01).")]
+    public float? Lr { get; set; }
+
+    [Option("clip", HelpText = "Gradient clip threshold, 0 = off (default 5).")]
+    public float? Clip { get; set; }
+
+    [Option("clip-mode", HelpText = "value (element-wise, the course's) or norm (global L2 norm, default).")]
+    public ClipMode? ClipMode { get; set; }
+
+    [Option("optimizer", HelpText = "sgd.")]
+    public string? Optimizer { get; set; }
+
+    [Option("val-fraction", HelpText = "Fraction of names held out for validation (default 0.1; 0 = none).")]
+    public double? ValFraction { get; set; }
+
+    [Option("threads", HelpText = "Threads for the cpu backend (default: all cores).")]
+    public int? Threads { get; set; }
+
+    [Option("seed", HelpText = "Seed for the split, order, initialisation and samples (default 1).")]
+    public int? Seed { get; set; }
+
+    [Option("iterations", HelpText = "Mini-batches to train on (overrides --epochs).")]
+    public int? Iterations { get; set; }
+
+    [Option("epochs", HelpText = "Passes over the training names (default 40).")]
+    public int? Epochs { get; set; }
+
+    [Option("no-shuffle", HelpText = "Visit names in the data file's order.")]
+    public bool NoShuffle { get; set; }
+
+    [Option("carry-state", HelpText = "Carry each name's final hidden state into the next (batch 1; course).")]
+    public bool CarryState { get; set; }
+
+    [Option("init", HelpText = "Start from this checkpoint's weights.")]
+    public string? Init { get; set; }
+
+    [Option("checkpoint", HelpText = "Write the model here (safetensors) at the end.")]
+    public string? Checkpoint { get; set; }
+
+    [Option("checkpoint-every", HelpText = "Also write the checkpoint every N iterations.")]
+    public int? CheckpointEvery { get; set; }
+
+    [Option("device", HelpText = "auto, cpu, ilgpu-cpu, cuda, opencl, cuda:N, opencl:N, or an index from `devices` (default auto).")]
+    public string? Device { get; set; }
+
+    [Option("log-every", HelpText = "Log every N iterations (default 100; course 2000).")]
+    public int? LogEvery { get; set; }
+
+    [Option("log-format", HelpText = "text or jsonl (JSON lines on stdout; samples and notes on stderr).")]
+    public LogFormat? LogFormat { get; set; }
+
+    [Option("sample-every", HelpText = "Sample names every N iterations (default 0: at the end).")]
+    public int? SampleEvery { get; set; }
+
+    [Option("sample-count", HelpText = "Names sampled each time (default 10; course 7).")]
+    public int? SampleCount { get; set; }
+
+    [Option("verbose", HelpText = "Also log kernel launches per step.")]
+    public bool Verbose { get; set; }
+
+    /// <summary>The preset's options with every option given here applied on top.</summary>
+    public TrainOptions ToOptions()
+    {
+        var o = TrainOptions.ForPreset(Preset);
+        return o with
+        {
+            Data = Data ?? o.Data,
+            KeepCase = KeepCase || o.KeepCase,
+            MaxNameLength = MaxNameLength ?? o.MaxNameLength,
+            Hidden = Hidden ?? o.Hidden,
+            Batch = Batch ?? o.Batch,
+            Lr = Lr ?? o.Lr,
+            Clip = Clip ?? o.Clip,
+            ClipMode = ClipMode ?? o.ClipMode,
+            Optimizer = Optimizer ?? o.Optimizer,
+            ValFraction = ValFraction ?? o.ValFraction,
+            Threads = Threads ?? o.Threads,
+            Seed = Seed ?? o.Seed,
+            Iterations = Iterations ?? (Epochs is null ? o.Iterations : null),
+            Epochs = Epochs ?? o.Epochs,
+            Shuffle = NoShuffle ? GpuDinoRnn.Data.ShuffleMode.None : o.Shuffle,
+            CarryState = CarryState || o.CarryState,
+            Init = Init ?? o.Init,
+            Checkpoint = Checkpoint ?? o.Checkpoint,
+            CheckpointEvery = CheckpointEvery ?? o.CheckpointEvery,
+            Device = Device ?? o.Device,
+            LogEvery = LogEvery ?? o.LogEvery,
+            LogFormat = LogFormat ?? o.LogFormat,
+            SampleEvery = SampleEvery ?? o.SampleEvery,
+            SampleCount = SampleCount ?? o.SampleCount,
+            Verbose = Verbose || o.Verbose,
+        };
+    }
+}
+
+[Verb("sample", HelpText = "Print new names from a trained model.")]
+public sealed class SampleVerb
+{
+    [Option("model", Required = true, HelpText = "A checkpoint written by train --checkpoint.")]
+    public string Model { get; set; } = "";
+
+    [Option("count", Default = 10, HelpText = "How many names.")]
+    public int Count { get; set; }
+
+    [Option("seed", Default = 1, HelpText = "Seed of the sampling generator.")]
+    public int Seed { get; set; }
+
+    [Option("temperature", Default = 1.0, HelpText = "Softmax temperature: below 1 is safer, above 1 wilder.")]
+    public double Temperature { get; set; }
+
+    [Option("max-length", Default = 50, HelpText = "Longest name drawn, in symbols.")]
+    public int MaxLength { get; set; }
+}
+
+[Verb("devices", HelpText = "List every device and whether GpuDinoRnn can use it.")]
+public sealed class DevicesVerb
+{
+    [Option("threads", HelpText = "Threads for cpu and ilgpu-cpu (default: all cores).")]
+    public int? Threads { get; set; }
+}

@@ -1,0 +1,157 @@
+// Finding devices and building the backend for --device. An ILGPU context is created only when
+// an ILGPU device is asked for (or auto must look for GPUs), never for --device cpu.
+using GpuDinoRnn.Model;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+
+namespace GpuDinoRnn.Backends;
+
+/// <param name="Id">What --device takes: cpu, ilgpu-cpu, cuda:N, opencl:N.</param>
+/// <param name="Usable">Whether GpuDinoRnn can run on it; Note says why not.</param>
+public sealed record DeviceInfo(string Id, string Kind, string Name, long MemoryBytes, int ComputeUnits, int WarpSize, bool Usable, string Note);
+
+public static class Devices
+{
+    /// <summary>The emulated device for ilgpu-cpu: warps of 4 threads, one multiprocessor per core.</summary>
+    public static CPUDevice EmulatedCpu(int threads) => new(4, 1, Math.Max(1, threads));
+
+    /// <summary>Every device, in --device N order: cpu, then CUDA, OpenCL, and the ILGPU CPU emulator.</summary>
+    public static IReadOnlyList<DeviceInfo> List(int threads)
+    {
+        var list = new List<DeviceInfo>
+        {
+            new("cpu", "cpu", $"managed SIMD ({System.Numerics.Vector<float>.Count * 32}-bit vectors)", GC.GetGCMemoryInfo().TotalAvailableMemoryBytes, threads, 1, true, "the laptop fallback"),
+        };
+        using var context = CreateContext(threads, includeUnsupported: true);
+        foreach (var (id, device) in IlgpuDevices(context))
+        {
+            var (usable, note) = Usability(device);
+            list.Add(new(id, Kind(device), device.Name, device.MemorySize, device.NumMultiprocessors, device.WarpSize, usable, note));
+        }
+        return list;
+    }
+
+    /// <summary>
+    /// The backend for a --device value: auto, cpu, ilgpu-cpu, cuda, opencl, cuda:N, opencl:N or
+    /// an index from List. Throws UserError (exit 3) naming the devices that exist.
+    /// </summary>
+    public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null)
+    {
+        spec = spec.Trim().ToLowerInvariant();
+        if (spec == "cpu")
+            return new CpuBackend(shape, threads);
+        if (int.TryParse(spec, out int index))
+        {
+            var all = List(threads);
+            if (index < 0 || index >= all.Count)
+                throw Absent($"device {index}", all);
+            spec = all[index].Id;
+            if (spec == "cpu")
+                return new CpuBackend(shape, threads);
+        }
+        var context = CreateContext(threads, includeUnsupported: false);
+        try
+        {
+            var found = IlgpuDevices(context).ToList();
+            (string Id, Device Device)? pick = spec switch
+            {
+                "auto" => found.FirstOrDefault(f => f.Device.AcceleratorType == AcceleratorType.Cuda) is { Device: not null } c ? c
+                    : found.FirstOrDefault(f => IsOpenClGpu(f.Device)) is { Device: not null } o ? o : null,
+                "cuda" or "opencl" => found.FirstOrDefault(f => f.Id.StartsWith(spec + ":", StringComparison.Ordinal)) is { Device: not null } k ? k : null,
+                _ => found.FirstOrDefault(f => f.Id == spec) is { Device: not null } e ? e : null,
+            };
+            if (pick is null)
+            {
+                context.Dispose();
+                if (spec == "auto")
+                {
+                    log?.Invoke("device auto: no CUDA or OpenCL GPU found, using cpu");
+                    return new CpuBackend(shape, threads);
+                }
+                throw Absent($"device '{spec}'", List(threads));
+            }
+            var (id, device) = pick.Value;
+            if (spec == "auto")
+                log?.Invoke($"device auto: using {id} ({device.Name})");
+            Accelerator accelerator;
+            try
+            {
+                accelerator = device.CreateAccelerator(context);
+            }
+            catch (Exception e) when (e is not UserError)
+            {
+                throw new UserError($"device {id} ({device.Name}) could not be started: {e.Message}; try --device cpu", UserError.DeviceError);
+            }
+            try
+            {
+                return new IlgpuBackend(accelerator, shape, ownedContext: context);
+            }
+            catch (Exception e) when (e is not UserError)
+            {
+                accelerator.Dispose();
+                throw new UserError($"the kernels failed to compile for {id} ({device.Name}): {e.Message}; try --device cpu", UserError.DeviceError);
+            }
+        }
+        catch
+        {
+            context.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A context with algorithms enabled (XMath on every backend).</summary>
+    public static Context CreateContext(int threads, bool includeUnsupported) =>
+        Context.Create(b =>
+        {
+            if (includeUnsupported)
+                b.Cuda(_ => true).OpenCL(_ => true);
+            else
+                b.Cuda().OpenCL();
+            b.CPU(EmulatedCpu(threads)).EnableAlgorithms().Optimize(OptimizationLevel.O2);
+        });
+
+    private static IEnumerable<(string Id, Device Device)> IlgpuDevices(Context context)
+    {
+        int cuda = 0, opencl = 0;
+        foreach (var device in context)
+        {
+            switch (device.AcceleratorType)
+            {
+                case AcceleratorType.Cuda:
+                    yield return ($"cuda:{cuda++}", device);
+                    break;
+                case AcceleratorType.OpenCL:
+                    yield return ($"opencl:{opencl++}", device);
+                    break;
+                case AcceleratorType.CPU:
+                    yield return ("ilgpu-cpu", device);
+                    break;
+            }
+        }
+    }
+
+    private static string Kind(Device device) => device switch
+    {
+        CudaDevice => "cuda",
+        CLDevice cl => $"opencl {cl.DeviceType.ToString().ToLowerInvariant()}",
+        _ => "ilgpu-cpu",
+    };
+
+    private static bool IsOpenClGpu(Device device) =>
+        device is CLDevice cl && cl.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU && Usability(device).Usable;
+
+    private static (bool Usable, string Note) Usability(Device device) => device switch
+    {
+        CLDevice cl when !cl.Capabilities.GenericAddressSpace => (false, "no OpenCL generic address space, which ILGPU needs"),
+        CLDevice => (true, "OpenCL"),
+        CudaDevice => (true, "CUDA"),
+        _ => (true, "GPU kernels emulated on the CPU: slow, for testing"),
+    };
+
+    private static UserError Absent(string what, IReadOnlyList<DeviceInfo> all) =>
+        new($"{what} is not present; devices here: {string.Join(", ", all.Select(d => d.Usable ? d.Id : $"{d.Id} (unusable)"))}", UserError.BadInput);
+}

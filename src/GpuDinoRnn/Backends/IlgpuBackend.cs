@@ -1,0 +1,206 @@
+// One backend for every ILGPU accelerator (CUDA, OpenCL, the CPU emulator): buffers, kernels
+// loaded once, and the launch sequence of a training step. Nothing is read back per step: each
+// step's loss goes to a device-side history that TakeLosses reads in one copy.
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Kernels;
+using GpuDinoRnn.Model;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuDinoRnn.Backends;
+
+public sealed class IlgpuBackend : IBackend
+{
+    /// <summary>Steps whose losses the device keeps before the host must read them.</summary>
+    private const int HistoryCapacity = 1024;
+
+    private readonly Accelerator _acc;
+    private readonly bool _ownsAccelerator;
+    private readonly IDisposable? _ownedContext;
+    private readonly Action<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>> _forwardStep;
+    private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>> _outputLayer;
+    private readonly Action<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _backwardStep;
+    private readonly Action<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _weightGradients;
+    private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _carryState;
+    private readonly Action<Index1D, int, ArrayView<float>, ArrayView<float>> _normPartials;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, int> _sgdUpdate;
+    private readonly Action<Index1D, int, ArrayView<float>, float, ArrayView<float>, int> _batchLoss;
+
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;        // parameters
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _g;        // gradients
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;  // norm partial sums
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;  // per-step losses
+    private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (B, H) carried state
+    private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
+    private MemoryBuffer1D<float, Stride1D.Dense>? _a, _dy, _dz, _loss;
+    private int _rowCapacity;
+    private int _pending;
+    private readonly List<float> _drained = [];
+    private int _launches;
+
+    /// <param name="accelerator">The device; disposed with the backend when ownsAccelerator.</param>
+    /// <param name="shape">The model's size.</param>
+    /// <param name="ownsAccelerator">Dispose the accelerator with the backend.</param>
+    /// <param name="ownedContext">The ILGPU context to dispose last, when the backend made it.</param>
+    public IlgpuBackend(Accelerator accelerator, ModelShape shape, bool ownsAccelerator = true, IDisposable? ownedContext = null)
+    {
+        _acc = accelerator;
+        _ownsAccelerator = ownsAccelerator;
+        _ownedContext = ownedContext;
+        Shape = shape;
+        _forwardStep = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(RnnKernels.ForwardStep);
+        _outputLayer = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>>(LossKernels.OutputLayer);
+        _backwardStep = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.BackwardStep);
+        _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
+        _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
+        _normPartials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
+        _sgdUpdate = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, int>(UpdateKernels.SgdUpdate);
+        _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, int>(LossKernels.BatchLoss);
+
+        _p = _acc.Allocate1D<float>(shape.ParameterCount);
+        _g = _acc.Allocate1D<float>(shape.ParameterCount);
+        _partial = _acc.Allocate1D<float>(UpdateKernels.NormPartials);
+        _history = _acc.Allocate1D<float>(HistoryCapacity);
+        _carry = _acc.Allocate1D<float>(shape.H);
+        _carry.MemSetToZero();
+    }
+
+    public string Device => $"{_acc.AcceleratorType switch
+    {
+        AcceleratorType.Cuda => "cuda",
+        AcceleratorType.OpenCL => "opencl",
+        _ => "ilgpu-cpu",
+    }} ({_acc.Name})";
+
+    public int LaunchesPerStep => _launches;
+    public ModelShape Shape { get; }
+
+    public void Upload(Parameters parameters) => _p.View.CopyFromCPU(parameters.Data);
+
+    public void Download(Parameters parameters)
+    {
+        _p.View.CopyToCPU(parameters.Data);
+    }
+
+    public void ResetState()
+    {
+        _carry.MemSetToZero();
+    }
+
+    public void Step(Batch batch, StepSettings s)
+    {
+        if (s.CarryState && batch.B != 1)
+            throw new UserError("a carried hidden state needs --batch 1");
+        var d = Shape.Dims(batch.B, batch.T);
+        _launches = 0;
+        ForwardAndBackward(batch, d, s.CarryState);
+        if (s.Clip > 0 && s.ClipMode == ClipMode.Norm)
+            Launch(() => _normPartials(UpdateKernels.NormPartials, d.ParameterCount, _g.View, _partial.View));
+        Launch(() => _sgdUpdate(d.ParameterCount, _p.View, _g.View, _partial.View, s.LearningRate, s.Clip, s.ClipMode == ClipMode.Norm ? 1 : 0));
+        Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _history.View, _pending));
+        if (s.CarryState)
+            Launch(() => _carryState(d.B * d.H, d, _a!.View, _carry.View));
+        if (++_pending == HistoryCapacity)
+            Drain();
+    }
+
+    public float[] TakeLosses()
+    {
+        Drain();
+        var result = _drained.ToArray();
+        _drained.Clear();
+        return result;
+    }
+
+    public float Gradients(Batch batch, bool carryState, Span<float> gradients)
+    {
+        var d = Shape.Dims(batch.B, batch.T);
+        ForwardAndBackward(batch, d, carryState);
+        ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+        var rowLoss = new float[d.Rows];
+        _loss!.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
+        return (float)(rowLoss.Sum(v => (double)v) / d.B);
+    }
+
+    public double EvaluateSum(Batch batch)
+    {
+        var d = Shape.Dims(batch.B, batch.T);
+        UploadBatch(batch, d);
+        _a!.View.SubView(0, d.B * d.H).MemSetToZero();
+        for (int t = 0; t < d.T; t++)
+            _forwardStep(d.B * d.H, d, t, _p.View, _x!.View, _y!.View, _a.View);
+        _outputLayer(d.Rows, d, _p.View, _y!.View, _a.View, 0f, _dy!.View, _loss!.View);
+        var rowLoss = new float[d.Rows];
+        _loss.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
+        return rowLoss.Sum(v => (double)v);
+    }
+
+    public void Dispose()
+    {
+        foreach (var buffer in new MemoryBuffer?[] { _p, _g, _partial, _history, _carry, _x, _y, _a, _dy, _dz, _loss })
+            buffer?.Dispose();
+        if (_ownsAccelerator)
+            _acc.Dispose();
+        _ownedContext?.Dispose();
+    }
+
+    /// <summary>Forward over T steps, output layer, backward over T steps, weight gradients: 2T + 2 launches.</summary>
+    private void ForwardAndBackward(Batch batch, RnnDims d, bool carryState)
+    {
+        UploadBatch(batch, d);
+        var a0 = _a!.View.SubView(0, d.B * d.H);
+        if (carryState)
+            Launch(() => _carry.View.SubView(0, d.B * d.H).CopyTo(a0));
+        else
+            Launch(() => a0.MemSetToZero());
+        for (int t = 0; t < d.T; t++)
+            Launch(() => _forwardStep(d.B * d.H, d, t, _p.View, _x!.View, _y!.View, _a.View));
+        Launch(() => _outputLayer(d.Rows, d, _p.View, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
+        for (int t = d.T - 1; t >= 0; t--)
+            Launch(() => _backwardStep(d.B * d.H, d, t, _p.View, _y!.View, _a.View, _dy!.View, _dz!.View));
+        Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _g.View));
+    }
+
+    private void UploadBatch(Batch batch, RnnDims d)
+    {
+        int rows = d.Rows;
+        if (rows > _rowCapacity || _a is null)
+        {
+            int capacity = Math.Max(rows, 2 * _rowCapacity);
+            foreach (var buffer in new MemoryBuffer?[] { _x, _y, _a, _dy, _dz, _loss })
+                buffer?.Dispose();
+            _x = _acc.Allocate1D<int>(capacity);
+            _y = _acc.Allocate1D<int>(capacity);
+            // (T+1)·B·H ≤ (rows + B)·H ≤ 2·rows·H.
+            _a = _acc.Allocate1D<float>(2L * capacity * d.H);
+            _dy = _acc.Allocate1D<float>((long)capacity * d.V);
+            _dz = _acc.Allocate1D<float>((long)capacity * d.H);
+            _loss = _acc.Allocate1D<float>(capacity);
+            _rowCapacity = capacity;
+        }
+        if (_carry.Length < d.B * d.H)
+        {
+            _carry.Dispose();
+            _carry = _acc.Allocate1D<float>(d.B * d.H);
+            _carry.MemSetToZero();
+        }
+        _x!.View.SubView(0, rows).CopyFromCPU(batch.X);
+        _y!.View.SubView(0, rows).CopyFromCPU(batch.Y);
+    }
+
+    private void Drain()
+    {
+        if (_pending == 0)
+            return;
+        var losses = new float[_pending];
+        _history.View.SubView(0, _pending).CopyToCPU(losses);
+        _drained.AddRange(losses);
+        _pending = 0;
+    }
+
+    private void Launch(Action launch)
+    {
+        launch();
+        _launches++;
+    }
+}

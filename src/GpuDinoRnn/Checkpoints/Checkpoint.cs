@@ -1,0 +1,72 @@
+// A model as a safetensors file: the five tensors Wax, Waa, Wya, b, by (F32, row-major) and
+// metadata with at least vocab, hidden and cell, plus the training options and iteration.
+using System.Globalization;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Model;
+
+namespace GpuDinoRnn.Checkpoints;
+
+public sealed record LoadedModel(Parameters Parameters, Vocabulary Vocabulary, IReadOnlyDictionary<string, string> Metadata);
+
+public static class Checkpoint
+{
+    public const string Format = "gpudinornn-1";
+
+    /// <summary>Writes atomically (temporary file, then rename); extra metadata is added as given.</summary>
+    public static void Save(string path, Parameters parameters, Vocabulary vocabulary, IReadOnlyDictionary<string, string>? extra = null)
+    {
+        var metadata = new Dictionary<string, string>(extra ?? new Dictionary<string, string>())
+        {
+            ["format"] = Format,
+            ["vocab"] = vocabulary.Serialize(),
+            ["hidden"] = parameters.Shape.H.ToString(CultureInfo.InvariantCulture),
+            ["cell"] = ModelShape.Cell,
+        };
+        var tensors = Parameters.Names.Select(name =>
+        {
+            var (_, dims) = Parameters.Layout(parameters.Shape, name);
+            return new Tensor(name, dims, parameters.Slice(name).ToArray());
+        });
+        SafeTensors.Write(path, tensors, metadata);
+    }
+
+    /// <summary>Loads and checks a model; every problem is a UserError that names the file.</summary>
+    public static LoadedModel Load(string path)
+    {
+        var file = SafeTensors.Read(path);
+        string Meta(string key) => file.Metadata.TryGetValue(key, out var value)
+            ? value
+            : throw new UserError($"checkpoint '{path}': metadata \"{key}\" is missing");
+
+        string cell = Meta("cell");
+        if (cell != ModelShape.Cell)
+            throw new UserError($"checkpoint '{path}' holds a '{cell}' model; this program trains and samples 'rnn' models");
+        if (!int.TryParse(Meta("hidden"), NumberStyles.None, CultureInfo.InvariantCulture, out int h) || h < 1)
+            throw new UserError($"checkpoint '{path}': metadata \"hidden\" is not a positive integer");
+        Vocabulary vocab;
+        try
+        {
+            vocab = Vocabulary.Deserialize(Meta("vocab"));
+        }
+        catch (UserError e)
+        {
+            throw new UserError($"checkpoint '{path}': {e.Message}");
+        }
+        var shape = new ModelShape(h, vocab.Size);
+        var parameters = new Parameters(shape);
+        foreach (var name in Parameters.Names)
+        {
+            var tensor = file.Find(name) ?? throw new UserError($"checkpoint '{path}': tensor {name} is missing");
+            var (_, dims) = Parameters.Layout(shape, name);
+            if (!tensor.Shape.SequenceEqual(dims))
+                throw new UserError($"checkpoint '{path}': tensor {name} has shape [{string.Join(",", tensor.Shape)}], expected [{string.Join(",", dims)}] for hidden {h} and a vocabulary of {vocab.Size}");
+            if (!tensor.Data.All(float.IsFinite))
+                throw new UserError($"checkpoint '{path}': tensor {name} holds NaN or infinite values");
+            tensor.Data.CopyTo(parameters.Slice(name));
+        }
+        var unknown = file.Tensors.Select(t => t.Name).Except(Parameters.Names).ToList();
+        if (unknown.Count > 0)
+            throw new UserError($"checkpoint '{path}': unexpected tensor {unknown[0]} for an 'rnn' model");
+        return new LoadedModel(parameters, vocab, file.Metadata);
+    }
+}

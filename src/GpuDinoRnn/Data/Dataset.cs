@@ -1,0 +1,95 @@
+// A list of names read from a text file (one per line), and its seeded train/validation split.
+using System.Text;
+
+namespace GpuDinoRnn.Data;
+
+public sealed class Dataset
+{
+    public Dataset(IReadOnlyList<string> names, string source)
+    {
+        Names = names;
+        Source = source;
+    }
+
+    public IReadOnlyList<string> Names { get; }
+    public string Source { get; }
+
+    /// <summary>
+    /// Reads one name per line: UTF-8, lines stripped, lower-cased unless keepCase, blank lines
+    /// skipped, duplicates kept. Every problem is a UserError naming the file (and line).
+    /// </summary>
+    public static Dataset Load(string path, bool keepCase = false, int maxNameLength = 1000)
+    {
+        if (Directory.Exists(path))
+            throw new UserError($"data: '{path}' is a directory, not a file of names");
+        if (!File.Exists(path))
+            throw new UserError($"data: file '{path}' not found");
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserError($"data: cannot read '{path}': {e.Message}");
+        }
+        return Parse(bytes, path, keepCase, maxNameLength);
+    }
+
+    public static Dataset Parse(ReadOnlySpan<byte> bytes, string source, bool keepCase = false, int maxNameLength = 1000)
+    {
+        if (bytes.StartsWith(Encoding.UTF8.Preamble))
+            bytes = bytes[Encoding.UTF8.Preamble.Length..];
+        var strict = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
+        var names = new List<string>();
+        int lineNumber = 0;
+        while (!bytes.IsEmpty)
+        {
+            lineNumber++;
+            int nl = bytes.IndexOf((byte)'\n');
+            var line = nl >= 0 ? bytes[..nl] : bytes;
+            bytes = nl >= 0 ? bytes[(nl + 1)..] : [];
+            string text;
+            try
+            {
+                text = strict.GetString(line);
+            }
+            catch (DecoderFallbackException)
+            {
+                throw new UserError($"data: '{source}' line {lineNumber} is not valid UTF-8");
+            }
+            if (text.Contains('\0'))
+                throw new UserError($"data: '{source}' line {lineNumber} holds a NUL byte: is this a binary file?");
+            text = text.Trim();
+            if (text.Length == 0)
+                continue;
+            if (text.Length > maxNameLength)
+                throw new UserError($"data: '{source}' line {lineNumber} is {text.Length} characters long, more than --max-name-length {maxNameLength}");
+            names.Add(keepCase ? text : text.ToLowerInvariant());
+        }
+        if (names.Count == 0)
+            throw new UserError($"data: '{source}' holds no names (it is empty or only blank lines)");
+        return new Dataset(names, source);
+    }
+
+    /// <summary>
+    /// Splits off a validation set: a seeded random choice of round(fraction·N) names (at least
+    /// one when fraction &gt; 0 and N &gt; 1); the rest, in file order, is the training set.
+    /// </summary>
+    public (IReadOnlyList<string> Train, IReadOnlyList<string> Validation) Split(double fraction, int seed)
+    {
+        if (fraction <= 0 || Names.Count < 2)
+            return (Names, []);
+        int valCount = Math.Clamp((int)Math.Round(fraction * Names.Count), 1, Names.Count - 1);
+        var order = Enumerable.Range(0, Names.Count).ToArray();
+        new Random(seed).Shuffle(order);
+        var isVal = new bool[Names.Count];
+        foreach (int i in order.AsSpan(0, valCount))
+            isVal[i] = true;
+        var train = new List<string>();
+        var val = new List<string>();
+        for (int i = 0; i < Names.Count; i++)
+            (isVal[i] ? val : train).Add(Names[i]);
+        return (train, val);
+    }
+}

@@ -1,0 +1,84 @@
+// Symbols ↔ ids. Id 0 is the end-of-name symbol '\n'; the rest are the distinct symbols of the
+// data (text elements, so an accented letter is one symbol), sorted ordinally.
+using System.Globalization;
+
+namespace GpuDinoRnn.Data;
+
+public sealed class Vocabulary
+{
+    public const string EndOfName = "\n";
+    private readonly Dictionary<string, int> _ids;
+
+    public Vocabulary(IReadOnlyList<string> symbols)
+    {
+        if (symbols.Count == 0 || symbols[0] != EndOfName)
+            throw new ArgumentException("the vocabulary must start with the end-of-name symbol '\\n'");
+        Symbols = symbols.ToArray();
+        _ids = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < Symbols.Count; i++)
+        {
+            if (!_ids.TryAdd(Symbols[i], i))
+                throw new UserError($"the vocabulary lists the symbol {Describe(Symbols[i])} twice");
+        }
+    }
+
+    public IReadOnlyList<string> Symbols { get; }
+
+    /// <summary>V, the number of symbols, end-of-name included.</summary>
+    public int Size => Symbols.Count;
+
+    public static Vocabulary FromNames(IEnumerable<string> names)
+    {
+        var set = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var name in names)
+            foreach (var s in TextElements(name))
+                set.Add(s);
+        set.Remove(EndOfName);
+        return new Vocabulary([EndOfName, .. set]);
+    }
+
+    /// <summary>The vocabulary as one string in index order, as stored in checkpoints.</summary>
+    public string Serialize() => string.Concat(Symbols);
+
+    public static Vocabulary Deserialize(string text)
+    {
+        var symbols = TextElements(text).ToList();
+        if (symbols.Count < 2 || symbols[0] != EndOfName)
+            throw new UserError("the stored vocabulary must start with '\\n' and hold at least one more symbol");
+        return new Vocabulary(symbols);
+    }
+
+    public bool TryGetId(string symbol, out int id) => _ids.TryGetValue(symbol, out id);
+
+    public int[] Encode(string name)
+    {
+        var ids = new List<int>(name.Length);
+        foreach (var s in TextElements(name))
+        {
+            if (!_ids.TryGetValue(s, out int id))
+                throw new UserError($"the symbol {Describe(s)} in \"{name}\" is not in the model's vocabulary");
+            ids.Add(id);
+        }
+        return ids.ToArray();
+    }
+
+    public string Decode(IEnumerable<int> ids) => string.Concat(ids.Select(i => Symbols[i]));
+
+    public bool SameAs(Vocabulary other) => Symbols.SequenceEqual(other.Symbols, StringComparer.Ordinal);
+
+    /// <summary>A short printable form for messages: the symbols with '\n' shown as \n.</summary>
+    public string Display()
+    {
+        var text = Serialize().Replace("\n", "\\n", StringComparison.Ordinal);
+        return text.Length <= 80 ? $"\"{text}\"" : $"\"{text[..77]}...\"";
+    }
+
+    public static IEnumerable<string> TextElements(string text)
+    {
+        var e = StringInfo.GetTextElementEnumerator(text);
+        while (e.MoveNext())
+            yield return (string)e.Current;
+    }
+
+    private static string Describe(string s) => s == EndOfName ? "'\\n'" : $"'{s}' (U+{char.ConvertToUtf32(s, 0):X4})";
+}

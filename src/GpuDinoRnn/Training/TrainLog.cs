@@ -1,0 +1,70 @@
+// The trainer's output: one fixed-format line per logged iteration (text), or one JSON object
+// per line on standard output (jsonl), with samples and notes on standard error.
+using System.Globalization;
+using System.Text.Json;
+
+namespace GpuDinoRnn.Training;
+
+public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter stderr)
+{
+    private TextWriter Human => format == LogFormat.Jsonl ? stderr : stdout;
+
+    public void Info(string message) => stderr.WriteLine(message);
+
+    /// <summary>Iteration numbers are 0-based: iteration 0 is the first update, as in the notebook.</summary>
+    public void Iteration(int iteration, float loss, double smoothed, double charsPerSecond, string device, int? launches)
+    {
+        if (format == LogFormat.Jsonl)
+        {
+            var record = new Dictionary<string, object>
+            {
+                ["iteration"] = iteration,
+                ["loss"] = loss,
+                ["smoothed_loss"] = smoothed,
+                ["chars_per_s"] = Math.Round(charsPerSecond, 1),
+                ["device"] = device,
+            };
+            if (launches is not null)
+                record["launches_per_step"] = launches.Value;
+            stdout.WriteLine(JsonSerializer.Serialize(record));
+            return;
+        }
+        string extra = launches is null ? "" : $", {launches} launches/step";
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"Iteration: {iteration}, Loss: {smoothed:F6}  (this step {loss:F4}, {charsPerSecond:N0} chars/s{extra})"));
+    }
+
+    public void Samples(IEnumerable<string> names)
+    {
+        foreach (var name in names)
+            Human.WriteLine(name);
+        Human.WriteLine();
+    }
+
+    public void Summary(TrainResult r)
+    {
+        if (format == LogFormat.Jsonl)
+        {
+            var record = new Dictionary<string, object>
+            {
+                ["event"] = "summary",
+                ["device"] = r.Device,
+                ["iterations"] = r.Iterations,
+                ["chars"] = r.Chars,
+                ["train_seconds"] = Math.Round(r.TrainSeconds, 4),
+                ["chars_per_s"] = Math.Round(r.Chars / Math.Max(r.TrainSeconds, 1e-9), 1),
+                ["smoothed_loss"] = r.SmoothedLoss,
+                ["train_bits_per_char"] = Math.Round(r.TrainBitsPerChar, 5),
+            };
+            if (r.ValBitsPerChar is double val)
+                record["val_bits_per_char"] = Math.Round(val, 5);
+            stdout.WriteLine(JsonSerializer.Serialize(record));
+            return;
+        }
+        string valText = r.ValBitsPerChar is double v ? string.Create(CultureInfo.InvariantCulture, $", validation {v:F4}") : "";
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"Trained {r.Iterations} iterations on {r.Device} in {r.TrainSeconds:F2} s ({r.Chars / Math.Max(r.TrainSeconds, 1e-9):N0} chars/s). " +
+            $"Bits per character: training {r.TrainBitsPerChar:F4}{valText}."));
+        stdout.WriteLine();
+    }
+}

@@ -1,0 +1,132 @@
+// Every training option in one record, with its default and meaning. The same record (as JSON)
+// is stored in each checkpoint. Presets are whole records; options given on the command line
+// are applied on top of the chosen preset.
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using GpuDinoRnn.Backends;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Model;
+
+namespace GpuDinoRnn.Training;
+
+public enum LogFormat
+{
+    Text,
+    Jsonl,
+}
+
+public sealed record TrainOptions
+{
+    /// <summary>Names file, one per line; null means the bundled data/dinos.txt.</summary>
+    public string? Data { get; init; }
+    /// <summary>Keep letter case (default: lower-case every name).</summary>
+    public bool KeepCase { get; init; }
+    /// <summary>Longest name accepted, in characters.</summary>
+    public int MaxNameLength { get; init; } = 1000;
+    /// <summary>H, hidden units.</summary>
+    public int Hidden { get; init; } = 128;
+    /// <summary>B, names per mini-batch.</summary>
+    public int Batch { get; init; } = 32;
+    /// <summary>SGD learning rate (the loss is a mean over the batch's names).</summary>
+    public float Lr { get; init; } = 0.5f;
+    /// <summary>Clip threshold; 0 disables clipping.</summary>
+    public float Clip { get; init; } = 5f;
+    public ClipMode ClipMode { get; init; } = ClipMode.Norm;
+    /// <summary>Only sgd for now.</summary>
+    public string Optimizer { get; init; } = "sgd";
+    /// <summary>Fraction of names held out for validation (seeded); 0 disables validation.</summary>
+    public double ValFraction { get; init; } = 0.1;
+    /// <summary>Threads for the cpu backend (and the ILGPU CPU emulator).</summary>
+    public int Threads { get; init; } = Environment.ProcessorCount;
+    /// <summary>Seed of every generator the run owns: split, order, initialisation, samples.</summary>
+    public int Seed { get; init; } = 1;
+    /// <summary>Iterations (one mini-batch each); when null, Epochs decides.</summary>
+    public int? Iterations { get; init; }
+    /// <summary>Passes over the training names, used when Iterations is null.</summary>
+    public int Epochs { get; init; } = 40;
+    public ShuffleMode Shuffle { get; init; } = ShuffleMode.Epoch;
+    /// <summary>Carry each name's final hidden state into the next name (batch 1; the course's way).</summary>
+    public bool CarryState { get; init; }
+    public InitScheme InitScheme { get; init; } = InitScheme.Xavier;
+    /// <summary>Start from this checkpoint's weights instead of a random initialisation.</summary>
+    public string? Init { get; init; }
+    /// <summary>Write the final model here (safetensors).</summary>
+    public string? Checkpoint { get; init; }
+    /// <summary>Also checkpoint every N iterations (0: only at the end).</summary>
+    public int CheckpointEvery { get; init; }
+    /// <summary>auto, cpu, ilgpu-cpu, cuda, opencl, cuda:N, opencl:N, or an index from `devices`.</summary>
+    public string Device { get; init; } = "auto";
+    /// <summary>Log every N iterations (iteration 0 and the last are always logged).</summary>
+    public int LogEvery { get; init; } = 100;
+    public LogFormat LogFormat { get; init; } = LogFormat.Text;
+    /// <summary>Sample names every N iterations (0: only at the end).</summary>
+    public int SampleEvery { get; init; }
+    /// <summary>Names sampled each time.</summary>
+    public int SampleCount { get; init; } = 10;
+    /// <summary>Sample as the course notebook does (numpy generator reseeded per character).</summary>
+    public bool CourseSampling { get; init; }
+    public bool Verbose { get; init; }
+    /// <summary>The preset this record started from, if any.</summary>
+    public string? Preset { get; init; }
+
+    /// <summary>The "Dinosaurus Island" recipe, exactly (../shared/docs/seed-recipe.md).</summary>
+    public static TrainOptions Course { get; } = new()
+    {
+        Preset = "course",
+        Hidden = 50,
+        Batch = 1,
+        Lr = 0.01f,
+        Clip = 5f,
+        ClipMode = ClipMode.Value,
+        CarryState = true,
+        Iterations = 35_000,
+        Shuffle = ShuffleMode.NumpyOnce,
+        InitScheme = InitScheme.Numpy,
+        ValFraction = 0,
+        LogEvery = 2000,
+        SampleEvery = 2000,
+        SampleCount = 7,
+        CourseSampling = true,
+    };
+
+    public static TrainOptions ForPreset(string? preset) => preset?.ToLowerInvariant() switch
+    {
+        null or "" or "default" => new TrainOptions(),
+        "course" => Course,
+        _ => throw new UserError($"unknown preset '{preset}' (known: default, course)"),
+    };
+
+    /// <summary>Checks ranges and combinations; throws UserError naming the option.</summary>
+    public void Validate()
+    {
+        Require(Hidden is >= 1 and <= 4096, $"--hidden must be between 1 and 4096 (got {Hidden})");
+        Require(Batch >= 1, $"--batch must be at least 1 (got {Batch})");
+        Require(float.IsFinite(Lr) && Lr > 0, $"--lr must be a positive number (got {Lr})");
+        Require(float.IsFinite(Clip) && Clip >= 0, $"--clip must be 0 (off) or positive (got {Clip})");
+        Require(Optimizer == "sgd", $"--optimizer '{Optimizer}' is not available (available: sgd)");
+        Require(ValFraction is >= 0 and < 1, $"--val-fraction must be in [0, 1) (got {ValFraction})");
+        Require(Threads >= 1, $"--threads must be at least 1 (got {Threads})");
+        Require(Iterations is null or >= 1, $"--iterations must be at least 1 (got {Iterations})");
+        Require(Epochs >= 1, $"--epochs must be at least 1 (got {Epochs})");
+        Require(LogEvery >= 1, $"--log-every must be at least 1 (got {LogEvery})");
+        Require(CheckpointEvery >= 0, $"--checkpoint-every must be 0 or more (got {CheckpointEvery})");
+        Require(CheckpointEvery == 0 || Checkpoint is not null, "--checkpoint-every needs --checkpoint FILE");
+        Require(SampleEvery >= 0 && SampleCount >= 0, "--sample-every and --sample-count must be 0 or more");
+        Require(MaxNameLength >= 1, $"--max-name-length must be at least 1 (got {MaxNameLength})");
+        Require(!CarryState || Batch == 1, "--carry-state needs --batch 1: the course carries one name's state into the next");
+    }
+
+    public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    internal static readonly JsonSerializerOptions JsonOptions = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.KebabCaseLower,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
+    };
+
+    private static void Require(bool ok, string message)
+    {
+        if (!ok)
+            throw new UserError(message);
+    }
+}

@@ -1,0 +1,193 @@
+// One suite for every backend: loss, every gradient, clipping, the SGD update, a carried state
+// and evaluation, each against the float64 reference. Concrete classes below pick the device;
+// a device that is absent makes its tests skip with the reason, never pass.
+using GpuDinoRnn.Backends;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Model;
+using GpuDinoRnn.Tests.Reference;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Backends;
+
+public abstract class BackendTests(ITestOutputHelper output)
+{
+    protected ITestOutputHelper Output { get; } = output;
+
+    /// <summary>The backend under test, or null with the reason it is absent.</summary>
+    protected abstract (IBackend? Backend, string? Missing) Create(ModelShape shape);
+
+    private IBackend CreateOrSkip(ModelShape shape)
+    {
+        var (backend, missing) = Create(shape);
+        Skip.If(backend is null, missing);
+        return backend!;
+    }
+
+    /// <summary>Runs an unrelated, larger batch first so stale buffer contents would show.</summary>
+    private static void Poison(IBackend backend, int v)
+    {
+        var junk = Batch.FromEncoded(TestData.RandomNames(7, v, seed: 99, minLength: 6, maxLength: 9));
+        Span<float> scratch = new float[backend.Shape.ParameterCount];
+        backend.Gradients(junk, carryState: false, scratch);
+    }
+
+    [SkippableTheory]
+    [InlineData(5, 7, 4)]
+    [InlineData(16, 27, 1)]
+    [InlineData(33, 11, 9)]
+    public void LossAndEveryGradientMatchTheReference(int h, int v, int names)
+    {
+        var shape = new ModelShape(h, v);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: h + v);
+        backend.Upload(p);
+        Poison(backend, v);
+        var batch = Batch.FromEncoded(TestData.RandomNames(names, v, seed: names, minLength: 1, maxLength: 8));
+        var grad = new float[shape.ParameterCount];
+        float loss = backend.Gradients(batch, carryState: false, grad);
+
+        var expected = ReferenceRnn.Run(TestData.ToDouble(p.Data), h, v, batch);
+        Output.WriteLine($"{backend.Device}: loss {loss} vs reference {expected.Loss}");
+        Assert.Equal(expected.Loss, loss, expected.Loss * 1e-5);
+        foreach (var name in Parameters.Names)
+        {
+            var (offset, dims) = Parameters.Layout(shape, name);
+            int n = dims.Aggregate(1, (a, b) => a * b);
+            // float32 sums of terms that cancel: the tolerance scales with the tensor's largest element.
+            var want = expected.Grad.AsSpan(offset, n);
+            double scale = want.ToArray().Max(Math.Abs);
+            TestData.AssertClose(Output, $"d{name}", want, grad.AsSpan(offset, n), rtol: 1e-4, atol: 1e-4 * scale);
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData(ClipMode.Value, 0.05f)]
+    [InlineData(ClipMode.Norm, 0.5f)]
+    [InlineData(ClipMode.Value, 0f)]
+    public void StepClipsAndUpdatesLikeTheReference(ClipMode mode, float clip)
+    {
+        var shape = new ModelShape(12, 9);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 5);
+        backend.Upload(p);
+        Poison(backend, shape.V);
+        backend.Upload(p);
+        var batch = Batch.FromEncoded(TestData.RandomNames(6, shape.V, seed: 11));
+        var reference = ReferenceRnn.Run(TestData.ToDouble(p.Data), shape.H, shape.V, batch);
+        if (clip > 0)
+        {
+            // The case must really clip: some element above the threshold, or the norm above it.
+            double norm = Math.Sqrt(reference.Grad.Sum(g => g * g));
+            Assert.True(mode == ClipMode.Value ? reference.Grad.Any(g => Math.Abs(g) > clip) : norm > clip, "clipping is not active in this case");
+        }
+        backend.Step(batch, new StepSettings(0.1f, clip, mode, CarryState: false));
+        var after = new Parameters(shape);
+        backend.Download(after);
+        var expected = ReferenceRnn.SgdStep(TestData.ToDouble(p.Data), reference.Grad, 0.1, clip, mode);
+        TestData.AssertClose(Output, $"parameters after a step ({mode}, clip {clip})", expected, after.Data, rtol: 1e-5, atol: 1e-6);
+        var losses = backend.TakeLosses();
+        Assert.Single(losses);
+        Assert.Equal(reference.Loss, losses[0], reference.Loss * 1e-5);
+        Assert.Empty(backend.TakeLosses());
+    }
+
+    [SkippableFact]
+    public void CarriedStateFlowsFromOneNameToTheNext()
+    {
+        var shape = new ModelShape(10, 8);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 21);
+        backend.Upload(p);
+        backend.ResetState();
+        var names = TestData.RandomNames(3, shape.V, seed: 4, minLength: 2, maxLength: 5);
+        var settings = new StepSettings(0.05f, 5f, ClipMode.Value, CarryState: true);
+        var pd = TestData.ToDouble(p.Data);
+        double[]? state = null;
+        var expectedLosses = new List<double>();
+        foreach (var name in names)
+        {
+            var batch = Batch.FromEncoded([name]);
+            var r = ReferenceRnn.Run(pd, shape.H, shape.V, batch, state);
+            expectedLosses.Add(r.Loss);
+            state = r.A.AsSpan(batch.T * shape.H, shape.H).ToArray();
+            pd = ReferenceRnn.SgdStep(pd, r.Grad, 0.05, 5, ClipMode.Value);
+            backend.Step(batch, settings);
+        }
+        var losses = backend.TakeLosses();
+        TestData.AssertClose(Output, "losses with a carried state", expectedLosses.ToArray(), losses, rtol: 1e-5, atol: 1e-6);
+        var after = new Parameters(shape);
+        backend.Download(after);
+        TestData.AssertClose(Output, "parameters after three carried steps", pd, after.Data, rtol: 1e-4, atol: 1e-6);
+    }
+
+    [SkippableFact]
+    public void EvaluateSumsTheLossOfEveryRealCharacter()
+    {
+        var shape = new ModelShape(9, 13);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 8);
+        backend.Upload(p);
+        Poison(backend, shape.V);
+        var batch = Batch.FromEncoded(TestData.RandomNames(5, shape.V, seed: 2));
+        var r = ReferenceRnn.Run(TestData.ToDouble(p.Data), shape.H, shape.V, batch);
+        double sum = backend.EvaluateSum(batch);
+        Output.WriteLine($"evaluate: {sum} vs reference {r.RowLoss.Sum()}");
+        Assert.Equal(r.RowLoss.Sum(), sum, r.RowLoss.Sum() * 1e-5);
+    }
+
+    [SkippableFact]
+    public void TrainingOnTheBundledNamesLowersTheLossAndRepeatsExactly()
+    {
+        var dataset = Dataset.Load(TestData.BundledNames);
+        var vocab = Vocabulary.FromNames(dataset.Names);
+        var names = dataset.Names.Select(vocab.Encode).ToList();
+        var shape = new ModelShape(24, vocab.Size);
+        float[] Train()
+        {
+            using var backend = CreateOrSkip(shape);
+            backend.Upload(Parameters.Initialize(shape, InitScheme.Xavier, seed: 3));
+            var batcher = new Batcher(names, 16, ShuffleMode.Epoch, seed: 3);
+            var settings = new StepSettings(0.5f, 5f, ClipMode.Norm, CarryState: false);
+            for (int i = 0; i < 60; i++)
+                backend.Step(batcher.Next(), settings);
+            return backend.TakeLosses();
+        }
+        var first = Train();
+        var second = Train();
+        double early = first.Take(5).Average(), late = first.TakeLast(5).Average();
+        Output.WriteLine($"mean loss of the first 5 steps {early:F3}, of the last 5 {late:F3}");
+        Assert.True(late < early - 3, $"the loss did not fall: {early:F3} → {late:F3}");
+        Assert.Equal(first, second);
+    }
+}
+
+public sealed class CpuBackendTests(ITestOutputHelper output) : BackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape) => (new CpuBackend(shape, threads: 2), null);
+}
+
+public sealed class CpuBackendSingleThreadTests(ITestOutputHelper output) : BackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape) => (new CpuBackend(shape, threads: 1), null);
+}
+
+public sealed class IlgpuCpuBackendTests(ITestOutputHelper output) : BackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape) => (Devices.Create("ilgpu-cpu", shape, threads: 2), null);
+}
+
+public sealed class CudaBackendTests(ITestOutputHelper output) : BackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape) => GpuOrNull("cuda", shape);
+
+    internal static (IBackend?, string?) GpuOrNull(string kind, ModelShape shape)
+    {
+        bool present = Devices.List(1).Any(d => d.Id.StartsWith(kind + ":", StringComparison.Ordinal) && d.Usable);
+        return present ? (Devices.Create(kind, shape, 1), null) : (null, $"no usable {kind} device on this machine");
+    }
+}
+
+public sealed class OpenClBackendTests(ITestOutputHelper output) : BackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape) => CudaBackendTests.GpuOrNull("opencl", shape);
+}

@@ -1,0 +1,114 @@
+// The real CLI entry point (Program.Run) with captured output: verbs, errors as one line with
+// an exit code, and the files it writes.
+using GpuDinoRnn.Cli;
+using GpuDinoRnn.Tests.Reference;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Cli;
+
+public class CliTests(ITestOutputHelper output)
+{
+    private (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = Program.Run(args, stdout, stderr);
+        output.WriteLine($"$ gpudinornn {string.Join(' ', args)} → {code}\n{stdout}{stderr}");
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+
+    [Fact]
+    public void TrainPrintsLossesAndNewNames()
+    {
+        var (code, stdout, _) = Run("train", "--data", TestData.BundledNames, "--device", "cpu", "--hidden", "16", "--iterations", "30", "--log-every", "10", "--sample-count", "4");
+        Assert.Equal(0, code);
+        Assert.Equal(4, Lines(stdout).Count(l => l.StartsWith("Iteration: ", StringComparison.Ordinal)));
+        Assert.Contains("Bits per character: training", stdout);
+        var names = Lines(stdout).SkipWhile(l => !l.StartsWith("Trained", StringComparison.Ordinal)).Skip(1).ToList();
+        Assert.Equal(4, names.Count);
+        Assert.All(names, n => Assert.True(n.Length > 0 && char.IsUpper(n[0]), $"'{n}' is not a capitalised name"));
+    }
+
+    [Theory]
+    [InlineData("train", "--hidden", "0")]
+    [InlineData("train", "--batch", "0")]
+    [InlineData("train", "--lr", "-1")]
+    [InlineData("train", "--clip-mode", "sideways")]
+    [InlineData("train", "--optimizer", "adam")]
+    [InlineData("train", "--val-fraction", "1.5")]
+    [InlineData("train", "--carry-state", "--batch", "4")]
+    [InlineData("train", "--preset", "bogus")]
+    [InlineData("train", "--data", "/nonexistent/names.txt")]
+    [InlineData("train", "--init", "/nonexistent/model.safetensors")]
+    [InlineData("sample", "--model", "/nonexistent/model.safetensors")]
+    [InlineData("sample")]
+    [InlineData("fly")]
+    public void BadInputIsOneLineAndExitCode2(params string[] args)
+    {
+        var (code, stdout, stderr) = Run(args);
+        Assert.Equal(2, code);
+        Assert.DoesNotContain("   at ", stderr); // no stack trace
+        if (stderr.Contains("gpudinornn: error:"))
+            Assert.Single(Lines(stderr));
+        Assert.Equal("", stdout);
+    }
+
+    [Fact]
+    public void AnAbsentDeviceListsTheDevicesThatExist()
+    {
+        var (code, _, stderr) = Run("train", "--device", "cuda:7", "--iterations", "1");
+        Assert.Equal(2, code);
+        var line = Assert.Single(Lines(stderr));
+        Assert.Contains("cuda:7", line);
+        Assert.Contains("cpu", line);
+        Assert.Contains("ilgpu-cpu", line);
+    }
+
+    [Fact]
+    public void DevicesListsTheCpuBackendAndTheEmulator()
+    {
+        var (code, stdout, _) = Run("devices");
+        Assert.Equal(0, code);
+        var lines = Lines(stdout);
+        Assert.Contains(lines, l => l.Contains(" cpu ") && l.Contains("yes"));
+        Assert.Contains(lines, l => l.Contains("ilgpu-cpu") && l.Contains("yes"));
+    }
+
+    [Fact]
+    public void SampleReadsACheckpointAndRepeatsWithTheSameSeed()
+    {
+        string dir = Directory.CreateTempSubdirectory("gpudinornn-cli").FullName;
+        try
+        {
+            string model = Path.Combine(dir, "m.safetensors");
+            Assert.Equal(0, Run("train", "--data", TestData.BundledNames, "--device", "cpu", "--hidden", "16", "--iterations", "20", "--checkpoint", model).Code);
+            var first = Run("sample", "--model", model, "--count", "5", "--seed", "3");
+            var second = Run("sample", "--model", model, "--count", "5", "--seed", "3");
+            var other = Run("sample", "--model", model, "--count", "5", "--seed", "4");
+            Assert.Equal(0, first.Code);
+            Assert.Equal(5, Lines(first.Out).Length);
+            Assert.Equal(first.Out, second.Out);
+            Assert.NotEqual(first.Out, other.Out);
+            var bad = Run("sample", "--model", model, "--temperature", "0");
+            Assert.Equal(2, bad.Code);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void ExplicitOptionsOverrideThePreset()
+    {
+        var o = new TrainVerb { Preset = "course", Hidden = 20, Lr = 0.1f }.ToOptions();
+        Assert.Equal(20, o.Hidden);
+        Assert.Equal(0.1f, o.Lr);
+        Assert.Equal(1, o.Batch);           // from the preset
+        Assert.Equal(35_000, o.Iterations); // from the preset
+        Assert.Equal(3, new TrainVerb { Preset = "course", Epochs = 3 }.ToOptions().Epochs);
+        Assert.Null(new TrainVerb { Preset = "course", Epochs = 3 }.ToOptions().Iterations);
+    }
+}

@@ -1,0 +1,91 @@
+// CI has no GPU, but every kernel can still be compiled for CUDA (PTX for sm_90) and OpenCL
+// (OpenCL C 2.0), and the OpenCL C checked by clang's OpenCL front end, so a construct only the
+// CPU emulator accepts fails here rather than on a user's GPU. Debian's LLVM has no SPIR
+// back end, so clang stops at LLVM IR (-emit-llvm): parsing and type checking are complete.
+using System.Diagnostics;
+using System.Reflection;
+using GpuDinoRnn.Kernels;
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Backends;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.OpenCL;
+using ILGPU.Backends.PTX;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Kernels;
+
+public class KernelCompileTests(ITestOutputHelper output)
+{
+    public static TheoryData<string> KernelNames()
+    {
+        var data = new TheoryData<string>();
+        foreach (var m in AllKernels())
+            data.Add($"{m.DeclaringType!.Name}.{m.Name}");
+        return data;
+    }
+
+    private static IEnumerable<MethodInfo> AllKernels() =>
+        new[] { typeof(RnnKernels), typeof(LossKernels), typeof(UpdateKernels) }
+            .SelectMany(t => t.GetMethods(BindingFlags.Public | BindingFlags.Static))
+            .Where(m => m.GetParameters().FirstOrDefault()?.ParameterType == typeof(Index1D));
+
+    private static MethodInfo Find(string name) => AllKernels().Single(m => $"{m.DeclaringType!.Name}.{m.Name}" == name);
+
+    [Fact]
+    public void EveryKernelIsListed()
+    {
+        Assert.Equal(8, AllKernels().Count());
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelNames))]
+    public void CompilesToPtx(string kernel)
+    {
+        using var context = Context.Create(b => b.EnableAlgorithms());
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null);
+        var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromImplicitlyGroupedKernel(Find(kernel)), default);
+        Assert.Contains(".entry", compiled.PTXAssembly, StringComparison.Ordinal);
+        output.WriteLine(compiled.PTXAssembly[..Math.Min(400, compiled.PTXAssembly.Length)]);
+        // ILGPU writes the lowest target the PTX ISA needs (sm_80 for ISA 8.0); the driver JITs it for sm_90.
+        Assert.Matches(@"\.target sm_[89]0", compiled.PTXAssembly);
+        output.WriteLine($"{kernel}: {compiled.PTXAssembly.Length} characters of PTX");
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(KernelNames))]
+    public void CompilesToOpenClCThatClangAccepts(string kernel)
+    {
+        using var context = Context.Create(b => b.EnableAlgorithms());
+        var caps = new CLCapabilityContext(false, false, false, false, true);
+        using var backend = new CLBackend(context, caps, CLDeviceVendor.Nvidia, CLCVersion.CL20);
+        var compiled = (CLCompiledKernel)backend.Compile(EntryPointDescription.FromImplicitlyGroupedKernel(Find(kernel)), default);
+        Assert.Contains("kernel", compiled.Source, StringComparison.Ordinal);
+
+        string? clang = new[] { "/usr/bin/clang", "/usr/bin/clang-19", "/usr/bin/clang-16", "/usr/bin/clang-14" }.FirstOrDefault(File.Exists);
+        Skip.If(clang is null, "clang is not installed (.ci/run installs it): the OpenCL C was generated but not checked");
+        string dir = Directory.CreateTempSubdirectory("gpudinornn-cl").FullName;
+        try
+        {
+            string source = Path.Combine(dir, "kernel.cl");
+            File.WriteAllText(source, compiled.Source);
+            var psi = new ProcessStartInfo(clang!, ["-x", "cl", "-cl-std=CL2.0", "-target", "spir64", "-Xclang", "-finclude-default-header", "-emit-llvm", "-c", source, "-o", Path.Combine(dir, "kernel.bc")])
+            {
+                RedirectStandardError = true,
+                RedirectStandardOutput = true,
+            };
+            using var process = Process.Start(psi)!;
+            string errors = process.StandardError.ReadToEnd();
+            process.WaitForExit();
+            output.WriteLine($"{kernel}: clang exit {process.ExitCode}, {compiled.Source.Length} characters of OpenCL C");
+            Assert.True(process.ExitCode == 0, $"clang rejected the OpenCL C of {kernel}:\n{errors}");
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}

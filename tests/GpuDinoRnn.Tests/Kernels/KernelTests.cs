@@ -1,0 +1,155 @@
+// Each kernel alone on ILGPU's CPU accelerator, its output buffer poisoned with NaN first so an
+// element it fails to write shows, compared with the float64 reference's intermediate values.
+using GpuDinoRnn.Backends;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Kernels;
+using GpuDinoRnn.Model;
+using GpuDinoRnn.Tests.Reference;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Kernels;
+
+public sealed class KernelTests : IDisposable
+{
+    private readonly ITestOutputHelper _output;
+    private readonly Context _context;
+    private readonly Accelerator _acc;
+    private readonly ModelShape _shape = new(7, 10);
+    private readonly Parameters _p;
+    private readonly Batch _batch;
+    private readonly RnnDims _d;
+    private readonly ReferenceResult _ref;
+
+    public KernelTests(ITestOutputHelper output)
+    {
+        _output = output;
+        _context = Devices.CreateContext(threads: 2, includeUnsupported: false);
+        _acc = _context.GetCPUDevice(0).CreateAccelerator(_context);
+        _p = TestData.RandomParameters(_shape, seed: 17);
+        _batch = Batch.FromEncoded(TestData.RandomNames(4, _shape.V, seed: 6, minLength: 1, maxLength: 6));
+        _d = _shape.Dims(_batch.B, _batch.T);
+        _ref = ReferenceRnn.Run(TestData.ToDouble(_p.Data), _shape.H, _shape.V, _batch);
+    }
+
+    public void Dispose()
+    {
+        _acc.Dispose();
+        _context.Dispose();
+    }
+
+    private MemoryBuffer1D<float, Stride1D.Dense> Upload(float[] data) => _acc.Allocate1D(data);
+
+    private MemoryBuffer1D<int, Stride1D.Dense> Upload(int[] data) => _acc.Allocate1D(data);
+
+    private MemoryBuffer1D<float, Stride1D.Dense> Poisoned(long length)
+    {
+        var buffer = _acc.Allocate1D<float>(length);
+        var nan = new float[length];
+        Array.Fill(nan, float.NaN);
+        buffer.CopyFromCPU(nan);
+        return buffer;
+    }
+
+    private static float[] F(double[] x) => x.Select(v => (float)v).ToArray();
+
+    [Fact]
+    public void ForwardStepWritesEveryStateAndCarriesPaddedOnes()
+    {
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(RnnKernels.ForwardStep);
+        using var p = Upload(_p.Data);
+        using var x = Upload(_batch.X);
+        using var y = Upload(_batch.Y);
+        using var a = Poisoned((_d.T + 1) * _d.B * _d.H);
+        a.View.SubView(0, _d.B * _d.H).MemSetToZero();
+        for (int t = 0; t < _d.T; t++)
+            k(_d.B * _d.H, _d, t, p.View, x.View, y.View, a.View);
+        TestData.AssertClose(_output, "ForwardStep a", _ref.A, a.GetAsArray1D(), rtol: 1e-5, atol: 1e-6);
+    }
+
+    [Fact]
+    public void OutputLayerWritesLossAndGradientOfEveryRow()
+    {
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>>(LossKernels.OutputLayer);
+        using var p = Upload(_p.Data);
+        using var y = Upload(_batch.Y);
+        using var a = Upload(F(_ref.A));
+        using var dy = Poisoned(_d.Rows * _d.V);
+        using var loss = Poisoned(_d.Rows);
+        k(_d.Rows, _d, p.View, y.View, a.View, 1f / _d.B, dy.View, loss.View);
+        TestData.AssertClose(_output, "OutputLayer loss", _ref.RowLoss, loss.GetAsArray1D(), rtol: 1e-5, atol: 1e-6);
+        TestData.AssertClose(_output, "OutputLayer dy", _ref.Dy, dy.GetAsArray1D(), rtol: 1e-5, atol: 1e-7);
+    }
+
+    [Fact]
+    public void BackwardStepWritesDzOfEveryRow()
+    {
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.BackwardStep);
+        using var p = Upload(_p.Data);
+        using var y = Upload(_batch.Y);
+        using var a = Upload(F(_ref.A));
+        using var dy = Upload(F(_ref.Dy));
+        using var dz = Poisoned(_d.Rows * _d.H);
+        for (int t = _d.T - 1; t >= 0; t--)
+            k(_d.B * _d.H, _d, t, p.View, y.View, a.View, dy.View, dz.View);
+        TestData.AssertClose(_output, "BackwardStep dz", _ref.Dz, dz.GetAsArray1D(), rtol: 1e-4, atol: 1e-7);
+    }
+
+    [Fact]
+    public void WeightGradientsWritesEveryElement()
+    {
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
+        using var x = Upload(_batch.X);
+        using var a = Upload(F(_ref.A));
+        using var dy = Upload(F(_ref.Dy));
+        using var dz = Upload(F(_ref.Dz));
+        using var g = Poisoned(_d.ParameterCount);
+        k(_d.ParameterCount, _d, x.View, a.View, dy.View, dz.View, g.View);
+        TestData.AssertClose(_output, "WeightGradients g", _ref.Grad, g.GetAsArray1D(), rtol: 1e-4, atol: 1e-6);
+    }
+
+    [Fact]
+    public void CarryStateCopiesTheFinalState()
+    {
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
+        var states = F(_ref.A);
+        using var a = Upload(states);
+        using var carry = Poisoned(_d.B * _d.H);
+        k(_d.B * _d.H, _d, a.View, carry.View);
+        var expected = TestData.ToDouble(states.AsSpan(_d.T * _d.B * _d.H, _d.B * _d.H));
+        TestData.AssertClose(_output, "CarryState", expected, carry.GetAsArray1D(), rtol: 0, atol: 0);
+    }
+
+    [Theory]
+    [InlineData(0, 0.02f)]
+    [InlineData(1, 0.3f)]
+    [InlineData(0, 0f)]
+    public void SgdUpdateClipsLikeTheReference(int normMode, float clip)
+    {
+        var partials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
+        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, int>(UpdateKernels.SgdUpdate);
+        using var p = Upload(_p.Data);
+        using var g = Upload(F(_ref.Grad));
+        using var partial = Poisoned(UpdateKernels.NormPartials);
+        partials(UpdateKernels.NormPartials, _d.ParameterCount, g.View, partial.View);
+        double sq = _ref.Grad.Sum(v => v * v);
+        Assert.Equal(sq, partial.GetAsArray1D().Sum(v => (double)v), sq * 1e-5);
+        update(_d.ParameterCount, p.View, g.View, partial.View, 0.2f, clip, normMode);
+        var expected = ReferenceRnn.SgdStep(TestData.ToDouble(_p.Data), _ref.Grad, 0.2, clip, normMode == 1 ? ClipMode.Norm : ClipMode.Value);
+        TestData.AssertClose(_output, $"SgdUpdate (mode {normMode}, clip {clip})", expected, p.GetAsArray1D(), rtol: 1e-5, atol: 1e-6);
+    }
+
+    [Fact]
+    public void BatchLossAveragesTheRowsOverNames()
+    {
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, int>(LossKernels.BatchLoss);
+        using var loss = Upload(F(_ref.RowLoss));
+        using var history = Poisoned(4);
+        k(1, _d.Rows, loss.View, _d.B, history.View, 2);
+        var h = history.GetAsArray1D();
+        Assert.Equal(_ref.Loss, h[2], _ref.Loss * 1e-6);
+        Assert.True(float.IsNaN(h[0]) && float.IsNaN(h[1]) && float.IsNaN(h[3]), "BatchLoss wrote outside its slot");
+    }
+}

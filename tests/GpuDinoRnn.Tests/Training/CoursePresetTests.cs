@@ -1,0 +1,73 @@
+// --preset course reproduces the notebook: its first iteration against the reference, and
+// (where ../shared holds the course's data) its printed output against the published one.
+using System.Globalization;
+using System.Text.RegularExpressions;
+using GpuDinoRnn.Backends;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Model;
+using GpuDinoRnn.Tests.Reference;
+using GpuDinoRnn.Training;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Training;
+
+public partial class CoursePresetTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void OneIterationFromTheCourseWeightsMatchesTheReference(string device)
+    {
+        var options = TrainOptions.Course with { Data = TestData.BundledNames, Iterations = 1, Device = device, Threads = 2 };
+        var result = new Trainer(options, TextWriter.Null, TextWriter.Null).Run();
+
+        var names = Dataset.Load(TestData.BundledNames).Names.ToList();
+        var vocab = Vocabulary.FromNames(names);
+        var order = Enumerable.Range(0, names.Count).ToArray();
+        new NumpyRandom(0).Shuffle(order);
+        var shape = new ModelShape(50, vocab.Size);
+        var init = Parameters.Initialize(shape, InitScheme.Numpy, seed: 0);
+        var batch = Batch.FromEncoded([vocab.Encode(names[order[0]])]);
+        var r = ReferenceRnn.Run(TestData.ToDouble(init.Data), 50, vocab.Size, batch);
+        var expected = ReferenceRnn.SgdStep(TestData.ToDouble(init.Data), r.Grad, 0.01, 5, ClipMode.Value);
+
+        output.WriteLine($"{device}: first name '{names[order[0]]}', loss {result.Losses[0]} vs reference {r.Loss}");
+        Assert.Equal(r.Loss, result.Losses[0], 1e-5 * r.Loss);
+        TestData.AssertClose(output, "weights after iteration 0", expected, result.Parameters.Data, rtol: 0, atol: 1e-5);
+        Assert.Equal(7 * Math.Log(27) * 0.999 + 0.001 * result.Losses[0], result.SmoothedLoss, 1e-9);
+    }
+
+    [Fact]
+    public void CourseWeightsAreNumpysSeed1Stream()
+    {
+        // The notebook's first weight: np.random.seed(1); np.random.randn() * 0.01.
+        var p = Parameters.Initialize(new ModelShape(50, 27), InitScheme.Numpy, seed: 0);
+        Assert.Equal((float)(1.6243453636632417 * 0.01), p.Wax[0]);
+        Assert.Equal((float)(-0.6117564136500754 * 0.01), p.Wax[1]);
+        Assert.All(p.B.ToArray(), x => Assert.Equal(0f, x));
+    }
+
+    [SkippableFact]
+    public void FirstIterationPrintsWhatTheNotebookPrinted()
+    {
+        string data = TestData.SharedData("dinos.txt");
+        string expectedFile = TestData.SharedData("notebook_expected_output.txt");
+        Skip.IfNot(File.Exists(data) && File.Exists(expectedFile), "../shared/data (the course's dinos.txt and notebook output) is absent");
+        var stdout = new StringWriter();
+        var options = TrainOptions.Course with { Data = data, Iterations = 1, Device = "cpu" };
+        new Trainer(options, stdout, TextWriter.Null).Run();
+
+        var ours = stdout.ToString().Split('\n').Select(l => l.TrimEnd()).Where(l => l.Length > 0).ToList();
+        var theirs = File.ReadAllLines(expectedFile).Where(l => l.Length > 0).ToList();
+        output.WriteLine(string.Join("\n", ours.Take(8)));
+        var lossLine = LossLine().Match(ours[0]);
+        Assert.True(lossLine.Success, ours[0]);
+        Assert.StartsWith("Iteration: 0, Loss: ", theirs[0]);
+        double theirLoss = double.Parse(theirs[0]["Iteration: 0, Loss: ".Length..], CultureInfo.InvariantCulture);
+        Assert.Equal(theirLoss, double.Parse(lossLine.Groups[1].Value, CultureInfo.InvariantCulture), 2e-6);
+        Assert.Equal(theirs.Skip(1).Take(7), ours.Skip(1).Take(7));
+    }
+
+    [GeneratedRegex(@"^Iteration: 0, Loss: ([0-9.]+)")]
+    private static partial Regex LossLine();
+}

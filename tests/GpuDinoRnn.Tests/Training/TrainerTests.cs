@@ -1,0 +1,135 @@
+// The training loop end to end on small runs: JSON lines, bits per character, determinism,
+// checkpoints and starting from one, on every CPU-side backend.
+using System.Text.Json;
+using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Tests.Reference;
+using GpuDinoRnn.Training;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Training;
+
+public class TrainerTests(ITestOutputHelper output)
+{
+    private static TrainOptions Small(string device) => new()
+    {
+        Data = TestData.BundledNames, Hidden = 16, Batch = 16, Iterations = 40, Device = device,
+        Threads = 2, LogEvery = 10, SampleCount = 3,
+    };
+
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void JsonLinesAreMachineReadableAndEndWithASummary(string device)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        var result = new Trainer(Small(device) with { LogFormat = LogFormat.Jsonl }, stdout, stderr).Run();
+        var lines = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var records = lines.Select(l => JsonDocument.Parse(l).RootElement).ToList();
+        var logged = records.SkipLast(1).ToList();
+        Assert.Equal([0, 10, 20, 30, 39], logged.Select(r => r.GetProperty("iteration").GetInt32()));
+        foreach (var r in logged)
+        {
+            Assert.True(r.GetProperty("loss").GetDouble() > 0);
+            Assert.True(r.GetProperty("smoothed_loss").GetDouble() > 0);
+            Assert.True(r.GetProperty("chars_per_s").GetDouble() > 0);
+            Assert.StartsWith(device, r.GetProperty("device").GetString());
+        }
+        var summary = records[^1];
+        Assert.Equal("summary", summary.GetProperty("event").GetString());
+        Assert.Equal(40, summary.GetProperty("iterations").GetInt32());
+        Assert.Equal(result.Chars, summary.GetProperty("chars").GetInt64());
+        Assert.True(summary.GetProperty("train_seconds").GetDouble() > 0);
+        Assert.True(summary.GetProperty("val_bits_per_char").GetDouble() > 0);
+        Assert.True(summary.GetProperty("train_bits_per_char").GetDouble() > 0);
+        // Samples go to standard error, so standard output stays JSON.
+        Assert.Equal(3, stderr.ToString().Split('\n').Count(l => l.Length > 0 && char.IsUpper(l[0]) && !l.Contains(' ')));
+        output.WriteLine(lines[^1]);
+    }
+
+    [Fact]
+    public void SameSeedSameDeviceGivesIdenticalLosses()
+    {
+        var a = new Trainer(Small("cpu"), TextWriter.Null, TextWriter.Null).Run();
+        var b = new Trainer(Small("cpu"), TextWriter.Null, TextWriter.Null).Run();
+        var c = new Trainer(Small("cpu") with { Seed = 2 }, TextWriter.Null, TextWriter.Null).Run();
+        Assert.Equal(a.Losses, b.Losses);
+        Assert.Equal(a.Parameters.Data, b.Parameters.Data);
+        Assert.NotEqual(a.Losses, c.Losses);
+    }
+
+    [Fact]
+    public void CpuThreadCountDoesNotChangeTheResult()
+    {
+        var one = new Trainer(Small("cpu") with { Threads = 1, Hidden = 64, Batch = 64 }, TextWriter.Null, TextWriter.Null).Run();
+        var two = new Trainer(Small("cpu") with { Threads = 2, Hidden = 64, Batch = 64 }, TextWriter.Null, TextWriter.Null).Run();
+        Assert.Equal(one.Losses, two.Losses);
+    }
+
+    [Fact]
+    public void BitsPerCharacterIsTheMeanLossPerPredictedCharacter()
+    {
+        var result = new Trainer(Small("cpu") with { ValFraction = 0 }, TextWriter.Null, TextWriter.Null).Run();
+        var names = GpuDinoRnn.Data.Dataset.Load(TestData.BundledNames).Names.Select(result.Vocabulary.Encode).ToList();
+        double nats = 0;
+        long chars = 0;
+        var p = TestData.ToDouble(result.Parameters.Data);
+        foreach (var name in names)
+        {
+            var r = ReferenceRnn.Run(p, 16, result.Vocabulary.Size, GpuDinoRnn.Data.Batch.FromEncoded([name]));
+            nats += r.Loss;
+            chars += name.Length + 1;
+        }
+        Assert.Equal(nats / chars / Math.Log(2), result.TrainBitsPerChar, 1e-4);
+        Assert.Null(result.ValBitsPerChar);
+    }
+
+    [Fact]
+    public void CheckpointRoundTripsAndInitContinuesFromIt()
+    {
+        string dir = Directory.CreateTempSubdirectory("gpudinornn-ckpt").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "model.safetensors");
+            var first = new Trainer(Small("cpu") with { Checkpoint = path }, TextWriter.Null, TextWriter.Null).Run();
+            var loaded = Checkpoint.Load(path);
+            Assert.Equal(first.Parameters.Data, loaded.Parameters.Data);
+            Assert.True(loaded.Vocabulary.SameAs(first.Vocabulary));
+            Assert.Equal("rnn", loaded.Metadata["cell"]);
+            Assert.Equal("16", loaded.Metadata["hidden"]);
+            Assert.Equal("40", loaded.Metadata["iteration"]);
+            Assert.Contains("\"hidden\":16", loaded.Metadata["options"]);
+            Assert.Equal([path], Directory.GetFiles(dir)); // no temporary file left
+
+            // Starting from it: the first loss is the trained model's, not a fresh one's.
+            var fresh = new Trainer(Small("cpu") with { Iterations = 1 }, TextWriter.Null, TextWriter.Null).Run();
+            var resumed = new Trainer(Small("cpu") with { Iterations = 1, Init = path }, TextWriter.Null, TextWriter.Null).Run();
+            output.WriteLine($"first loss: fresh {fresh.Losses[0]:F3}, from the checkpoint {resumed.Losses[0]:F3}");
+            Assert.True(resumed.Losses[0] < fresh.Losses[0] - 1);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void InitWithAnotherVocabularyIsAnErrorNamingBoth()
+    {
+        string dir = Directory.CreateTempSubdirectory("gpudinornn-vocab").FullName;
+        try
+        {
+            string path = Path.Combine(dir, "model.safetensors");
+            new Trainer(Small("cpu") with { Checkpoint = path, Iterations = 2 }, TextWriter.Null, TextWriter.Null).Run();
+            string other = Path.Combine(dir, "names.txt");
+            File.WriteAllText(other, "abc\nxyz\n");
+            var e = Assert.Throws<UserError>(() => new Trainer(Small("cpu") with { Init = path, Data = other }, TextWriter.Null, TextWriter.Null).Run());
+            Assert.Contains("\"\\nabcdefghijklmnopqrstuvwxyz\"", e.Message);
+            Assert.Contains("\"\\nabcxyz\"", e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+}
