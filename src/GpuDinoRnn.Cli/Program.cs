@@ -70,7 +70,10 @@ public static class Program
         for (int i = 0; i < devices.Count; i++)
         {
             var d = devices[i];
-            string memory = string.Create(CultureInfo.InvariantCulture, $"{d.MemoryBytes / (1024.0 * 1024 * 1024):F1} GiB");
+            // The ILGPU CPU emulator reports long.MaxValue: show only sizes a machine can have.
+            string memory = d.MemoryBytes is > 0 and < 1L << 50
+                ? string.Create(CultureInfo.InvariantCulture, $"{d.MemoryBytes / (1024.0 * 1024 * 1024):F1} GiB")
+                : "-";
             stdout.WriteLine($"{i,-3} {d.Id,-10} {d.Kind,-14} {memory,10} {d.ComputeUnits,6} {d.WarpSize,5}  {(d.Usable ? "yes" : "no"),-6} {d.Name} ({d.Note})");
         }
         return 0;

@@ -24,10 +24,10 @@ public sealed class TrainVerb
     [Option("hidden", HelpText = "Hidden units H (default 128; course 50).")]
     public int? Hidden { get; set; }
 
-    [Option("batch", HelpText = "Names per mini-batch B (default 32; course 1).")]
+    [Option("batch", HelpText = "Names per mini-batch B (default 16; course 1).")]
     public int? Batch { get; set; }
 
-    [Option("lr", HelpText = "Learning rate (default 0.5; course 0.01).")]
+    [Option("lr", HelpText = "Learning rate (default 0.05; course 0.01).")]
     public float? Lr { get; set; }
 
     [Option("clip", HelpText = "Gradient clip threshold, 0 = off (default 5).")]
@@ -51,7 +51,7 @@ public sealed class TrainVerb
     [Option("iterations", HelpText = "Mini-batches to train on (overrides --epochs).")]
     public int? Iterations { get; set; }
 
-    [Option("epochs", HelpText = "Passes over the training names (default 40).")]
+    [Option("epochs", HelpText = "Passes over the training names (default 8).")]
     public int? Epochs { get; set; }
 
     [Option("no-shuffle", HelpText = "Visit names in the data file's order.")]

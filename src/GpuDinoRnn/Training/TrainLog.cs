@@ -11,8 +11,14 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
 
     public void Info(string message) => stderr.WriteLine(message);
 
-    /// <summary>Iteration numbers are 0-based: iteration 0 is the first update, as in the notebook.</summary>
-    public void Iteration(int iteration, float loss, double smoothed, double charsPerSecond, string device, int? launches)
+    /// <summary>
+    /// Iteration numbers are 0-based: iteration 0 is the first update, as in the notebook. The text
+    /// line starts exactly as the notebook's ("Iteration: N, Loss: smoothed").
+    /// </summary>
+    /// <param name="loss">This iteration's loss (summed over each name's steps, mean over the batch's names).</param>
+    /// <param name="meanLoss">The mean loss of the iterations since the last log line.</param>
+    /// <param name="smoothed">The recipe's smoothed loss.</param>
+    public void Iteration(int iteration, float loss, double meanLoss, double smoothed, double charsPerSecond, string device, int? launches)
     {
         if (format == LogFormat.Jsonl)
         {
@@ -20,6 +26,7 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
             {
                 ["iteration"] = iteration,
                 ["loss"] = loss,
+                ["mean_loss"] = Math.Round(meanLoss, 6),
                 ["smoothed_loss"] = smoothed,
                 ["chars_per_s"] = Math.Round(charsPerSecond, 1),
                 ["device"] = device,
@@ -31,7 +38,7 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
         }
         string extra = launches is null ? "" : $", {launches} launches/step";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Iteration: {iteration}, Loss: {smoothed:F6}  (this step {loss:F4}, {charsPerSecond:N0} chars/s{extra})"));
+            $"Iteration: {iteration}, Loss: {smoothed:F6}  (mean since last line {meanLoss:F4}, {charsPerSecond:N0} chars/s{extra})"));
     }
 
     public void Samples(IEnumerable<string> names)

@@ -74,6 +74,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 continue;
             }
             // Reading the losses waits for the device, so the timer stops at a true boundary.
+            int firstNew = losses.Count;
             foreach (var loss in backend.TakeLosses())
             {
                 losses.Add(loss);
@@ -84,7 +85,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             {
                 double seconds = timer.Elapsed.TotalSeconds;
                 double rate = (chars - charsAtLog) / Math.Max(seconds - secondsAtLog, 1e-9);
-                _log.Iteration(it, losses[^1], smoothed, rate, backend.Device, options.Verbose ? backend.LaunchesPerStep : null);
+                double mean = losses.Skip(firstNew).Average(x => (double)x);
+                _log.Iteration(it, losses[^1], mean, smoothed, rate, backend.Device, options.Verbose ? backend.LaunchesPerStep : null);
                 charsAtLog = chars;
                 secondsAtLog = seconds;
             }

@@ -174,6 +174,27 @@ public sealed class CpuBackendSingleThreadTests(ITestOutputHelper output) : Back
 public sealed class IlgpuCpuBackendTests(ITestOutputHelper output) : BackendTests(output)
 {
     protected override (IBackend?, string?) Create(ModelShape shape) => (Devices.Create("ilgpu-cpu", shape, threads: 2), null);
+
+    [Fact]
+    public void LaunchesPerStepDependOnTheLongestNameNotOnTheBatchSize()
+    {
+        var shape = new ModelShape(8, 6);
+        using var backend = Devices.Create("ilgpu-cpu", shape, threads: 2);
+        backend.Upload(TestData.RandomParameters(shape, 1));
+        var settings = new StepSettings(0.1f, 1f, ClipMode.Norm, CarryState: false);
+        int Launches(int names)
+        {
+            var batch = Batch.FromEncoded(Enumerable.Range(0, names).Select(n => new[] { 1, 2, 3, 4 }.Take(1 + n % 4).ToArray()).ToArray());
+            Assert.Equal(5, batch.T);
+            backend.Step(batch, settings);
+            return backend.LaunchesPerStep;
+        }
+        int one = Launches(4), many = Launches(64);
+        Output.WriteLine($"T = 5: {one} launches with B = 4, {many} with B = 64");
+        Assert.Equal(one, many);
+        // 2T (forward and backward steps) + output layer + weight gradients + state reset + norm + update + loss.
+        Assert.Equal(2 * 5 + 6, one);
+    }
 }
 
 public sealed class CudaBackendTests(ITestOutputHelper output) : BackendTests(output)

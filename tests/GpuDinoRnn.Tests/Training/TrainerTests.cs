@@ -12,8 +12,14 @@ public class TrainerTests(ITestOutputHelper output)
 {
     private static TrainOptions Small(string device) => new()
     {
-        Data = TestData.BundledNames, Hidden = 16, Batch = 16, Iterations = 40, Device = device,
-        Threads = 2, LogEvery = 10, SampleCount = 3,
+        Data = TestData.BundledNames,
+        Hidden = 16,
+        Batch = 16,
+        Iterations = 40,
+        Device = device,
+        Threads = 2,
+        LogEvery = 10,
+        SampleCount = 3,
     };
 
     [Theory]
@@ -32,6 +38,7 @@ public class TrainerTests(ITestOutputHelper output)
         {
             Assert.True(r.GetProperty("loss").GetDouble() > 0);
             Assert.True(r.GetProperty("smoothed_loss").GetDouble() > 0);
+            Assert.True(r.GetProperty("mean_loss").GetDouble() > 0);
             Assert.True(r.GetProperty("chars_per_s").GetDouble() > 0);
             Assert.StartsWith(device, r.GetProperty("device").GetString());
         }
@@ -131,5 +138,20 @@ public class TrainerTests(ITestOutputHelper output)
         {
             Directory.Delete(dir, recursive: true);
         }
+    }
+}
+
+public class DefaultRecipeTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void DefaultValidationBeatsTheCoursePresetOnItsOwnTrainingNames()
+    {
+        var course = new Trainer(TrainOptions.Course with { Data = TestData.BundledNames, Device = "cpu", SampleEvery = 0, SampleCount = 0 }, TextWriter.Null, TextWriter.Null).Run();
+        var standard = new Trainer(new TrainOptions { Data = TestData.BundledNames, Device = "cpu", SampleCount = 0 }, TextWriter.Null, TextWriter.Null).Run();
+        output.WriteLine($"course: training {course.TrainBitsPerChar:F4} bits/char in {course.TrainSeconds:F2} s; " +
+                         $"default: training {standard.TrainBitsPerChar:F4}, validation {standard.ValBitsPerChar:F4} in {standard.TrainSeconds:F2} s");
+        Assert.NotNull(standard.ValBitsPerChar);
+        Assert.True(standard.ValBitsPerChar < course.TrainBitsPerChar,
+            $"default validation {standard.ValBitsPerChar:F4} bits/char is not below the course's training {course.TrainBitsPerChar:F4}");
     }
 }

@@ -1,0 +1,97 @@
+// The model file: what train writes, what another tool writes, and what is refused.
+using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Model;
+using GpuDinoRnn.Tests.Reference;
+
+namespace GpuDinoRnn.Tests.Checkpoints;
+
+public class CheckpointTests
+{
+    private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", name);
+
+    [Fact]
+    public void AFileWithOnlyTheFiveF64TensorsAndThreeMetadataKeysLoads()
+    {
+        // Written by numpy (Fixtures/make_numpy_safetensors.py): F64, hidden 4, vocab "\nabcd".
+        var model = Checkpoint.Load(Fixture("numpy_written.safetensors"));
+        Assert.Equal(new ModelShape(4, 5), model.Parameters.Shape);
+        Assert.Equal("\nabcd", model.Vocabulary.Serialize());
+        var names = Parameters.Names;
+        for (int k = 0; k < names.Length; k++)
+        {
+            var values = model.Parameters.Slice(names[k]).ToArray();
+            for (int i = 0; i < values.Length; i++)
+                Assert.Equal((float)(0.01 * (i + 1) * (i % 2 == 0 ? 1 : -1) + k / 8.0), values[i]);
+        }
+    }
+
+    [Fact]
+    public void SaveThenLoadGivesTheSameModel()
+    {
+        string dir = Directory.CreateTempSubdirectory("gpudinornn-ck").FullName;
+        try
+        {
+            var shape = new ModelShape(6, 4);
+            var p = TestData.RandomParameters(shape, seed: 1);
+            var vocab = Vocabulary.FromNames(["abc"]);
+            string path = Path.Combine(dir, "m.safetensors");
+            Checkpoint.Save(path, p, vocab, new Dictionary<string, string> { ["iteration"] = "7" });
+            var loaded = Checkpoint.Load(path);
+            Assert.Equal(p.Data, loaded.Parameters.Data);
+            Assert.True(loaded.Vocabulary.SameAs(vocab));
+            Assert.Equal("7", loaded.Metadata["iteration"]);
+            Assert.Equal("rnn", loaded.Metadata["cell"]);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Theory]
+    [InlineData("cell", "gru", "'gru' model")]
+    [InlineData("hidden", "5", "tensor Wax has shape [4,5], expected [5,5]")]
+    [InlineData("hidden", "four", "\"hidden\" is not a positive integer")]
+    [InlineData("vocab", "abcd", "must start with '\\n'")]
+    public void MetadataThatDisagreesIsRefused(string key, string value, string message)
+    {
+        string dir = Directory.CreateTempSubdirectory("gpudinornn-ck").FullName;
+        try
+        {
+            var file = SafeTensors.Read(Fixture("numpy_written.safetensors"));
+            var metadata = file.Metadata.ToDictionary(kv => kv.Key, kv => kv.Value);
+            metadata[key] = value;
+            string path = Path.Combine(dir, "bad.safetensors");
+            SafeTensors.Write(path, file.Tensors, metadata);
+            var e = Assert.Throws<UserError>(() => Checkpoint.Load(path));
+            Assert.Contains(message, e.Message);
+            Assert.Contains(path, e.Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
+    public void NonFiniteWeightsAndMissingTensorsAreRefused()
+    {
+        string dir = Directory.CreateTempSubdirectory("gpudinornn-ck").FullName;
+        try
+        {
+            var file = SafeTensors.Read(Fixture("numpy_written.safetensors"));
+            var meta = file.Metadata;
+            string path = Path.Combine(dir, "bad.safetensors");
+            var nan = file.Tensors.Select(t => t.Name == "Waa" ? t with { Data = t.Data.Select((v, i) => i == 3 ? float.NaN : v).ToArray() } : t);
+            SafeTensors.Write(path, nan, meta);
+            Assert.Contains("Waa holds NaN", Assert.Throws<UserError>(() => Checkpoint.Load(path)).Message);
+            SafeTensors.Write(path, file.Tensors.Where(t => t.Name != "by"), meta);
+            Assert.Contains("tensor by is missing", Assert.Throws<UserError>(() => Checkpoint.Load(path)).Message);
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+}
