@@ -1,6 +1,7 @@
 // gpudinornn: parses the verb and hands over to the library. User errors become one line on
 // standard error and a non-zero exit code (2 bad input, 3 device, 4 write failure).
 using System.Globalization;
+using System.Runtime.InteropServices;
 using CommandLine;
 using GpuDinoRnn.Backends;
 using GpuDinoRnn.Checkpoints;
@@ -41,10 +42,34 @@ public static class Program
         }
     }
 
+    /// <summary>
+    /// The first Ctrl-C (or SIGTERM) lets the current step finish, writes the checkpoint and
+    /// exits 130; a second Ctrl-C ends the process at once.
+    /// </summary>
     private static int Train(TrainVerb verb, TextWriter stdout, TextWriter stderr)
     {
-        new Trainer(verb.ToOptions(), stdout, stderr).Run();
-        return 0;
+        var options = verb.ToOptions();
+        using var stop = new CancellationTokenSource();
+        int signals = 0;
+        void OnSignal(PosixSignalContext context)
+        {
+            if (Interlocked.Increment(ref signals) > 1 && context.Signal == PosixSignal.SIGINT)
+                return; // not cancelled: the default action ends the process now
+            context.Cancel = true;
+            stderr.WriteLine(options.Checkpoint is null
+                ? "stopping after this step (no --checkpoint: nothing will be saved); Ctrl-C again quits at once"
+                : $"stopping after this step and writing '{options.Checkpoint}'; Ctrl-C again quits at once");
+            stop.Cancel();
+        }
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        var result = new Trainer(options, stdout, stderr).Run(cancel: stop.Token);
+        if (!result.Interrupted)
+            return 0;
+        stderr.WriteLine(options.Checkpoint is null
+            ? $"interrupted at iteration {result.Iterations}; nothing saved"
+            : $"interrupted at iteration {result.Iterations}; the model is in '{options.Checkpoint}'");
+        return UserError.Interrupted;
     }
 
     private static int Sample(SampleVerb verb, TextWriter stdout)

@@ -66,6 +66,12 @@ public sealed class TrainVerb
     [Option("checkpoint", HelpText = "Write the model here (safetensors) at the end.")]
     public string? Checkpoint { get; set; }
 
+    [Option("overwrite", HelpText = "Replace an existing --checkpoint file.")]
+    public bool Overwrite { get; set; }
+
+    [Option("max-vocab", HelpText = "Most distinct symbols a names file may hold (default 1000).")]
+    public int? MaxVocab { get; set; }
+
     [Option("checkpoint-every", HelpText = "Also write the checkpoint every N iterations.")]
     public int? CheckpointEvery { get; set; }
 
@@ -90,6 +96,8 @@ public sealed class TrainVerb
     /// <summary>The preset's options with every option given here applied on top.</summary>
     public TrainOptions ToOptions()
     {
+        if (Iterations is not null && Epochs is not null)
+            throw new UserError("--iterations and --epochs contradict each other: give one");
         var o = TrainOptions.ForPreset(Preset);
         return o with
         {
@@ -111,6 +119,8 @@ public sealed class TrainVerb
             CarryState = CarryState || o.CarryState,
             Init = Init ?? o.Init,
             Checkpoint = Checkpoint ?? o.Checkpoint,
+            Overwrite = Overwrite || o.Overwrite,
+            MaxVocab = MaxVocab ?? o.MaxVocab,
             CheckpointEvery = CheckpointEvery ?? o.CheckpointEvery,
             Device = Device ?? o.Device,
             LogEvery = LogEvery ?? o.LogEvery,

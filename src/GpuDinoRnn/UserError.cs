@@ -10,6 +10,10 @@ public sealed class UserError(string message, int exitCode = UserError.BadInput)
     public const int DeviceError = 3;
     /// <summary>Writing output (a checkpoint) failed; what was there before is kept.</summary>
     public const int WriteError = 4;
+    /// <summary>Training diverged (a non-finite loss); the last good checkpoint is kept.</summary>
+    public const int Diverged = 5;
+    /// <summary>Stopped by Ctrl-C (SIGINT) or SIGTERM after writing the checkpoint: 128 + 2, as shells report it.</summary>
+    public const int Interrupted = 130;
 
     public int ExitCode { get; } = exitCode;
 }

@@ -86,20 +86,30 @@ public static class Devices
             {
                 throw new UserError($"device {id} ({device.Name}) could not be started: {e.Message}; try --device cpu", UserError.DeviceError);
             }
-            try
-            {
-                return new IlgpuBackend(accelerator, shape, ownedContext: context);
-            }
-            catch (Exception e) when (e is not UserError)
-            {
-                accelerator.Dispose();
-                throw new UserError($"the kernels failed to compile for {id} ({device.Name}): {e.Message}; try --device cpu", UserError.DeviceError);
-            }
+            return CompileOrExplain(id, device.Name, () => new IlgpuBackend(accelerator, shape, ownedContext: context), accelerator.Dispose);
         }
         catch
         {
             context.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Builds the backend (which compiles every kernel); a failure names the device and
+    /// suggests the cpu backend instead of showing the compiler's trace.
+    /// </summary>
+    internal static IBackend CompileOrExplain(string id, string name, Func<IBackend> build, Action cleanUp)
+    {
+        try
+        {
+            return build();
+        }
+        catch (Exception e) when (e is not UserError)
+        {
+            cleanUp();
+            string reason = e.Message.ReplaceLineEndings(" ");
+            throw new UserError($"the kernels failed to compile for {id} ({name}): {reason}; try --device cpu", UserError.DeviceError);
         }
     }
 

@@ -57,11 +57,11 @@ public sealed class IlgpuBackend : IBackend
         _sgdUpdate = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, int>(UpdateKernels.SgdUpdate);
         _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, int>(LossKernels.BatchLoss);
 
-        _p = _acc.Allocate1D<float>(shape.ParameterCount);
-        _g = _acc.Allocate1D<float>(shape.ParameterCount);
-        _partial = _acc.Allocate1D<float>(UpdateKernels.NormPartials);
-        _history = _acc.Allocate1D<float>(HistoryCapacity);
-        _carry = _acc.Allocate1D<float>(shape.H);
+        _p = Allocate<float>(shape.ParameterCount);
+        _g = Allocate<float>(shape.ParameterCount);
+        _partial = Allocate<float>(UpdateKernels.NormPartials);
+        _history = Allocate<float>(HistoryCapacity);
+        _carry = Allocate<float>(shape.H);
         _carry.MemSetToZero();
     }
 
@@ -73,6 +73,9 @@ public sealed class IlgpuBackend : IBackend
     }} ({_acc.Name})";
 
     public int LaunchesPerStep => _launches;
+
+    /// <summary>Bytes of device memory allocated so far (buffers grow only for a longer batch).</summary>
+    internal long DeviceBytes { get; private set; }
     public ModelShape Shape { get; }
 
     public void Upload(Parameters parameters) => _p.View.CopyFromCPU(parameters.Data);
@@ -169,24 +172,50 @@ public sealed class IlgpuBackend : IBackend
             int capacity = Math.Max(rows, 2 * _rowCapacity);
             foreach (var buffer in new MemoryBuffer?[] { _x, _y, _a, _dy, _dz, _loss })
                 buffer?.Dispose();
-            _x = _acc.Allocate1D<int>(capacity);
-            _y = _acc.Allocate1D<int>(capacity);
+            _x = Allocate<int>(capacity);
+            _y = Allocate<int>(capacity);
             // (T+1)·B·H ≤ (rows + B)·H ≤ 2·rows·H.
-            _a = _acc.Allocate1D<float>(2L * capacity * d.H);
-            _dy = _acc.Allocate1D<float>((long)capacity * d.V);
-            _dz = _acc.Allocate1D<float>((long)capacity * d.H);
-            _loss = _acc.Allocate1D<float>(capacity);
+            _a = Allocate<float>(2L * capacity * d.H);
+            _dy = Allocate<float>((long)capacity * d.V);
+            _dz = Allocate<float>((long)capacity * d.H);
+            _loss = Allocate<float>(capacity);
             _rowCapacity = capacity;
         }
         if (_carry.Length < d.B * d.H)
         {
             _carry.Dispose();
-            _carry = _acc.Allocate1D<float>(d.B * d.H);
+            _carry = Allocate<float>(d.B * d.H);
             _carry.MemSetToZero();
         }
         _x!.View.SubView(0, rows).CopyFromCPU(batch.X);
         _y!.View.SubView(0, rows).CopyFromCPU(batch.Y);
     }
+
+    /// <summary>
+    /// Device memory, with running out of it turned into an error that names the size asked
+    /// for and what the device has.
+    /// </summary>
+    internal MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length)
+        where T : unmanaged
+    {
+        try
+        {
+            var buffer = _acc.Allocate1D<T>(length);
+            DeviceBytes += buffer.LengthInBytes;
+            return buffer;
+        }
+        catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or ArgumentOutOfRangeException)
+        {
+            long bytes = length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+            string free = _acc is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? $", {Gib(cuda.GetFreeMemory())} free" : "";
+            string total = _acc.MemorySize >= 1L << 50 ? "no fixed size" : Gib(_acc.MemorySize);
+            throw new UserError(
+                $"{Device}: out of device memory allocating {Gib(bytes)} (the device has {total}{free}); " +
+                "try a smaller --hidden or --batch, or --device cpu", UserError.DeviceError);
+        }
+    }
+
+    private static string Gib(long bytes) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):F2} GiB");
 
     private void Drain()
     {

@@ -31,9 +31,11 @@ public static class Checkpoint
     }
 
     /// <summary>Loads and checks a model; every problem is a UserError that names the file.</summary>
-    public static LoadedModel Load(string path)
+    public static LoadedModel Load(string path) => FromFile(SafeTensors.Read(path), path);
+
+    /// <summary>The model in an already parsed safetensors file; path is only used in messages.</summary>
+    public static LoadedModel FromFile(SafeTensorsFile file, string path)
     {
-        var file = SafeTensors.Read(path);
         string Meta(string key) => file.Metadata.TryGetValue(key, out var value)
             ? value
             : throw new UserError($"checkpoint '{path}': metadata \"{key}\" is missing");

@@ -57,6 +57,10 @@ public sealed record TrainOptions
     public string? Init { get; init; }
     /// <summary>Write the final model here (safetensors).</summary>
     public string? Checkpoint { get; init; }
+    /// <summary>Replace an existing checkpoint file (otherwise an existing file is an error).</summary>
+    public bool Overwrite { get; init; }
+    /// <summary>Most distinct symbols a names file may hold (a larger vocabulary is probably not a list of names).</summary>
+    public int MaxVocab { get; init; } = 1000;
     /// <summary>Also checkpoint every N iterations (0: only at the end).</summary>
     public int CheckpointEvery { get; init; }
     /// <summary>auto, cpu, ilgpu-cpu, cuda, opencl, cuda:N, opencl:N, or an index from `devices`.</summary>
@@ -118,6 +122,7 @@ public sealed record TrainOptions
         Require(CheckpointEvery == 0 || Checkpoint is not null, "--checkpoint-every needs --checkpoint FILE");
         Require(SampleEvery >= 0 && SampleCount >= 0, "--sample-every and --sample-count must be 0 or more");
         Require(MaxNameLength >= 1, $"--max-name-length must be at least 1 (got {MaxNameLength})");
+        Require(MaxVocab >= 2, $"--max-vocab must be at least 2 (got {MaxVocab})");
         Require(!CarryState || Batch == 1, "--carry-state needs --batch 1: the course carries one name's state into the next");
     }
 

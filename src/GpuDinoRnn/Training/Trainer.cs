@@ -10,9 +10,11 @@ using GpuDinoRnn.Sampling;
 
 namespace GpuDinoRnn.Training;
 
+/// <param name="Interrupted">Stopped early by the cancellation token (Ctrl-C); Iterations says how far it got.</param>
 public sealed record TrainResult(
     string Device, int Iterations, long Chars, double TrainSeconds, double SmoothedLoss,
-    double TrainBitsPerChar, double? ValBitsPerChar, float[] Losses, Parameters Parameters, Vocabulary Vocabulary);
+    double TrainBitsPerChar, double? ValBitsPerChar, float[] Losses, Parameters Parameters, Vocabulary Vocabulary,
+    bool Interrupted = false);
 
 public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter stderr)
 {
@@ -20,17 +22,23 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     public const double Smoothing = 0.999;
 
     private readonly TrainLog _log = new(options.LogFormat, stdout, stderr);
+    private int _lastCheckpoint = -1; // iteration of the last checkpoint this run wrote
 
     /// <summary>Where the bundled names live: next to the program.</summary>
     public static string BundledData => Path.Combine(AppContext.BaseDirectory, "data", "dinos.txt");
 
-    public TrainResult Run(IBackend? backendOverride = null)
+    /// <param name="backendOverride">Use this backend instead of the one --device names.</param>
+    /// <param name="cancel">Stops training after the current step; the run then ends as usual (checkpoint, summary).</param>
+    public TrainResult Run(IBackend? backendOverride = null, CancellationToken cancel = default)
     {
         options.Validate();
+        using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
         var dataset = Dataset.Load(options.Data ?? BundledData, options.KeepCase, options.MaxNameLength);
         var (trainNames, valNames) = dataset.Split(options.ValFraction, options.Seed);
         LoadedModel? init = options.Init is null ? null : Checkpoint.Load(options.Init);
         var vocab = init?.Vocabulary ?? Vocabulary.FromNames(dataset.Names);
+        if (vocab.Size > options.MaxVocab)
+            throw new UserError($"data: '{dataset.Source}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
         if (init is not null)
         {
             var dataVocab = Vocabulary.FromNames(dataset.Names);
@@ -58,8 +66,11 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var timer = new Stopwatch();
         double secondsAtLog = 0;
 
-        for (int it = 0; it < iterations; it++)
+        int done = 0;
+        for (int it = 0; it < iterations; it++, done++)
         {
+            if (cancel.IsCancellationRequested)
+                break;
             timer.Start();
             var batch = batcher.Next();
             backend.Step(batch, settings);
@@ -77,6 +88,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             int firstNew = losses.Count;
             foreach (var loss in backend.TakeLosses())
             {
+                if (!float.IsFinite(loss))
+                    throw Diverged(losses.Count, loss);
                 losses.Add(loss);
                 smoothed = Smoothing * smoothed + (1 - Smoothing) * loss;
             }
@@ -98,22 +111,50 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             if (checkpointNow)
             {
                 backend.Download(parameters);
-                Save(parameters, vocab, it + 1, smoothed);
+                try
+                {
+                    Save(parameters, vocab, it + 1, smoothed);
+                    _lastCheckpoint = it + 1;
+                }
+                catch (UserError e) when (e.ExitCode == UserError.WriteError)
+                {
+                    // The previous checkpoint is intact and the weights are in memory: go on.
+                    _log.Info($"warning: {e.Message}; training goes on and will try again");
+                }
             }
         }
 
+        bool interrupted = done < iterations;
+        foreach (var loss in backend.TakeLosses())
+        {
+            if (!float.IsFinite(loss))
+                throw Diverged(losses.Count, loss);
+            losses.Add(loss);
+            smoothed = Smoothing * smoothed + (1 - Smoothing) * loss;
+        }
         backend.Download(parameters);
+        if (!parameters.Data.All(float.IsFinite))
+            throw Diverged(losses.Count - 1, float.NaN);
+        if (interrupted)
+            _log.Info($"interrupted after {done} of {iterations} iterations");
         double trainBpc = BitsPerChar(backend, train);
         double? valBpc = val.Count > 0 ? BitsPerChar(backend, val) : null;
         if (options.Checkpoint is not null)
-            Save(parameters, vocab, iterations, smoothed);
-        var result = new TrainResult(backend.Device, iterations, chars, timer.Elapsed.TotalSeconds, smoothed,
-            trainBpc, valBpc, losses.ToArray(), parameters, vocab);
+            Save(parameters, vocab, done, smoothed);
+        var result = new TrainResult(backend.Device, done, chars, timer.Elapsed.TotalSeconds, smoothed,
+            trainBpc, valBpc, losses.ToArray(), parameters, vocab, interrupted);
         _log.Summary(result);
         if (options.SampleEvery == 0 && options.SampleCount > 0)
             Sample(parameters, vocab, sampleRandom);
         return result;
     }
+
+    private UserError Diverged(int iteration, float loss) => new(
+        $"training diverged at iteration {iteration} (loss {loss}); " +
+        (options.Checkpoint is null ? "no checkpoint was asked for" :
+            _lastCheckpoint > 0 ? $"the checkpoint from iteration {_lastCheckpoint} in '{options.Checkpoint}' is kept" :
+            $"'{options.Checkpoint}' was left as it was") +
+        "; try a lower --lr or a --clip", UserError.Diverged);
 
     /// <summary>Mean loss per predicted character, in bits, from a fresh state per name.</summary>
     public static double BitsPerChar(IBackend backend, IReadOnlyList<int[]> names, int batchSize = 256)
@@ -139,6 +180,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
 
     private void Save(Parameters parameters, Vocabulary vocab, int iteration, double smoothed)
     {
+        // Never replace a good checkpoint with weights that have blown up.
+        if (!parameters.Data.All(float.IsFinite))
+            throw Diverged(iteration - 1, float.NaN);
         Checkpoint.Save(options.Checkpoint!, parameters, vocab, new Dictionary<string, string>
         {
             ["iteration"] = iteration.ToString(CultureInfo.InvariantCulture),
@@ -146,6 +190,6 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             ["options"] = options.ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
         });
-        _log.Info($"checkpoint written to {options.Checkpoint} (iteration {iteration})");
+        _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {iteration})");
     }
 }

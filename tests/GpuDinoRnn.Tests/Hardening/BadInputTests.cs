@@ -1,0 +1,225 @@
+// Every kind of bad input, through the real CLI entry point: one line on standard error, the
+// documented exit code, no stack trace, nothing written to standard output, nothing overwritten.
+using System.Buffers.Binary;
+using System.Text;
+using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Tests.Reference;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Hardening;
+
+public class BadInputTests(ITestOutputHelper output)
+{
+    private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+
+    private void AssertOneLineError(string[] args, int exitCode, string fragment)
+    {
+        var (code, stdout, stderr) = CliRunner.Run(output, args);
+        Assert.Equal(exitCode, code);
+        var line = Assert.Single(Lines(stderr));
+        Assert.StartsWith("gpudinornn: error: ", line);
+        Assert.Contains(fragment, line);
+        Assert.DoesNotMatch(@"\bat [A-Za-z_.]+\(", line); // no stack frame
+        Assert.Equal("", stdout);
+    }
+
+    private static readonly string[] Quick = ["--device", "cpu", "--iterations", "2", "--sample-count", "0", "--hidden", "8"];
+
+    public static TheoryData<string, byte[], string> BadDataFiles()
+    {
+        var long1001 = Encoding.UTF8.GetBytes("abc\n" + new string('x', 1001) + "\n");
+        var manySymbols = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Range(0, 1200).Select(i => char.ConvertFromUtf32(0x4E00 + i) + "\n")));
+        return new()
+        {
+            { "empty", [], "no names" },
+            { "blank lines", Encoding.UTF8.GetBytes("\n  \n\t\n"), "no names" },
+            { "invalid UTF-8", [(byte)'a', (byte)'\n', 0xFF, 0xFE, (byte)'\n'], "line 2 is not valid UTF-8" },
+            { "binary", [0x7F, (byte)'E', (byte)'L', (byte)'F', 0, 0, 1, 2], "line 1 holds a NUL byte" },
+            { "long line", long1001, "line 2 is 1001 characters long, more than --max-name-length 1000" },
+            { "huge vocabulary", manySymbols, "more than --max-vocab 1000" },
+        };
+    }
+
+    [Theory]
+    [MemberData(nameof(BadDataFiles))]
+    public void BadDataFile(string what, byte[] content, string message)
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File(what.Replace(' ', '_') + ".txt");
+        File.WriteAllBytes(path, content);
+        AssertOneLineError(["train", "--data", path, .. Quick], 2, message);
+    }
+
+    [Fact]
+    public void MissingDirectoryAndUnreadableDataFiles()
+    {
+        AssertOneLineError(["train", "--data", "/nonexistent/names.txt", .. Quick], 2, "not found");
+        AssertOneLineError(["train", "--data", Path.GetTempPath(), .. Quick], 2, "is a directory");
+        // Reading /proc/self/mem from offset 0 fails with an I/O error even for root.
+        AssertOneLineError(["train", "--data", "/proc/self/mem", .. Quick], 2, "cannot read");
+    }
+
+    [Fact]
+    public void ASingleOneLetterNameTrainsAndSamples()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("one.txt");
+        File.WriteAllText(data, "a\n");
+        var (code, stdout, _) = CliRunner.Run(output, ["train", "--data", data, "--device", "cpu", "--iterations", "50", "--hidden", "4", "--lr", "0.5", "--sample-count", "3"]);
+        Assert.Equal(0, code);
+        Assert.Contains("Bits per character", stdout);
+        var names = Lines(stdout).SkipWhile(l => !l.StartsWith("Trained", StringComparison.Ordinal)).Skip(1).ToList();
+        Assert.Equal(3, names.Count);
+        Assert.All(names, n => Assert.Matches("^A*$", n.ToUpperInvariant()));
+    }
+
+    /// <summary>A valid checkpoint's bytes, and the offset where its data starts.</summary>
+    private static (byte[] Bytes, int DataStart) ValidCheckpoint()
+    {
+        using var dir = new CliRunner.TempDir();
+        var p = TestData.RandomParameters(new Model.ModelShape(4, 27), 3, 0.1);
+        string path = dir.File("ok.safetensors");
+        Checkpoint.Save(path, p, GpuDinoRnn.Data.Vocabulary.Deserialize("\nabcdefghijklmnopqrstuvwxyz"));
+        var bytes = File.ReadAllBytes(path);
+        return (bytes, 8 + (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes));
+    }
+
+    private static byte[] WithHeader(string json, byte[] data)
+    {
+        var header = Encoding.UTF8.GetBytes(json);
+        var bytes = new byte[8 + header.Length + data.Length];
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, (ulong)header.Length);
+        header.CopyTo(bytes, 8);
+        data.CopyTo(bytes, 8 + header.Length);
+        return bytes;
+    }
+
+    private const string Meta = "\"__metadata__\":{\"vocab\":\"\\nabcdefghijklmnopqrstuvwxyz\",\"hidden\":\"4\",\"cell\":\"rnn\"}";
+
+    private static string Tensors(string waxDtype = "F32", string waxShape = "[4,27]", string waaOffsets = "[432,496]", string extra = "") =>
+        "{" + Meta +
+        $",\"Wax\":{{\"dtype\":\"{waxDtype}\",\"shape\":{waxShape},\"data_offsets\":[0,432]}}" +
+        $",\"Waa\":{{\"dtype\":\"F32\",\"shape\":[4,4],\"data_offsets\":{waaOffsets}}}" +
+        ",\"Wya\":{\"dtype\":\"F32\",\"shape\":[27,4],\"data_offsets\":[496,928]}" +
+        ",\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[928,944]}" +
+        ",\"by\":{\"dtype\":\"F32\",\"shape\":[27],\"data_offsets\":[944,1052]}" + extra + "}";
+
+    public static TheoryData<string, byte[], string> BadCheckpoints()
+    {
+        var (ok, start) = ValidCheckpoint();
+        var data = ok[start..];
+        var headerLength = new byte[16];
+        BinaryPrimitives.WriteUInt64LittleEndian(headerLength, 1UL << 40);
+        var nan = (byte[])data.Clone();
+        BinaryPrimitives.WriteSingleLittleEndian(nan.AsSpan(440), float.PositiveInfinity);
+        return new()
+        {
+            { "empty", [], "" },
+            { "truncated in the length", ok[..5], "" },
+            { "truncated in the header", ok[..(start - 10)], "" },
+            { "truncated in the data", ok[..(ok.Length - 7)], "" },
+            { "header length beyond the file", headerLength, "" },
+            { "invalid JSON", WithHeader("{\"Wax\": [", data), "" },
+            { "duplicate tensor", WithHeader(Tensors(extra: ",\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[928,944]}"), data), "" },
+            { "missing tensor", WithHeader(Tensors().Replace(",\"by\":{\"dtype\":\"F32\",\"shape\":[27],\"data_offsets\":[944,1052]}", ""), data), "tensor by is missing" },
+            { "wrong dtype", WithHeader(Tensors(waxDtype: "I32"), data), "" },
+            { "wrong shape", WithHeader(Tensors(waxShape: "[27,4]"), data), "tensor Wax has shape [27,4]" },
+            { "overlapping offsets", WithHeader(Tensors(waaOffsets: "[400,464]"), data), "" },
+            { "out-of-range offsets", WithHeader(Tensors(waaOffsets: "[432,99999]"), data), "" },
+            { "metadata disagrees", WithHeader(Tensors().Replace("\"hidden\":\"4\"", "\"hidden\":\"5\""), data), "expected [5,27]" },
+            { "another cell", WithHeader(Tensors().Replace("\"cell\":\"rnn\"", "\"cell\":\"lstm\""), data), "'lstm' model" },
+            { "infinite weight", WithHeader(Tensors(), nan), "Waa holds NaN or infinite values" },
+        };
+    }
+
+    [Theory]
+    [MemberData(nameof(BadCheckpoints))]
+    public void BadCheckpoint(string what, byte[] content, string message)
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File(what.Replace(' ', '_') + ".safetensors");
+        File.WriteAllBytes(path, content);
+        AssertOneLineError(["sample", "--model", path], 2, message);
+        AssertOneLineError(["train", "--init", path, .. Quick], 2, path);
+        Assert.Equal(content, File.ReadAllBytes(path)); // never touched
+    }
+
+    [Fact]
+    public void ACheckpointWhoseVocabularyDiffersFromTheData()
+    {
+        using var dir = new CliRunner.TempDir();
+        string model = dir.File("m.safetensors");
+        File.WriteAllBytes(model, ValidCheckpoint().Bytes);
+        string data = dir.File("names.txt");
+        File.WriteAllText(data, "ÆLFRIC\nbob\n");
+        AssertOneLineError(["train", "--init", model, "--data", data, .. Quick], 2, "has vocabulary \"\\nabcdefghijklmnopqrstuvwxyz\" but the data");
+    }
+
+    [Theory]
+    [InlineData("--hidden", "0", "--hidden must be between 1 and 4096")]
+    [InlineData("--batch", "0", "--batch must be at least 1")]
+    [InlineData("--lr", "-0.1", "--lr must be a positive number")]
+    [InlineData("--lr", "NaN", "--lr must be a positive number")]
+    [InlineData("--clip", "-1", "--clip must be 0 (off) or positive")]
+    [InlineData("--threads", "0", "--threads must be at least 1")]
+    [InlineData("--device", "tpu", "device 'tpu' is not present; devices here: cpu")]
+    [InlineData("--device", "9", "device 9 is not present")]
+    [InlineData("--epochs", "2", "--iterations and --epochs contradict each other")]
+    public void BadTrainOption(string option, string value, string message)
+    {
+        var quick = new List<string>(Quick);
+        int given = quick.IndexOf(option);
+        if (given >= 0)
+            quick.RemoveRange(given, 2);
+        AssertOneLineError(["train", "--data", TestData.BundledNames, .. quick, option, value], 2, message);
+    }
+
+    [Theory]
+    [InlineData("--temperature", "0", "--temperature must be a positive number")]
+    [InlineData("--temperature", "-2", "--temperature must be a positive number")]
+    [InlineData("--count", "-1", "--count must be 0 or more")]
+    [InlineData("--max-length", "0", "--max-length must be at least 1")]
+    public void BadSampleOption(string option, string value, string message)
+    {
+        using var dir = new CliRunner.TempDir();
+        string model = dir.File("m.safetensors");
+        File.WriteAllBytes(model, ValidCheckpoint().Bytes);
+        AssertOneLineError(["sample", "--model", model, option, value], 2, message);
+    }
+
+    [Theory]
+    [InlineData("fly")]
+    [InlineData("train", "--hidden", "many")]
+    [InlineData("train", "--no-such-option")]
+    public void UnknownVerbsAndUnparsableOptionsExit2WithHelp(params string[] args)
+    {
+        var (code, stdout, stderr) = CliRunner.Run(output, args);
+        Assert.Equal(2, code);
+        Assert.Equal("", stdout);
+        Assert.Contains("ERROR", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Fact]
+    public void AKernelThatFailsToCompileNamesTheDeviceAndSuggestsCpu()
+    {
+        bool cleaned = false;
+        var e = Assert.Throws<UserError>(() => GpuDinoRnn.Backends.Devices.CompileOrExplain("cuda:0", "NVIDIA H200",
+            () => throw new NotSupportedException("Intrinsic 'Tanh' is not supported\non this backend"), () => cleaned = true));
+        Assert.Equal(UserError.DeviceError, e.ExitCode);
+        Assert.Equal("the kernels failed to compile for cuda:0 (NVIDIA H200): Intrinsic 'Tanh' is not supported on this backend; try --device cpu", e.Message);
+        Assert.True(cleaned);
+    }
+
+    [Fact]
+    public void RunningOutOfDeviceMemoryNamesTheSizeAndTheDevice()
+    {
+        using var backend = (GpuDinoRnn.Backends.IlgpuBackend)GpuDinoRnn.Backends.Devices.Create("ilgpu-cpu", new Model.ModelShape(4, 5), 1);
+        var e = Assert.Throws<UserError>(() => { using var huge = backend.Allocate<float>(long.MaxValue / 8); });
+        output.WriteLine(e.Message);
+        Assert.Equal(UserError.DeviceError, e.ExitCode);
+        Assert.Contains("out of device memory allocating", e.Message);
+        Assert.Contains("GiB", e.Message);
+        Assert.Contains("--device cpu", e.Message);
+    }
+}

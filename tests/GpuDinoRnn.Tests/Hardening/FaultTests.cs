@@ -1,0 +1,196 @@
+// Faults must never lose a user's model: a process killed while checkpointing, Ctrl-C, a full
+// disk, divergence, two runs on one checkpoint path. The signal tests run the real program.
+using System.Diagnostics;
+using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Tests.Reference;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Hardening;
+
+public class FaultTests(ITestOutputHelper output)
+{
+    private static string[] LongRun(string checkpoint, int every) =>
+    [
+        "train", "--data", TestData.BundledNames, "--device", "cpu", "--threads", "1", "--hidden", "64", "--batch", "8",
+        "--iterations", "100000000", "--log-every", "50", "--sample-count", "0", "--val-fraction", "0",
+        "--checkpoint", checkpoint, "--checkpoint-every", every.ToString(), "--overwrite",
+    ];
+
+    /// <summary>Waits until the process has printed a line containing text on standard error.</summary>
+    private static bool WaitForStderr(Process p, string text, TimeSpan timeout)
+    {
+        var seen = new TaskCompletionSource();
+        p.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data?.Contains(text) == true)
+                seen.TrySetResult();
+        };
+        p.BeginErrorReadLine();
+        p.BeginOutputReadLine();
+        return seen.Task.Wait(timeout);
+    }
+
+    private static async Task<bool> Within(Task task, TimeSpan timeout) => await Task.WhenAny(task, Task.Delay(timeout)) == task;
+
+    [Fact]
+    public void KilledWhileCheckpointingLeavesALoadableCheckpoint()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("model.safetensors");
+        var random = new Random(12);
+        int killedWithFile = 0;
+        for (int round = 0; round < 6; round++)
+        {
+            using var p = CliRunner.Start(LongRun(path, every: 3)); // a checkpoint every few milliseconds
+            Assert.True(WaitForStderr(p, "checkpoint written", TimeSpan.FromSeconds(30)), "no checkpoint was written");
+            Thread.Sleep(random.Next(5, 400));
+            p.Kill(); // SIGKILL
+            p.WaitForExit();
+            var model = Checkpoint.Load(path); // throws if the file were torn
+            Assert.True(int.Parse(model.Metadata["iteration"]) > 0);
+            killedWithFile++;
+        }
+        output.WriteLine($"{killedWithFile} kills, each left a checkpoint that loads; files: {string.Join(", ", Directory.GetFiles(dir.Path).Select(Path.GetFileName))}");
+        Assert.Equal(6, killedWithFile);
+    }
+
+    [Fact]
+    public async Task CtrlCWritesAFinalCheckpointAndSaysWhere()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("model.safetensors");
+        using var p = CliRunner.Start(LongRun(path, every: 1_000_000));
+        var stderr = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) stderr.Enqueue(e.Data); };
+        var started = new TaskCompletionSource();
+        p.OutputDataReceived += (_, e) => { if (e.Data?.StartsWith("Iteration: 50,", StringComparison.Ordinal) == true) started.TrySetResult(); };
+        p.BeginErrorReadLine();
+        p.BeginOutputReadLine();
+        Assert.True(await Within(started.Task, TimeSpan.FromSeconds(30)), "training did not start");
+        Assert.False(File.Exists(path));
+        CliRunner.Signal(p, CliRunner.SigInt);
+        Assert.True(p.WaitForExit(30_000), "the process did not stop after Ctrl-C");
+        p.WaitForExit();
+        output.WriteLine(string.Join("\n", stderr));
+        Assert.Equal(130, p.ExitCode);
+        Assert.Contains(stderr, l => l.StartsWith("interrupted at iteration", StringComparison.Ordinal) && l.Contains(path));
+        var model = Checkpoint.Load(path);
+        Assert.True(int.Parse(model.Metadata["iteration"]) >= 50);
+        Assert.False(File.Exists(CheckpointTarget.LockPath(path)));
+    }
+
+    [Fact]
+    public async Task ASecondCtrlCQuitsAtOnce()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("model.safetensors");
+        // Evaluating 1,325 names at H 1024 after the stop takes seconds: time for a second Ctrl-C.
+        string[] args = ["train", "--data", TestData.BundledNames, "--device", "cpu", "--threads", "1", "--hidden", "1024",
+            "--batch", "1", "--iterations", "100000000", "--log-every", "1", "--sample-count", "0", "--val-fraction", "0", "--checkpoint", path];
+        using var p = CliRunner.Start(args);
+        var started = new TaskCompletionSource();
+        p.OutputDataReceived += (_, e) => { if (e.Data?.StartsWith("Iteration: 1,", StringComparison.Ordinal) == true) started.TrySetResult(); };
+        p.BeginOutputReadLine();
+        p.BeginErrorReadLine();
+        Assert.True(await Within(started.Task, TimeSpan.FromSeconds(60)), "training did not start");
+        CliRunner.Signal(p, CliRunner.SigInt);
+        Thread.Sleep(200);
+        var clock = Stopwatch.StartNew();
+        CliRunner.Signal(p, CliRunner.SigInt);
+        Assert.True(p.WaitForExit(5_000), "a second Ctrl-C did not end the process");
+        output.WriteLine($"ended {clock.ElapsedMilliseconds} ms after the second Ctrl-C, exit code {p.ExitCode}");
+        Assert.NotEqual(0, p.ExitCode);
+        if (File.Exists(path))
+            Checkpoint.Load(path); // either no checkpoint or a whole one
+    }
+
+    [Fact]
+    public void DivergenceStopsCleanlyAndKeepsTheLastGoodCheckpoint()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("model.safetensors");
+        string[] common = ["--data", TestData.BundledNames, "--device", "cpu", "--hidden", "16", "--sample-count", "0"];
+        Assert.Equal(0, CliRunner.Run(output, ["train", .. common, "--iterations", "20", "--checkpoint", path]).Code);
+        var good = File.ReadAllBytes(path);
+
+        var (code, _, stderr) = CliRunner.Run(output, ["train", .. common, "--init", path, "--checkpoint", path, "--overwrite",
+            "--iterations", "50", "--lr", "1e37", "--clip", "0", "--log-every", "1"]);
+        Assert.Equal(UserError.Diverged, code);
+        var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.StartsWith("gpudinornn: error:", StringComparison.Ordinal));
+        Assert.Contains("training diverged at iteration", line);
+        Assert.Contains("was left as it was", line);
+        Assert.Equal(good, File.ReadAllBytes(path));
+    }
+
+    [Fact]
+    public void AnExistingCheckpointNeedsOverwriteAndTwoRunsCannotShareAPath()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("model.safetensors");
+        string[] run = ["train", "--data", TestData.BundledNames, "--device", "cpu", "--hidden", "8", "--iterations", "3", "--sample-count", "0", "--checkpoint", path];
+        Assert.Equal(0, CliRunner.Run(output, run).Code);
+        var before = File.ReadAllBytes(path);
+
+        var (code, _, stderr) = CliRunner.Run(output, run);
+        Assert.Equal(2, code);
+        Assert.Contains("already exists; pass --overwrite", stderr);
+        Assert.Equal(before, File.ReadAllBytes(path));
+
+        string stale = path + ".tmp-0123456789ab"; // what a run killed mid-write leaves
+        File.WriteAllText(stale, "half a checkpoint");
+        using (CheckpointTarget.Claim(path, overwrite: true)) // another run holds the path
+        {
+            (code, _, stderr) = CliRunner.Run(output, [.. run, "--overwrite"]);
+            Assert.Equal(2, code);
+            Assert.Contains("another run is writing", stderr);
+        }
+        Assert.False(File.Exists(stale), "the holder of the lock removes stale temporary files");
+        Assert.Equal(0, CliRunner.Run(output, [.. run, "--overwrite", "--seed", "5"]).Code);
+        Assert.NotEqual(before, File.ReadAllBytes(path));
+    }
+
+    [SkippableFact]
+    public void AFullDiskKeepsTheOldCheckpointAndTrainingGoesOn()
+    {
+        Skip.IfNot(Environment.UserName == "root", "mounting a small tmpfs needs root");
+        using var dir = new CliRunner.TempDir();
+        string mount = dir.File("disk");
+        Directory.CreateDirectory(mount);
+        var mounted = Process.Start("mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mount]);
+        mounted.WaitForExit();
+        Skip.If(mounted.ExitCode != 0, "could not mount a tmpfs here");
+        try
+        {
+            string path = Path.Combine(mount, "model.safetensors");
+            string[] common = ["--data", TestData.BundledNames, "--device", "cpu", "--hidden", "64", "--sample-count", "0"];
+            Assert.Equal(0, CliRunner.Run(output, ["train", .. common, "--iterations", "5", "--checkpoint", path]).Code);
+            var good = File.ReadAllBytes(path);
+            // Fill the disk.
+            using (var filler = new FileStream(Path.Combine(mount, "filler"), FileMode.Create))
+            {
+                var block = new byte[4096];
+                try
+                {
+                    while (true)
+                        filler.Write(block);
+                }
+                catch (IOException)
+                {
+                }
+            }
+            var (code, _, stderr) = CliRunner.Run(output, ["train", .. common, "--init", path, "--checkpoint", path, "--overwrite",
+                "--iterations", "30", "--checkpoint-every", "10"]);
+            Assert.Equal(UserError.WriteError, code);
+            var lines = stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal(2, lines.Count(l => l.StartsWith("warning: ", StringComparison.Ordinal) && l.Contains("training goes on")));
+            Assert.Contains("gpudinornn: error:", lines[^1]);
+            Assert.Contains(path, lines[^1]);
+            Assert.Equal(good, File.ReadAllBytes(path));
+            Assert.DoesNotContain(Directory.GetFiles(mount), f => f.Contains(".tmp", StringComparison.Ordinal));
+        }
+        finally
+        {
+            Process.Start("umount", [mount]).WaitForExit();
+        }
+    }
+}
