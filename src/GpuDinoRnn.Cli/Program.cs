@@ -22,7 +22,7 @@ public static class Program
             s.CaseInsensitiveEnumValues = true;
             s.CaseSensitive = false;
         });
-        var parsed = parser.ParseArguments<TrainVerb, SampleVerb, DevicesVerb>(args);
+        var parsed = parser.ParseArguments<TrainVerb, SampleVerb, BenchVerb, DevicesVerb>(args);
         if (parsed is NotParsed<object> notParsed)
             return notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError) ? 0 : UserError.BadInput;
         try
@@ -31,6 +31,7 @@ public static class Program
             {
                 TrainVerb t => Train(t, stdout, stderr),
                 SampleVerb s => Sample(s, stdout),
+                BenchVerb b => BenchCommand.Run(b, stdout, stderr),
                 DevicesVerb d => ListDevices(d, stdout),
                 _ => UserError.BadInput,
             };

@@ -151,6 +151,46 @@ public sealed class SampleVerb
     public int MaxLength { get; set; }
 }
 
+[Verb("bench", HelpText = "Time the same training job on each device, side by side.")]
+public sealed class BenchVerb
+{
+    [Option("devices", Default = "all", HelpText = "all (every usable device, ilgpu-cpu included) or a comma list such as cpu,cuda:0.")]
+    public string Devices { get; set; } = "all";
+
+    [Option("hidden", Default = 128, HelpText = "Hidden units H.")]
+    public int Hidden { get; set; }
+
+    [Option("batch", Default = 32, HelpText = "Names per step B.")]
+    public int Batch { get; set; }
+
+    [Option("steps", Default = 50, HelpText = "Timed training steps per repetition.")]
+    public int Steps { get; set; }
+
+    [Option("warm-up", Default = 5, HelpText = "Untimed steps first.")]
+    public int WarmUp { get; set; }
+
+    [Option("repetitions", Default = 5, HelpText = "Timed repetitions (the table shows the median and the range).")]
+    public int Repetitions { get; set; }
+
+    [Option("seed", Default = 1, HelpText = "Seed of the batches and the initial weights.")]
+    public int Seed { get; set; }
+
+    [Option("threads", HelpText = "Threads for cpu and ilgpu-cpu (default: all cores).")]
+    public int? Threads { get; set; }
+
+    [Option("data", HelpText = "Names file (default: the bundled names).")]
+    public string? Data { get; set; }
+
+    [Option("json", HelpText = "Also write the numbers as JSON.")]
+    public string? Json { get; set; }
+
+    [Option("csv", HelpText = "Also write the numbers as CSV (with --plot, FILE.csv beside the plot by default).")]
+    public string? Csv { get; set; }
+
+    [Option("plot", HelpText = "Draw chars/s per device as a PNG.")]
+    public string? Plot { get; set; }
+}
+
 [Verb("devices", HelpText = "List every device and whether GpuDinoRnn can use it.")]
 public sealed class DevicesVerb
 {
