@@ -12,9 +12,10 @@ namespace GpuDinoRnn.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args) => Run(args, Console.Out, Console.Error);
+    public static int Main(string[] args) => Run(args, Console.Out, Console.Error, terminal: !Console.IsErrorRedirected);
 
-    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    /// <param name="terminal">Standard error is a terminal: train shows a progress bar there.</param>
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool terminal = false)
     {
         using var parser = new Parser(s =>
         {
@@ -29,7 +30,7 @@ public static class Program
         {
             return parsed.Value switch
             {
-                TrainVerb t => Train(t, stdout, stderr),
+                TrainVerb t => Train(t, stdout, stderr, terminal),
                 SampleVerb s => Sample(s, stdout),
                 BenchVerb b => BenchCommand.Run(b, stdout, stderr),
                 DevicesVerb d => ListDevices(d, stdout),
@@ -47,7 +48,7 @@ public static class Program
     /// The first Ctrl-C (or SIGTERM) lets the current step finish, writes the checkpoint and
     /// exits 130; a second Ctrl-C ends the process at once.
     /// </summary>
-    private static int Train(TrainVerb verb, TextWriter stdout, TextWriter stderr)
+    private static int Train(TrainVerb verb, TextWriter stdout, TextWriter stderr, bool terminal)
     {
         var options = verb.ToOptions();
         using var stop = new CancellationTokenSource();
@@ -64,7 +65,9 @@ public static class Program
         }
         using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        var result = new Trainer(options, stdout, stderr).Run(cancel: stop.Token);
+        var result = terminal && options.LogFormat == LogFormat.Text
+            ? TrainProgressBar.Run(options, stdout, stop.Token)
+            : new Trainer(options, stdout, stderr).Run(cancel: stop.Token);
         if (!result.Interrupted)
             return 0;
         stderr.WriteLine(options.Checkpoint is null

@@ -10,6 +10,10 @@ using GpuDinoRnn.Sampling;
 
 namespace GpuDinoRnn.Training;
 
+/// <summary>Where a run is, for a progress display: called after every step.</summary>
+/// <param name="MeanLoss">Mean loss per name over the last logging interval (NaN before the first).</param>
+public readonly record struct TrainProgress(int Iteration, int Total, double MeanLoss, double CharsPerSecond);
+
 /// <param name="Interrupted">Stopped early by the cancellation token (Ctrl-C); Iterations says how far it got.</param>
 public sealed record TrainResult(
     string Device, int Iterations, long Chars, double TrainSeconds, double SmoothedLoss,
@@ -29,7 +33,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
 
     /// <param name="backendOverride">Use this backend instead of the one --device names.</param>
     /// <param name="cancel">Stops training after the current step; the run then ends as usual (checkpoint, summary).</param>
-    public TrainResult Run(IBackend? backendOverride = null, CancellationToken cancel = default)
+    /// <param name="progress">Told after every step (for a progress bar); null for none.</param>
+    public TrainResult Run(IBackend? backendOverride = null, CancellationToken cancel = default, Action<TrainProgress>? progress = null)
     {
         options.Validate();
         using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
@@ -66,6 +71,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var timer = new Stopwatch();
         double secondsAtLog = 0;
 
+        double lastMean = double.NaN, lastRate = 0;
         int done = 0;
         for (int it = 0; it < iterations; it++, done++)
         {
@@ -79,6 +85,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             bool logNow = it % options.LogEvery == 0 || last;
             bool sampleNow = options.SampleEvery > 0 && it % options.SampleEvery == 0;
             bool checkpointNow = options.CheckpointEvery > 0 && (it + 1) % options.CheckpointEvery == 0 && !last;
+            progress?.Invoke(new TrainProgress(it + 1, iterations, lastMean, lastRate));
             if (!(logNow || sampleNow || checkpointNow))
             {
                 timer.Stop();
@@ -100,6 +107,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 double rate = (chars - charsAtLog) / Math.Max(seconds - secondsAtLog, 1e-9);
                 double mean = losses.Skip(firstNew).Average(x => (double)x);
                 _log.Iteration(it, losses[^1], mean, smoothed, rate, backend.Device, options.Verbose ? backend.LaunchesPerStep : null);
+                (lastMean, lastRate) = (mean, rate);
                 charsAtLog = chars;
                 secondsAtLog = seconds;
             }

@@ -55,6 +55,17 @@ public class TrainerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ProgressIsReportedAfterEveryStep()
+    {
+        var seen = new List<TrainProgress>();
+        new Trainer(Small("cpu"), TextWriter.Null, TextWriter.Null).Run(progress: seen.Add);
+        Assert.Equal(Enumerable.Range(1, 40), seen.Select(p => p.Iteration));
+        Assert.All(seen, p => Assert.Equal(40, p.Total));
+        Assert.True(double.IsNaN(seen[0].MeanLoss)); // nothing logged before the first step
+        Assert.True(seen[^1].MeanLoss > 0 && seen[^1].CharsPerSecond > 0);
+    }
+
+    [Fact]
     public void SameSeedSameDeviceGivesIdenticalLosses()
     {
         var a = new Trainer(Small("cpu"), TextWriter.Null, TextWriter.Null).Run();
