@@ -31,7 +31,7 @@ public static class Program
             return parsed.Value switch
             {
                 TrainVerb t => Train(t, stdout, stderr, terminal),
-                SampleVerb s => Sample(s, stdout),
+                SampleVerb s => SampleCommand.Run(s, stdout, stderr),
                 BenchVerb b => BenchCommand.Run(b, stdout, stderr),
                 DevicesVerb d => ListDevices(d, stdout),
                 _ => UserError.BadInput,
@@ -74,22 +74,6 @@ public static class Program
             ? $"interrupted at iteration {result.Iterations}; nothing saved"
             : $"interrupted at iteration {result.Iterations}; the model is in '{options.Checkpoint}'");
         return UserError.Interrupted;
-    }
-
-    private static int Sample(SampleVerb verb, TextWriter stdout)
-    {
-        if (verb.Count < 0)
-            throw new UserError($"--count must be 0 or more (got {verb.Count})");
-        if (verb.MaxLength < 1)
-            throw new UserError($"--max-length must be at least 1 (got {verb.MaxLength})");
-        if (!(verb.Temperature > 0) || double.IsInfinity(verb.Temperature))
-            throw new UserError($"--temperature must be a positive number (got {verb.Temperature})");
-        var model = Checkpoint.Load(verb.Model);
-        var sampler = new Sampler(model.Parameters, model.Vocabulary);
-        var random = new Random(verb.Seed);
-        for (int n = 0; n < verb.Count; n++)
-            stdout.WriteLine(Sampler.Display(sampler.Sample(random, verb.Temperature, verb.MaxLength)));
-        return 0;
     }
 
     private static int ListDevices(DevicesVerb verb, TextWriter stdout)

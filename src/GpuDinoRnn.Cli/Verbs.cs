@@ -149,6 +149,27 @@ public sealed class SampleVerb
 
     [Option("max-length", Default = 50, HelpText = "Longest name drawn, in symbols.")]
     public int MaxLength { get; set; }
+
+    [Option("min-length", Default = 0, HelpText = "Shortest name drawn, in symbols.")]
+    public int MinLength { get; set; }
+
+    [Option("top-k", Default = 0, HelpText = "Draw only from the K most likely symbols (0: all).")]
+    public int TopK { get; set; }
+
+    [Option("top-p", Default = 1.0, HelpText = "Draw only from the most likely symbols that together reach P (1: all).")]
+    public double TopP { get; set; }
+
+    [Option("prefix", Default = "", HelpText = "Every name starts with these letters.")]
+    public string Prefix { get; set; } = "";
+
+    [Option("novel", HelpText = "Keep only names that are not in the training data.")]
+    public bool Novel { get; set; }
+
+    [Option("data", HelpText = "The training names, for --novel and the novelty report (default: those stored in the checkpoint).")]
+    public string? Data { get; set; }
+
+    [Option("format", Default = "text", HelpText = "text (one name a line) or jsonl (name, log_probability, novel).")]
+    public string Format { get; set; } = "text";
 }
 
 [Verb("bench", HelpText = "Time the same training job on each device, side by side.")]

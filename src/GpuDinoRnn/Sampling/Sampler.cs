@@ -1,39 +1,90 @@
 // Draws names from a model on the host, in float64, from parameters copied back from the device.
+// Each name has its own generator, seeded from (seed, index), so a name does not depend on how
+// many were drawn before it or on how the work is split between threads.
+using System.Numerics.Tensors;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Model;
 using GpuDinoRnn.Training;
 
 namespace GpuDinoRnn.Sampling;
 
+/// <param name="Temperature">Divides the logits: below 1 is safer, above 1 wilder.</param>
+/// <param name="TopK">Draw only from the K most likely symbols (0: all).</param>
+/// <param name="TopP">Draw only from the smallest set of symbols whose probability reaches P (1: all).</param>
+/// <param name="Prefix">Every name starts with these symbols; the state is primed with them.</param>
+/// <param name="MinLength">The end of name is not drawn before this many symbols.</param>
+/// <param name="MaxLength">Names stop after this many symbols.</param>
+public sealed record SampleOptions(
+    double Temperature = 1.0, int TopK = 0, double TopP = 1.0, string Prefix = "", int MinLength = 0, int MaxLength = 50)
+{
+    public void Validate()
+    {
+        if (!(Temperature > 0) || double.IsInfinity(Temperature))
+            throw new UserError($"--temperature must be a positive number (got {Temperature})");
+        if (TopK < 0)
+            throw new UserError($"--top-k must be 0 (off) or positive (got {TopK})");
+        if (!(TopP > 0 && TopP <= 1))
+            throw new UserError($"--top-p must be in (0, 1] (got {TopP})");
+        if (MaxLength < 1)
+            throw new UserError($"--max-length must be at least 1 (got {MaxLength})");
+        if (MinLength < 0 || MinLength > MaxLength)
+            throw new UserError($"--min-length must be between 0 and --max-length {MaxLength} (got {MinLength})");
+    }
+}
+
+/// <param name="LogProbability">ln P(name and its end) under the model at temperature 1, prefix excluded.</param>
+public readonly record struct SampledName(string Name, double LogProbability);
+
 public sealed class Sampler
 {
-    private readonly Parameters _p;
+    private readonly double[] _wax, _waa, _wya, _b, _by; // the weights in float64, converted once
     private readonly Vocabulary _vocab;
     private readonly int _h, _v;
-    private readonly double[] _a, _aNext, _probs;
+    private readonly double[] _a, _aNext, _logits, _probs;
+    private readonly int[] _order;
 
     public Sampler(Parameters parameters, Vocabulary vocabulary)
     {
         if (parameters.Shape.V != vocabulary.Size)
             throw new ArgumentException("the vocabulary does not match the model");
-        _p = parameters;
+        _wax = ToDouble(parameters.Wax);
+        _waa = ToDouble(parameters.Waa);
+        _wya = ToDouble(parameters.Wya);
+        _b = ToDouble(parameters.B);
+        _by = ToDouble(parameters.By);
         _vocab = vocabulary;
         _h = parameters.Shape.H;
         _v = parameters.Shape.V;
         _a = new double[_h];
         _aNext = new double[_h];
+        _logits = new double[_v];
         _probs = new double[_v];
+        _order = new int[_v];
     }
 
-    /// <summary>
-    /// One name: from a zero state and the START input, draw each next symbol from
-    /// softmax(logits / temperature) until '\n' or maxLength symbols.
-    /// </summary>
-    public string Sample(Random random, double temperature = 1.0, int maxLength = 50)
+    /// <summary>One name drawn with the given generator (the trainer's samples).</summary>
+    public string Sample(Random random, double temperature = 1.0, int maxLength = 50) =>
+        Draw(new SampleOptions(temperature, MaxLength: maxLength), probs => Cumulative(probs, random.NextDouble())).Name;
+
+    /// <summary>Name number <paramref name="index"/> of the stream that <paramref name="seed"/> names.</summary>
+    public SampledName Sample(SampleOptions options, int seed, long index)
     {
-        if (!(temperature > 0))
-            throw new UserError($"--temperature must be positive (got {temperature})");
-        return Draw(maxLength, temperature, (probs, _) => Pick(probs, random.NextDouble()));
+        var rng = new SplitMix64(((ulong)(uint)seed << 40) ^ (ulong)index);
+        return Draw(options, probs => Cumulative(probs, rng.NextDouble()));
+    }
+
+    /// <summary>Names index … index+count−1 of a seeded stream, drawn on every core.</summary>
+    public static SampledName[] SampleMany(Parameters parameters, Vocabulary vocabulary, SampleOptions options, int seed, long first, int count)
+    {
+        options.Validate();
+        var names = new SampledName[count];
+        System.Threading.Tasks.Parallel.For(0, count, () => new Sampler(parameters, vocabulary),
+            (n, _, sampler) =>
+            {
+                names[n] = sampler.Sample(options, seed, first + n);
+                return sampler;
+            }, _ => { });
+        return names;
     }
 
     /// <summary>
@@ -43,75 +94,143 @@ public sealed class Sampler
     public string SampleLikeCourse(int seed)
     {
         var np = new NumpyRandom(0);
-        return Draw(50, 1.0, (probs, counter) =>
+        int counter = 0;
+        return Draw(new SampleOptions(), probs =>
         {
-            np.Seed((uint)(seed + 2 * counter));
+            np.Seed((uint)(seed + 2 * counter++));
             return np.Choice(probs);
-        });
+        }).Name;
     }
 
     /// <summary>A name with its first letter capitalised, as the course prints them.</summary>
     public static string Display(string name) =>
         name.Length == 0 ? name : char.ToUpperInvariant(name[0]) + name[1..];
 
-    private string Draw(int maxLength, double temperature, Func<double[], int, int> pick)
+    /// <param name="o">What to draw.</param>
+    /// <param name="choose">Picks a symbol from the (filtered) probabilities.</param>
+    private SampledName Draw(SampleOptions o, Func<double[], int> choose)
     {
         Array.Clear(_a);
         int x = Batch.Start;
         var ids = new List<int>();
-        for (int counter = 0; counter < maxLength; counter++)
+        foreach (int id in o.Prefix.Length == 0 ? [] : _vocab.Encode(o.Prefix))
         {
-            Step(x, temperature);
-            int id = pick(_probs, counter);
+            Step(x);
+            ids.Add(id);
+            x = id;
+        }
+        double logProbability = 0;
+        while (true)
+        {
+            Step(x);
+            int length = ids.Count;
+            int id = length >= o.MaxLength ? 0 : choose(Probabilities(o, noEnd: length < o.MinLength));
+            logProbability += LogSoftmax(id);
             if (id == 0)
                 break;
             ids.Add(id);
             x = id;
         }
-        return _vocab.Decode(ids);
+        return new SampledName(_vocab.Decode(ids), logProbability);
     }
 
-    /// <summary>a = tanh(Wax·x + Waa·a + b); probs = softmax((Wya·a + by) / temperature).</summary>
-    private void Step(int x, double temperature)
+    private static double[] ToDouble(ReadOnlySpan<float> x)
     {
-        var wax = _p.Wax;
-        var waa = _p.Waa;
-        var b = _p.B;
+        var d = new double[x.Length];
+        for (int i = 0; i < x.Length; i++)
+            d[i] = x[i];
+        return d;
+    }
+
+    /// <summary>a = tanh(Wax·x + Waa·a + b); logits = Wya·a + by (SIMD dot products in float64).</summary>
+    private void Step(int x)
+    {
         for (int i = 0; i < _h; i++)
         {
-            double z = b[i] + (x >= 0 ? wax[i * _v + x] : 0.0);
-            for (int j = 0; j < _h; j++)
-                z += waa[i * _h + j] * _a[j];
-            _aNext[i] = Math.Tanh(z);
+            double z = TensorPrimitives.Dot(_waa.AsSpan(i * _h, _h), _a);
+            _aNext[i] = Math.Tanh(_b[i] + (x >= 0 ? _wax[i * _v + x] : 0.0) + z);
         }
         _aNext.CopyTo(_a, 0);
-        var wya = _p.Wya;
-        var by = _p.By;
-        double max = double.NegativeInfinity;
         for (int k = 0; k < _v; k++)
-        {
-            double z = by[k];
-            for (int i = 0; i < _h; i++)
-                z += wya[k * _h + i] * _a[i];
-            _probs[k] = z / temperature;
-            max = Math.Max(max, _probs[k]);
-        }
-        double sum = 0;
-        for (int k = 0; k < _v; k++)
-            sum += _probs[k] = Math.Exp(_probs[k] - max);
-        for (int k = 0; k < _v; k++)
-            _probs[k] /= sum;
+            _logits[k] = _by[k] + TensorPrimitives.Dot(_wya.AsSpan(k * _h, _h), _a);
     }
 
-    private static int Pick(double[] probs, double u)
+    private double LogSoftmax(int k)
     {
+        double max = _logits.Max();
+        double sum = 0;
+        foreach (var z in _logits)
+            sum += Math.Exp(z - max);
+        return _logits[k] - max - Math.Log(sum);
+    }
+
+    /// <summary>
+    /// softmax(logits / T) with the end of name masked while the name is too short, then top-k
+    /// and top-p filtering (the filtered-out symbols get 0; the rest are not renormalised here,
+    /// the pick scales by their total).
+    /// </summary>
+    private double[] Probabilities(SampleOptions o, bool noEnd)
+    {
+        double max = double.NegativeInfinity;
+        for (int k = 0; k < _v; k++)
+            if (!(noEnd && k == 0))
+                max = Math.Max(max, _logits[k] / o.Temperature);
+        double sum = 0;
+        for (int k = 0; k < _v; k++)
+        {
+            _probs[k] = noEnd && k == 0 ? 0 : Math.Exp(_logits[k] / o.Temperature - max);
+            sum += _probs[k];
+        }
+        for (int k = 0; k < _v; k++)
+            _probs[k] /= sum;
+        if (o.TopK > 0 || o.TopP < 1)
+            Filter(o);
+        return _probs;
+    }
+
+    /// <summary>The first symbol whose cumulative probability exceeds u·total.</summary>
+    private static int Cumulative(double[] probs, double u)
+    {
+        double total = 0;
+        foreach (var q in probs)
+            total += q;
         double c = 0;
         for (int k = 0; k < probs.Length; k++)
         {
             c += probs[k];
-            if (u < c)
+            if (u * total < c)
                 return k;
         }
-        return probs.Length - 1;
+        return Array.FindLastIndex(probs, q => q > 0);
+    }
+
+    private void Filter(SampleOptions o)
+    {
+        for (int k = 0; k < _v; k++)
+            _order[k] = k;
+        Array.Sort(_order, (a, b) => _probs[b].CompareTo(_probs[a]) is var c && c != 0 ? c : a.CompareTo(b));
+        double kept = 0;
+        for (int rank = 0; rank < _v; rank++)
+        {
+            int k = _order[rank];
+            bool keep = (o.TopK == 0 || rank < o.TopK) && (rank == 0 || kept < o.TopP);
+            if (keep)
+                kept += _probs[k];
+            else
+                _probs[k] = 0;
+        }
+    }
+
+    /// <summary>SplitMix64: small, fast, and the same stream on every platform.</summary>
+    private struct SplitMix64(ulong state)
+    {
+        public double NextDouble()
+        {
+            ulong z = state += 0x9E3779B97F4A7C15UL;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+            z ^= z >> 31;
+            return (z >> 11) * (1.0 / (1UL << 53));
+        }
     }
 }

@@ -27,6 +27,10 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
 
     private readonly TrainLog _log = new(options.LogFormat, stdout, stderr);
     private int _lastCheckpoint = -1; // iteration of the last checkpoint this run wrote
+    private KeyValuePair<string, string>[] _namesMetadata = [];
+
+    /// <summary>Names stored in checkpoints (for sample --novel) when they take less than this.</summary>
+    public const int MaxStoredNamesChars = 1 << 20;
 
     /// <summary>Where the bundled names live: next to the program.</summary>
     public static string BundledData => Path.Combine(AppContext.BaseDirectory, "data", "dinos.txt");
@@ -51,6 +55,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 throw new UserError($"--init '{options.Init}' has vocabulary {vocab.Display()} but the data '{dataset.Source}' has {dataVocab.Display()}");
         }
         var train = trainNames.Select(vocab.Encode).ToList();
+        if (dataset.Names.Sum(n => n.Length + 1) <= MaxStoredNamesChars)
+            _namesMetadata = [new("names", string.Join('\n', dataset.Names))];
         var val = valNames.Select(vocab.Encode).ToList();
         var shape = new ModelShape(init?.Parameters.Shape.H ?? options.Hidden, vocab.Size);
         var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
@@ -197,7 +203,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             ["smoothed_loss"] = smoothed.ToString("R", CultureInfo.InvariantCulture),
             ["options"] = options.ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
-        });
+        }.Concat(_namesMetadata).ToDictionary());
         _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {iteration})");
     }
 }

@@ -1,0 +1,83 @@
+// `gpudinornn sample`: names from a checkpoint, with temperature, top-k/top-p, a prefix, length
+// limits, an optional novelty filter, and a report of how novel and how repeated they are.
+using System.Globalization;
+using System.Text.Json;
+using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Sampling;
+
+namespace GpuDinoRnn.Cli;
+
+public static class SampleCommand
+{
+    /// <summary>With --novel, give up after this many draws per name asked for.</summary>
+    private const int MaxDrawsPerName = 200;
+
+    public static int Run(SampleVerb verb, TextWriter stdout, TextWriter stderr)
+    {
+        if (verb.Count < 0)
+            throw new UserError($"--count must be 0 or more (got {verb.Count})");
+        if (verb.Format is not ("text" or "jsonl"))
+            throw new UserError($"--format must be text or jsonl (got '{verb.Format}')");
+        var options = new SampleOptions(verb.Temperature, verb.TopK, verb.TopP, verb.Prefix, verb.MinLength, verb.MaxLength);
+        options.Validate();
+        var model = Checkpoint.Load(verb.Model);
+        try
+        {
+            model.Vocabulary.Encode(verb.Prefix);
+        }
+        catch (UserError e)
+        {
+            throw new UserError($"--prefix: {e.Message}");
+        }
+        var known = TrainingNames(verb, model);
+        if (verb.Novel && known is null)
+            throw new UserError($"--novel needs the training names: '{verb.Model}' does not hold them; give them with --data FILE");
+
+        var kept = new List<SampledName>();
+        long drawn = 0;
+        int novel = 0;
+        while (kept.Count < verb.Count)
+        {
+            if (drawn >= (long)MaxDrawsPerName * verb.Count)
+                throw new UserError($"--novel: only {kept.Count} of {verb.Count} names were new after {drawn} draws; try a higher --temperature");
+            // Without --novel every name drawn is kept, so the rates below describe the output.
+            int chunk = (int)Math.Min(verb.Count - kept.Count + (verb.Novel ? 16 : 0), 1 << 16);
+            foreach (var s in Sampler.SampleMany(model.Parameters, model.Vocabulary, options, verb.Seed, drawn, chunk))
+            {
+                drawn++;
+                bool isNovel = known is not null && !known.Contains(s.Name);
+                novel += isNovel ? 1 : 0;
+                if ((!verb.Novel || isNovel) && kept.Count < verb.Count)
+                    kept.Add(s);
+            }
+        }
+
+        foreach (var s in kept)
+        {
+            stdout.WriteLine(verb.Format == "jsonl"
+                ? JsonSerializer.Serialize(new { name = s.Name, log_probability = Math.Round(s.LogProbability, 6), novel = known is null ? (bool?)null : !known.Contains(s.Name) })
+                : Sampler.Display(s.Name));
+        }
+        if (kept.Count > 0)
+        {
+            double duplicates = 1 - (double)kept.Select(s => s.Name).Distinct().Count() / kept.Count;
+            string novelty = known is null ? "novelty unknown (no training names)" :
+                verb.Novel ? string.Create(CultureInfo.InvariantCulture, $"all new: {drawn} drawn, {100.0 * novel / drawn:F1}% of them not in the training data")
+                : string.Create(CultureInfo.InvariantCulture, $"{100.0 * novel / drawn:F1}% not in the training data");
+            stderr.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{kept.Count} names: {novelty}; {100 * duplicates:F1}% repeat an earlier name"));
+        }
+        return 0;
+    }
+
+    /// <summary>The names the model learned from: --data, else those stored in the checkpoint.</summary>
+    private static HashSet<string>? TrainingNames(SampleVerb verb, LoadedModel model)
+    {
+        if (verb.Data is not null)
+        {
+            bool keepCase = model.Metadata.TryGetValue("options", out var json) && json.Contains("\"keep-case\":true", StringComparison.Ordinal);
+            return Dataset.Load(verb.Data, keepCase).Names.ToHashSet(StringComparer.Ordinal);
+        }
+        return model.Metadata.TryGetValue("names", out var names) ? names.Split('\n').ToHashSet(StringComparer.Ordinal) : null;
+    }
+}
