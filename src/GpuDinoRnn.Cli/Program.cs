@@ -23,7 +23,7 @@ public static class Program
             s.CaseInsensitiveEnumValues = true;
             s.CaseSensitive = false;
         });
-        var parsed = parser.ParseArguments<TrainVerb, SampleVerb, BenchVerb, DevicesVerb>(args);
+        var parsed = parser.ParseArguments<TrainVerb, SampleVerb, EvalVerb, BenchVerb, DevicesVerb>(args);
         if (parsed is NotParsed<object> notParsed)
             return notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError) ? 0 : UserError.BadInput;
         try
@@ -32,6 +32,7 @@ public static class Program
             {
                 TrainVerb t => Train(t, stdout, stderr, terminal),
                 SampleVerb s => SampleCommand.Run(s, stdout, stderr),
+                EvalVerb e => Evaluate(e, stdout),
                 BenchVerb b => BenchCommand.Run(b, stdout, stderr),
                 DevicesVerb d => ListDevices(d, stdout),
                 _ => UserError.BadInput,
@@ -74,6 +75,25 @@ public static class Program
             ? $"interrupted at iteration {result.Iterations}; nothing saved"
             : $"interrupted at iteration {result.Iterations}; the model is in '{options.Checkpoint}'");
         return UserError.Interrupted;
+    }
+
+    private static int Evaluate(EvalVerb verb, TextWriter stdout)
+    {
+        if (verb.Format is not ("text" or "jsonl"))
+            throw new UserError($"--format must be text or jsonl (got '{verb.Format}')");
+        var model = Checkpoint.Load(verb.Model);
+        bool keepCase = model.Metadata.TryGetValue("options", out var json) && json.Contains("\"keep-case\":true", StringComparison.Ordinal);
+        var dataset = GpuDinoRnn.Data.Dataset.Load(verb.Data, keepCase);
+        var names = dataset.Names.Select(n => model.Vocabulary.Encode(n)).ToList();
+        using var backend = Devices.Create(verb.Device, model.Parameters.Shape, verb.Threads ?? Environment.ProcessorCount);
+        backend.Upload(model.Parameters);
+        var (nats, chars) = Trainer.TotalLoss(backend, names);
+        double bits = nats / chars / Math.Log(2);
+        stdout.WriteLine(verb.Format == "jsonl"
+            ? System.Text.Json.JsonSerializer.Serialize(new { data = verb.Data, names = names.Count, chars, loss_per_name = nats / names.Count, nats_per_char = nats / chars, bits_per_char = bits })
+            : string.Create(CultureInfo.InvariantCulture,
+                $"{verb.Data}: {names.Count} names, {chars} characters; loss {nats / names.Count:F4} nats per name, {nats / chars:F4} nats and {bits:F4} bits per character"));
+        return 0;
     }
 
     private static int ListDevices(DevicesVerb verb, TextWriter stdout)

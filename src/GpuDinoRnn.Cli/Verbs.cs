@@ -84,6 +84,15 @@ public sealed class TrainVerb
     [Option("log-format", HelpText = "text or jsonl (JSON lines on stdout; samples and notes on stderr).")]
     public LogFormat? LogFormat { get; set; }
 
+    [Option("eval-every", HelpText = "Validation bits per character every N iterations (default: at the end only).")]
+    public int? EvalEvery { get; set; }
+
+    [Option("keep-best", HelpText = "The checkpoint keeps the model with the lowest validation loss (needs --eval-every).")]
+    public bool KeepBest { get; set; }
+
+    [Option("patience", HelpText = "Stop after K evaluations without a better validation loss.")]
+    public int? Patience { get; set; }
+
     [Option("sample-every", HelpText = "Sample names every N iterations (default 0: at the end).")]
     public int? SampleEvery { get; set; }
 
@@ -126,6 +135,9 @@ public sealed class TrainVerb
             LogEvery = LogEvery ?? o.LogEvery,
             LogFormat = LogFormat ?? o.LogFormat,
             SampleEvery = SampleEvery ?? o.SampleEvery,
+            EvalEvery = EvalEvery ?? o.EvalEvery,
+            KeepBest = KeepBest || o.KeepBest,
+            Patience = Patience ?? o.Patience,
             SampleCount = SampleCount ?? o.SampleCount,
             Verbose = Verbose || o.Verbose,
         };
@@ -210,6 +222,25 @@ public sealed class BenchVerb
 
     [Option("plot", HelpText = "Draw chars/s per device as a PNG.")]
     public string? Plot { get; set; }
+}
+
+[Verb("eval", HelpText = "Loss and bits per character of a model on a file of names.")]
+public sealed class EvalVerb
+{
+    [Option("model", Required = true, HelpText = "A checkpoint written by train --checkpoint.")]
+    public string Model { get; set; } = "";
+
+    [Option("data", Required = true, HelpText = "Names file, one name per line (read as the model was trained: same case handling).")]
+    public string Data { get; set; } = "";
+
+    [Option("device", Default = "cpu", HelpText = "Where to evaluate (as train --device).")]
+    public string Device { get; set; } = "cpu";
+
+    [Option("threads", HelpText = "Threads for the cpu backend (default: all cores).")]
+    public int? Threads { get; set; }
+
+    [Option("format", Default = "text", HelpText = "text or jsonl.")]
+    public string Format { get; set; } = "text";
 }
 
 [Verb("devices", HelpText = "List every device and whether GpuDinoRnn can use it.")]

@@ -41,6 +41,24 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
             $"Iteration: {iteration}, Loss: {smoothed:F6}  (mean since last line {meanLoss:F4}, {charsPerSecond:N0} chars/s{extra})"));
     }
 
+    public void Evaluation(int iteration, double valBitsPerChar, double best, int bestIteration)
+    {
+        if (format == LogFormat.Jsonl)
+        {
+            stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["event"] = "eval",
+                ["iteration"] = iteration,
+                ["val_bits_per_char"] = Math.Round(valBitsPerChar, 5),
+                ["best_val_bits_per_char"] = Math.Round(best, 5),
+                ["best_iteration"] = bestIteration,
+            }));
+            return;
+        }
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"Validation after {iteration} iterations: {valBitsPerChar:F4} bits/char (best {best:F4} after {bestIteration})"));
+    }
+
     public void Samples(IEnumerable<string> names)
     {
         foreach (var name in names)

@@ -68,6 +68,12 @@ public sealed record TrainOptions
     /// <summary>Log every N iterations (iteration 0 and the last are always logged).</summary>
     public int LogEvery { get; init; } = 100;
     public LogFormat LogFormat { get; init; } = LogFormat.Text;
+    /// <summary>Validation bits per character every N iterations (0: only at the end).</summary>
+    public int EvalEvery { get; init; }
+    /// <summary>The checkpoint follows the lowest validation loss instead of the last iteration.</summary>
+    public bool KeepBest { get; init; }
+    /// <summary>Stop after this many evaluations without a better validation loss (0: never).</summary>
+    public int Patience { get; init; }
     /// <summary>Sample names every N iterations (0: only at the end).</summary>
     public int SampleEvery { get; init; }
     /// <summary>Names sampled each time.</summary>
@@ -123,6 +129,11 @@ public sealed record TrainOptions
         Require(SampleEvery >= 0 && SampleCount >= 0, "--sample-every and --sample-count must be 0 or more");
         Require(MaxNameLength >= 1, $"--max-name-length must be at least 1 (got {MaxNameLength})");
         Require(MaxVocab >= 2, $"--max-vocab must be at least 2 (got {MaxVocab})");
+        Require(EvalEvery >= 0 && Patience >= 0, "--eval-every and --patience must be 0 or more");
+        Require(!KeepBest || Checkpoint is not null, "--keep-best needs --checkpoint FILE");
+        Require(!(KeepBest || Patience > 0) || ValFraction > 0, "--keep-best and --patience need a validation split (--val-fraction above 0)");
+        Require(!(KeepBest || Patience > 0) || EvalEvery > 0, "--keep-best and --patience need --eval-every N");
+        Require(!KeepBest || CheckpointEvery == 0, "--keep-best and --checkpoint-every contradict each other: the checkpoint follows the best model");
         Require(!CarryState || Batch == 1, "--carry-state needs --batch 1: the course carries one name's state into the next");
     }
 

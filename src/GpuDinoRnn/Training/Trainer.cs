@@ -1,5 +1,6 @@
 // The training loop, the only place that knows data, backend, checkpoints and sampling together.
-// Reads top-down: build, loop { step; every N log; every M sample; every K checkpoint }, summary.
+// Reads top-down: build, loop { step; every N log; every E evaluate; every M sample; every K
+// checkpoint }, summary.
 using System.Diagnostics;
 using System.Globalization;
 using GpuDinoRnn.Backends;
@@ -14,23 +15,30 @@ namespace GpuDinoRnn.Training;
 /// <param name="MeanLoss">Mean loss per name over the last logging interval (NaN before the first).</param>
 public readonly record struct TrainProgress(int Iteration, int Total, double MeanLoss, double CharsPerSecond);
 
-/// <param name="Interrupted">Stopped early by the cancellation token (Ctrl-C); Iterations says how far it got.</param>
+/// <param name="Interrupted">Stopped by the cancellation token (Ctrl-C); Iterations says how far it got.</param>
+/// <param name="StoppedEarly">Stopped by --patience.</param>
 public sealed record TrainResult(
     string Device, int Iterations, long Chars, double TrainSeconds, double SmoothedLoss,
     double TrainBitsPerChar, double? ValBitsPerChar, float[] Losses, Parameters Parameters, Vocabulary Vocabulary,
-    bool Interrupted = false);
+    bool Interrupted = false, bool StoppedEarly = false);
 
 public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter stderr)
 {
     /// <summary>The recipe's smoothing of the reported loss.</summary>
     public const double Smoothing = 0.999;
 
-    private readonly TrainLog _log = new(options.LogFormat, stdout, stderr);
-    private int _lastCheckpoint = -1; // iteration of the last checkpoint this run wrote
-    private KeyValuePair<string, string>[] _namesMetadata = [];
-
     /// <summary>Names stored in checkpoints (for sample --novel) when they take less than this.</summary>
     public const int MaxStoredNamesChars = 1 << 20;
+
+    private readonly TrainLog _log = new(options.LogFormat, stdout, stderr);
+
+    // The state of the run, read and written by the steps of Run below.
+    private readonly List<float> _losses = [];
+    private double _smoothed;
+    private int _lastCheckpoint = -1;                 // iteration of the last checkpoint written
+    private double _bestVal = double.PositiveInfinity; // lowest validation bits/char so far
+    private int _bestIteration = -1, _evalsWithoutGain;
+    private KeyValuePair<string, string>[] _namesMetadata = [];
 
     /// <summary>Where the bundled names live: next to the program.</summary>
     public static string BundledData => Path.Combine(AppContext.BaseDirectory, "data", "dinos.txt");
@@ -42,44 +50,25 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     {
         options.Validate();
         using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
-        var dataset = Dataset.Load(options.Data ?? BundledData, options.KeepCase, options.MaxNameLength);
-        var (trainNames, valNames) = dataset.Split(options.ValFraction, options.Seed);
-        LoadedModel? init = options.Init is null ? null : Checkpoint.Load(options.Init);
-        var vocab = init?.Vocabulary ?? Vocabulary.FromNames(dataset.Names);
-        if (vocab.Size > options.MaxVocab)
-            throw new UserError($"data: '{dataset.Source}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
-        if (init is not null)
-        {
-            var dataVocab = Vocabulary.FromNames(dataset.Names);
-            if (!dataVocab.SameAs(vocab))
-                throw new UserError($"--init '{options.Init}' has vocabulary {vocab.Display()} but the data '{dataset.Source}' has {dataVocab.Display()}");
-        }
-        var train = trainNames.Select(vocab.Encode).ToList();
-        if (dataset.Names.Sum(n => n.Length + 1) <= MaxStoredNamesChars)
-            _namesMetadata = [new("names", string.Join('\n', dataset.Names))];
-        var val = valNames.Select(vocab.Encode).ToList();
-        var shape = new ModelShape(init?.Parameters.Shape.H ?? options.Hidden, vocab.Size);
-        var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
+        var (vocab, train, val, parameters) = Prepare();
 
         var coldStart = Stopwatch.StartNew();
-        using var backend = backendOverride ?? Devices.Create(options.Device, shape, options.Threads, _log.Info);
+        using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info);
         backend.Upload(parameters);
-        _log.Info($"device {backend.Device}; {train.Count} training names, {val.Count} validation; V = {vocab.Size}, H = {shape.H}, " +
+        _log.Info($"device {backend.Device}; {train.Count} training names, {val.Count} validation; V = {vocab.Size}, H = {parameters.Shape.H}, " +
                   $"B = {options.Batch}; ready in {coldStart.Elapsed.TotalSeconds:F2} s");
 
         var batcher = new Batcher(train, options.Batch, options.Shuffle, options.Seed);
         int iterations = options.Iterations ?? options.Epochs * batcher.BatchesPerEpoch;
         var settings = new StepSettings(options.Lr, options.Clip, options.ClipMode, options.CarryState);
         var sampleRandom = new Random(options.Seed);
-        double smoothed = -Math.Log(1.0 / vocab.Size) * 7; // the recipe: 7 names' worth of uniform guessing
-        var losses = new List<float>(iterations);
+        _smoothed = -Math.Log(1.0 / vocab.Size) * 7; // the recipe: 7 names' worth of uniform guessing
         long chars = 0, charsAtLog = 0;
         var timer = new Stopwatch();
-        double secondsAtLog = 0;
-
-        double lastMean = double.NaN, lastRate = 0;
+        double secondsAtLog = 0, lastMean = double.NaN, lastRate = 0;
+        bool stoppedEarly = false;
         int done = 0;
-        for (int it = 0; it < iterations; it++, done++)
+        for (int it = 0; it < iterations && !stoppedEarly; it++, done++)
         {
             if (cancel.IsCancellationRequested)
                 break;
@@ -91,76 +80,128 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             bool logNow = it % options.LogEvery == 0 || last;
             bool sampleNow = options.SampleEvery > 0 && it % options.SampleEvery == 0;
             bool checkpointNow = options.CheckpointEvery > 0 && (it + 1) % options.CheckpointEvery == 0 && !last;
+            bool evalNow = options.EvalEvery > 0 && val.Count > 0 && (it + 1) % options.EvalEvery == 0 && !last;
             progress?.Invoke(new TrainProgress(it + 1, iterations, lastMean, lastRate));
-            if (!(logNow || sampleNow || checkpointNow))
+            if (!(logNow || sampleNow || checkpointNow || evalNow))
             {
                 timer.Stop();
                 continue;
             }
             // Reading the losses waits for the device, so the timer stops at a true boundary.
-            int firstNew = losses.Count;
-            foreach (var loss in backend.TakeLosses())
-            {
-                if (!float.IsFinite(loss))
-                    throw Diverged(losses.Count, loss);
-                losses.Add(loss);
-                smoothed = Smoothing * smoothed + (1 - Smoothing) * loss;
-            }
+            int firstNew = ReadLosses(backend);
             timer.Stop();
             if (logNow)
             {
                 double seconds = timer.Elapsed.TotalSeconds;
-                double rate = (chars - charsAtLog) / Math.Max(seconds - secondsAtLog, 1e-9);
-                double mean = losses.Skip(firstNew).Average(x => (double)x);
-                _log.Iteration(it, losses[^1], mean, smoothed, rate, backend.Device, options.Verbose ? backend.LaunchesPerStep : null);
-                (lastMean, lastRate) = (mean, rate);
-                charsAtLog = chars;
-                secondsAtLog = seconds;
+                lastRate = (chars - charsAtLog) / Math.Max(seconds - secondsAtLog, 1e-9);
+                lastMean = _losses.Skip(firstNew).Average(x => (double)x);
+                _log.Iteration(it, _losses[^1], lastMean, _smoothed, lastRate, backend.Device, options.Verbose ? backend.LaunchesPerStep : null);
+                (charsAtLog, secondsAtLog) = (chars, seconds);
             }
+            if (evalNow)
+                stoppedEarly = Evaluate(backend, parameters, vocab, val, it + 1);
             if (sampleNow)
             {
                 backend.Download(parameters);
                 Sample(parameters, vocab, sampleRandom);
             }
             if (checkpointNow)
-            {
-                backend.Download(parameters);
-                try
-                {
-                    Save(parameters, vocab, it + 1, smoothed);
-                    _lastCheckpoint = it + 1;
-                }
-                catch (UserError e) when (e.ExitCode == UserError.WriteError)
-                {
-                    // The previous checkpoint is intact and the weights are in memory: go on.
-                    _log.Info($"warning: {e.Message}; training goes on and will try again");
-                }
-            }
+                SavePeriodic(backend, parameters, vocab, it + 1);
         }
 
-        bool interrupted = done < iterations;
-        foreach (var loss in backend.TakeLosses())
-        {
-            if (!float.IsFinite(loss))
-                throw Diverged(losses.Count, loss);
-            losses.Add(loss);
-            smoothed = Smoothing * smoothed + (1 - Smoothing) * loss;
-        }
+        bool interrupted = done < iterations && !stoppedEarly;
+        ReadLosses(backend);
         backend.Download(parameters);
         if (!parameters.Data.All(float.IsFinite))
-            throw Diverged(losses.Count - 1, float.NaN);
+            throw Diverged(_losses.Count - 1, float.NaN);
         if (interrupted)
             _log.Info($"interrupted after {done} of {iterations} iterations");
         double trainBpc = BitsPerChar(backend, train);
         double? valBpc = val.Count > 0 ? BitsPerChar(backend, val) : null;
-        if (options.Checkpoint is not null)
-            Save(parameters, vocab, done, smoothed);
-        var result = new TrainResult(backend.Device, done, chars, timer.Elapsed.TotalSeconds, smoothed,
-            trainBpc, valBpc, losses.ToArray(), parameters, vocab, interrupted);
+        if (options.Checkpoint is not null && !(options.KeepBest && valBpc >= _bestVal))
+            Save(parameters, vocab, done);
+        else if (options.KeepBest)
+            _log.Info($"'{options.Checkpoint}' keeps the best model: iteration {_bestIteration}, validation {_bestVal:F4} bits/char");
+        var result = new TrainResult(backend.Device, done, chars, timer.Elapsed.TotalSeconds, _smoothed,
+            trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly);
         _log.Summary(result);
         if (options.SampleEvery == 0 && options.SampleCount > 0)
             Sample(parameters, vocab, sampleRandom);
         return result;
+    }
+
+    /// <summary>Data, vocabulary (the data's, or the --init checkpoint's, which must agree), split and weights.</summary>
+    private (Vocabulary, List<int[]> Train, List<int[]> Val, Parameters) Prepare()
+    {
+        var dataset = Dataset.Load(options.Data ?? BundledData, options.KeepCase, options.MaxNameLength);
+        var (trainNames, valNames) = dataset.Split(options.ValFraction, options.Seed);
+        LoadedModel? init = options.Init is null ? null : Checkpoint.Load(options.Init);
+        var dataVocab = Vocabulary.FromNames(dataset.Names);
+        var vocab = init?.Vocabulary ?? dataVocab;
+        if (vocab.Size > options.MaxVocab)
+            throw new UserError($"data: '{dataset.Source}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
+        if (!dataVocab.SameAs(vocab))
+            throw new UserError($"--init '{options.Init}' has vocabulary {vocab.Display()} but the data '{dataset.Source}' has {dataVocab.Display()}");
+        if (dataset.Names.Sum(n => n.Length + 1) <= MaxStoredNamesChars)
+            _namesMetadata = [new("names", string.Join('\n', dataset.Names))];
+        var shape = new ModelShape(init?.Parameters.Shape.H ?? options.Hidden, vocab.Size);
+        var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
+        return (vocab, trainNames.Select(vocab.Encode).ToList(), valNames.Select(vocab.Encode).ToList(), parameters);
+    }
+
+    /// <summary>Takes the device's pending losses into the run; returns where the new ones start.</summary>
+    private int ReadLosses(IBackend backend)
+    {
+        int firstNew = _losses.Count;
+        foreach (var loss in backend.TakeLosses())
+        {
+            if (!float.IsFinite(loss))
+                throw Diverged(_losses.Count, loss);
+            _losses.Add(loss);
+            _smoothed = Smoothing * _smoothed + (1 - Smoothing) * loss;
+        }
+        return firstNew;
+    }
+
+    /// <summary>
+    /// Validation bits per character; with --keep-best the checkpoint follows the best model, and
+    /// with --patience K, K evaluations without a new best stop training (returns true).
+    /// </summary>
+    private bool Evaluate(IBackend backend, Parameters parameters, Vocabulary vocab, List<int[]> val, int iteration)
+    {
+        double bpc = BitsPerChar(backend, val);
+        bool better = bpc < _bestVal;
+        if (better)
+        {
+            (_bestVal, _bestIteration, _evalsWithoutGain) = (bpc, iteration, 0);
+            if (options.KeepBest)
+                SavePeriodic(backend, parameters, vocab, iteration);
+        }
+        else
+        {
+            _evalsWithoutGain++;
+        }
+        _log.Evaluation(iteration, bpc, _bestVal, _bestIteration);
+        if (options.Patience > 0 && _evalsWithoutGain >= options.Patience)
+        {
+            _log.Info($"early stop: no better validation in {options.Patience} evaluations (best {_bestVal:F4} bits/char at iteration {_bestIteration})");
+            return true;
+        }
+        return false;
+    }
+
+    /// <summary>A checkpoint during training: a failed write is a warning, the previous file stays.</summary>
+    private void SavePeriodic(IBackend backend, Parameters parameters, Vocabulary vocab, int iteration)
+    {
+        backend.Download(parameters);
+        try
+        {
+            Save(parameters, vocab, iteration);
+        }
+        catch (UserError e) when (e.ExitCode == UserError.WriteError)
+        {
+            _log.Info($"warning: {e.Message}; training goes on and will try again");
+        }
     }
 
     private UserError Diverged(int iteration, float loss) => new(
@@ -171,7 +212,14 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         "; try a lower --lr or a --clip", UserError.Diverged);
 
     /// <summary>Mean loss per predicted character, in bits, from a fresh state per name.</summary>
-    public static double BitsPerChar(IBackend backend, IReadOnlyList<int[]> names, int batchSize = 256)
+    public static double BitsPerChar(IBackend backend, IReadOnlyList<int[]> names)
+    {
+        var (nats, chars) = TotalLoss(backend, names);
+        return nats / chars / Math.Log(2);
+    }
+
+    /// <summary>The summed loss (nats) over every predicted character of the names, and their count.</summary>
+    public static (double Nats, long Chars) TotalLoss(IBackend backend, IReadOnlyList<int[]> names, int batchSize = 256)
     {
         double nats = 0;
         long chars = 0;
@@ -180,7 +228,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             nats += backend.EvaluateSum(batch);
             chars += batch.Chars;
         }
-        return nats / chars / Math.Log(2);
+        return (nats, chars);
     }
 
     private void Sample(Parameters parameters, Vocabulary vocab, Random random)
@@ -192,7 +240,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         _log.Samples(names);
     }
 
-    private void Save(Parameters parameters, Vocabulary vocab, int iteration, double smoothed)
+    private void Save(Parameters parameters, Vocabulary vocab, int iteration)
     {
         // Never replace a good checkpoint with weights that have blown up.
         if (!parameters.Data.All(float.IsFinite))
@@ -200,10 +248,11 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         Checkpoint.Save(options.Checkpoint!, parameters, vocab, new Dictionary<string, string>
         {
             ["iteration"] = iteration.ToString(CultureInfo.InvariantCulture),
-            ["smoothed_loss"] = smoothed.ToString("R", CultureInfo.InvariantCulture),
+            ["smoothed_loss"] = _smoothed.ToString("R", CultureInfo.InvariantCulture),
             ["options"] = options.ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
         }.Concat(_namesMetadata).ToDictionary());
+        _lastCheckpoint = iteration;
         _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {iteration})");
     }
 }
