@@ -60,6 +60,9 @@ public sealed class TrainVerb
     [Option("carry-state", HelpText = "Carry each name's final hidden state into the next (batch 1; course).")]
     public bool CarryState { get; set; }
 
+    [Option("resume", HelpText = "Continue the run saved in this checkpoint exactly where it stopped (its options are used; --device, --threads, --iterations, --epochs may be given).")]
+    public string? Resume { get; set; }
+
     [Option("init", HelpText = "Start from this checkpoint's weights.")]
     public string? Init { get; set; }
 
@@ -102,11 +105,26 @@ public sealed class TrainVerb
     [Option("verbose", HelpText = "Also log kernel launches per step.")]
     public bool Verbose { get; set; }
 
+    /// <summary>A resumed run takes its options from the checkpoint; only where and how long may change.</summary>
+    private TrainOptions ForResume(string path)
+    {
+        var o = TrainOptions.ForResume(path, GpuDinoRnn.Checkpoints.Checkpoint.Load(path).Metadata);
+        return o with
+        {
+            Device = Device ?? o.Device,
+            Threads = Threads ?? o.Threads,
+            Iterations = Iterations ?? (Epochs is null ? o.Iterations : null),
+            Epochs = Epochs ?? o.Epochs,
+        };
+    }
+
     /// <summary>The preset's options with every option given here applied on top.</summary>
     public TrainOptions ToOptions()
     {
         if (Iterations is not null && Epochs is not null)
             throw new UserError("--iterations and --epochs contradict each other: give one");
+        if (Resume is not null)
+            return ForResume(Resume);
         var o = TrainOptions.ForPreset(Preset);
         return o with
         {

@@ -11,6 +11,10 @@ public enum ShuffleMode
     None,
 }
 
+/// <param name="Order">The current epoch's permutation of the names.</param>
+/// <param name="Random">The shuffle generator's state.</param>
+public sealed record BatcherState(int Epoch, int Position, int[] Order, ulong[] Random);
+
 /// <summary>
 /// Hands out batches forever: consecutive names of the current order, B at a time; the last
 /// batch of an epoch may be smaller. Iteration j of the course (B = 1) uses name j mod N.
@@ -20,7 +24,7 @@ public sealed class Batcher
     private readonly int[][] _names;
     private readonly int _batch;
     private readonly ShuffleMode _mode;
-    private readonly Random _random;
+    private readonly ShuffleRandom _random;
     private readonly int[] _order;
     private int _position;
 
@@ -31,7 +35,7 @@ public sealed class Batcher
         _names = names.ToArray();
         _batch = Math.Min(batchSize, _names.Length);
         _mode = mode;
-        _random = new Random(seed);
+        _random = new ShuffleRandom(seed);
         _order = Enumerable.Range(0, _names.Length).ToArray();
         if (mode == ShuffleMode.NumpyOnce)
             new Training.NumpyRandom(0).Shuffle(_order);
@@ -41,6 +45,22 @@ public sealed class Batcher
 
     /// <summary>Completed passes over the data.</summary>
     public int Epoch { get; private set; }
+
+    /// <summary>Where the batcher is: enough to continue the same sequence of batches after a restart.</summary>
+    public BatcherState State
+    {
+        get => new(Epoch, _position, _order.ToArray(), _random.State);
+        set
+        {
+            if (value.Order.Length != _order.Length || value.Order.Order().Where((v, i) => v != i).Any() ||
+                value.Position < 0 || value.Position >= _order.Length)
+                throw new UserError("the stored data order does not fit this data: was the names file changed?");
+            Epoch = value.Epoch;
+            _position = value.Position;
+            value.Order.CopyTo(_order, 0);
+            _random.State = value.Random;
+        }
+    }
 
     /// <summary>Batches in one epoch.</summary>
     public int BatchesPerEpoch => (_names.Length + _batch - 1) / _batch;

@@ -55,6 +55,8 @@ public sealed record TrainOptions
     public InitScheme InitScheme { get; init; } = InitScheme.Xavier;
     /// <summary>Start from this checkpoint's weights instead of a random initialisation.</summary>
     public string? Init { get; init; }
+    /// <summary>Continue the run saved in this checkpoint exactly where it stopped.</summary>
+    public string? Resume { get; init; }
     /// <summary>Write the final model here (safetensors).</summary>
     public string? Checkpoint { get; init; }
     /// <summary>Replace an existing checkpoint file (otherwise an existing file is an error).</summary>
@@ -134,10 +136,38 @@ public sealed record TrainOptions
         Require(!(KeepBest || Patience > 0) || ValFraction > 0, "--keep-best and --patience need a validation split (--val-fraction above 0)");
         Require(!(KeepBest || Patience > 0) || EvalEvery > 0, "--keep-best and --patience need --eval-every N");
         Require(!KeepBest || CheckpointEvery == 0, "--keep-best and --checkpoint-every contradict each other: the checkpoint follows the best model");
+        Require(Resume is null || Init is null, "--resume and --init contradict each other: --resume continues a run, --init starts a new one from weights");
         Require(!CarryState || Batch == 1, "--carry-state needs --batch 1: the course carries one name's state into the next");
     }
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
+
+    /// <summary>
+    /// The options a resumable checkpoint was trained with, to continue with: the same file is
+    /// written again, and the device and threads may change (they do not change the result on
+    /// one kind of device).
+    /// </summary>
+    public static TrainOptions ForResume(string path, IReadOnlyDictionary<string, string> metadata)
+    {
+        if (!metadata.TryGetValue("options", out var json))
+            throw new UserError($"--resume '{path}' does not hold its training options");
+        TrainOptions? stored;
+        try
+        {
+            stored = JsonSerializer.Deserialize<TrainOptions>(json, JsonOptions);
+        }
+        catch (JsonException e)
+        {
+            throw new UserError($"--resume '{path}': the stored options are damaged ({e.Message})");
+        }
+        return (stored ?? throw new UserError($"--resume '{path}': the stored options are empty")) with
+        {
+            Resume = path,
+            Init = null,
+            Checkpoint = path,
+            Overwrite = true,
+        };
+    }
 
     internal static readonly JsonSerializerOptions JsonOptions = new()
     {

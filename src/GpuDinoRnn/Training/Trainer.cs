@@ -39,6 +39,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private double _bestVal = double.PositiveInfinity; // lowest validation bits/char so far
     private int _bestIteration = -1, _evalsWithoutGain;
     private KeyValuePair<string, string>[] _namesMetadata = [];
+    private Batcher? _batcher;
+    private long _samplesDrawn;      // names sampled so far: the index into the seeded sample stream
+    private RunState? _resumeFrom;
 
     /// <summary>Where the bundled names live: next to the program.</summary>
     public static string BundledData => Path.Combine(AppContext.BaseDirectory, "data", "dinos.txt");
@@ -58,17 +61,23 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         _log.Info($"device {backend.Device}; {train.Count} training names, {val.Count} validation; V = {vocab.Size}, H = {parameters.Shape.H}, " +
                   $"B = {options.Batch}; ready in {coldStart.Elapsed.TotalSeconds:F2} s");
 
-        var batcher = new Batcher(train, options.Batch, options.Shuffle, options.Seed);
+        var batcher = _batcher = new Batcher(train, options.Batch, options.Shuffle, options.Seed);
         int iterations = options.Iterations ?? options.Epochs * batcher.BatchesPerEpoch;
         var settings = new StepSettings(options.Lr, options.Clip, options.ClipMode, options.CarryState);
-        var sampleRandom = new Random(options.Seed);
         _smoothed = -Math.Log(1.0 / vocab.Size) * 7; // the recipe: 7 names' worth of uniform guessing
+        int start = 0;
+        if (_resumeFrom is { } state)
+        {
+            batcher.State = state.Batcher;
+            (start, _smoothed, _samplesDrawn) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn);
+            _log.Info($"resuming at iteration {start} of {iterations}");
+        }
         long chars = 0, charsAtLog = 0;
         var timer = new Stopwatch();
         double secondsAtLog = 0, lastMean = double.NaN, lastRate = 0;
         bool stoppedEarly = false;
-        int done = 0;
-        for (int it = 0; it < iterations && !stoppedEarly; it++, done++)
+        int done = start;
+        for (int it = start; it < iterations && !stoppedEarly; it++, done++)
         {
             if (cancel.IsCancellationRequested)
                 break;
@@ -103,7 +112,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             if (sampleNow)
             {
                 backend.Download(parameters);
-                Sample(parameters, vocab, sampleRandom);
+                Sample(parameters, vocab);
             }
             if (checkpointNow)
                 SavePeriodic(backend, parameters, vocab, it + 1);
@@ -126,7 +135,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly);
         _log.Summary(result);
         if (options.SampleEvery == 0 && options.SampleCount > 0)
-            Sample(parameters, vocab, sampleRandom);
+            Sample(parameters, vocab);
         return result;
     }
 
@@ -135,13 +144,16 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     {
         var dataset = Dataset.Load(options.Data ?? BundledData, options.KeepCase, options.MaxNameLength);
         var (trainNames, valNames) = dataset.Split(options.ValFraction, options.Seed);
-        LoadedModel? init = options.Init is null ? null : Checkpoint.Load(options.Init);
+        string? from = options.Resume ?? options.Init;
+        LoadedModel? init = from is null ? null : Checkpoint.Load(from);
+        if (options.Resume is not null)
+            _resumeFrom = RunState.FromMetadata(init!.Metadata, options.Resume);
         var dataVocab = Vocabulary.FromNames(dataset.Names);
         var vocab = init?.Vocabulary ?? dataVocab;
         if (vocab.Size > options.MaxVocab)
             throw new UserError($"data: '{dataset.Source}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
         if (!dataVocab.SameAs(vocab))
-            throw new UserError($"--init '{options.Init}' has vocabulary {vocab.Display()} but the data '{dataset.Source}' has {dataVocab.Display()}");
+            throw new UserError($"'{from}' has vocabulary {vocab.Display()} but the data '{dataset.Source}' has {dataVocab.Display()}");
         if (dataset.Names.Sum(n => n.Length + 1) <= MaxStoredNamesChars)
             _namesMetadata = [new("names", string.Join('\n', dataset.Names))];
         var shape = new ModelShape(init?.Parameters.Shape.H ?? options.Hidden, vocab.Size);
@@ -231,12 +243,12 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         return (nats, chars);
     }
 
-    private void Sample(Parameters parameters, Vocabulary vocab, Random random)
+    private void Sample(Parameters parameters, Vocabulary vocab)
     {
         var sampler = new Sampler(parameters, vocab);
         var names = new List<string>();
         for (int n = 0; n < options.SampleCount; n++)
-            names.Add(Sampler.Display(options.CourseSampling ? sampler.SampleLikeCourse(n) : sampler.Sample(random)));
+            names.Add(Sampler.Display(options.CourseSampling ? sampler.SampleLikeCourse(n) : sampler.Sample(new SampleOptions(), options.Seed, _samplesDrawn++).Name));
         _log.Samples(names);
     }
 
@@ -251,6 +263,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             ["smoothed_loss"] = _smoothed.ToString("R", CultureInfo.InvariantCulture),
             ["options"] = options.ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
+            [RunState.Key] = new RunState(iteration, _smoothed, _samplesDrawn, _batcher!.State).ToJson(),
         }.Concat(_namesMetadata).ToDictionary());
         _lastCheckpoint = iteration;
         _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {iteration})");

@@ -1,0 +1,58 @@
+// `train --resume`: a run stopped half-way and resumed ends with the very weights of a run that
+// never stopped, on the same device.
+using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Tests.Hardening;
+using GpuDinoRnn.Tests.Reference;
+using GpuDinoRnn.Training;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Training;
+
+public class ResumeTests(ITestOutputHelper output)
+{
+    [Theory]
+    [InlineData("cpu")]
+    [InlineData("ilgpu-cpu")]
+    public void AnInterruptedAndResumedRunEndsWithTheSameWeights(string device)
+    {
+        using var dir = new CliRunner.TempDir();
+        var options = new TrainOptions
+        {
+            Data = TestData.BundledNames, Device = device, Threads = 2, Hidden = 12, Batch = 64, Iterations = 60,
+            SampleEvery = 25, SampleCount = 2, Checkpoint = dir.File("whole.safetensors"),
+        };
+        var whole = new StringWriter();
+        var uninterrupted = new Trainer(options, whole, TextWriter.Null).Run();
+
+        // Stop after 27 steps (mid-epoch: 1,193 names are 19 batches of 64), as Ctrl-C would.
+        string half = dir.File("half.safetensors");
+        using var stop = new CancellationTokenSource();
+        var first = new Trainer(options with { Checkpoint = half }, new StringWriter(), TextWriter.Null)
+            .Run(cancel: stop.Token, progress: p => { if (p.Iteration == 27) stop.Cancel(); });
+        Assert.True(first.Interrupted);
+        Assert.Equal(27, first.Iterations);
+
+        var (code, stdout, stderr) = CliRunner.Run(output, "train", "--resume", half, "--device", device, "--threads", "2");
+        Assert.Equal(0, code);
+        Assert.Contains("resuming at iteration 27 of 60", stderr);
+        var resumed = Checkpoint.Load(half);
+        Assert.Equal("60", resumed.Metadata["iteration"]);
+        Assert.Equal(uninterrupted.Parameters.Data, resumed.Parameters.Data); // bit for bit
+        // The samples after the resume point are the ones the whole run printed there too.
+        var wholeLines = whole.ToString().Split('\n');
+        Assert.Contains(stdout.Split('\n').First(l => l.Length > 0 && !l.StartsWith("Iteration", StringComparison.Ordinal) && !l.StartsWith("Trained", StringComparison.Ordinal)), wholeLines);
+    }
+
+    [Fact]
+    public void ResumingAFileWithoutStateSaysToUseInit()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("plain.safetensors");
+        Checkpoint.Save(path, TestData.RandomParameters(new Model.ModelShape(4, 27), 1), GpuDinoRnn.Data.Vocabulary.Deserialize("\nabcdefghijklmnopqrstuvwxyz"),
+            new Dictionary<string, string> { ["options"] = new TrainOptions { Hidden = 4 }.ToJson() });
+        var (code, _, stderr) = CliRunner.Run(output, "train", "--resume", path);
+        Assert.Equal(2, code);
+        Assert.Contains("no training state", stderr);
+        Assert.Contains("use --init", stderr);
+    }
+}
