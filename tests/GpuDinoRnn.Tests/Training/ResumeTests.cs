@@ -18,8 +18,15 @@ public class ResumeTests(ITestOutputHelper output)
         using var dir = new CliRunner.TempDir();
         var options = new TrainOptions
         {
-            Data = TestData.BundledNames, Device = device, Threads = 2, Hidden = 12, Batch = 64, Iterations = 60,
-            SampleEvery = 25, SampleCount = 2, Checkpoint = dir.File("whole.safetensors"),
+            Data = TestData.BundledNames,
+            Device = device,
+            Threads = 2,
+            Hidden = 12,
+            Batch = 64,
+            Iterations = 60,
+            SampleEvery = 25,
+            SampleCount = 2,
+            Checkpoint = dir.File("whole.safetensors"),
         };
         var whole = new StringWriter();
         var uninterrupted = new Trainer(options, whole, TextWriter.Null).Run();
