@@ -67,21 +67,26 @@ public static class LossKernels
 
     /// <summary>
     /// One thread: history[slot] = Σ loss[r] / names, summed in row order, so the trainer can
-    /// read many steps' losses at once instead of syncing every step.
+    /// read many steps' losses at once instead of syncing every step. A non-finite gradient
+    /// (its partial sums of squares) is recorded as NaN, so the trainer sees it with the losses.
     /// </summary>
     /// <param name="index">Only index 0 is launched.</param>
     /// <param name="rows">Rows in the step.</param>
     /// <param name="loss">Loss per row.</param>
     /// <param name="names">Names in the batch.</param>
+    /// <param name="partial">The gradient's partial sums of squares.</param>
     /// <param name="history">Per-step losses, written at slot.</param>
     /// <param name="slot">Where this step's loss goes.</param>
     public static void BatchLoss(
-        Index1D index, int rows, ArrayView<float> loss, float names,
+        Index1D index, int rows, ArrayView<float> loss, float names, ArrayView<float> partial,
         ArrayView<float> history, int slot)
     {
         float sum = 0f;
         for (int r = 0; r < rows; r++)
             sum += loss[r];
-        history[slot + index] = sum / names;
+        float sq = 0f;
+        for (int k = 0; k < UpdateKernels.NormPartials; k++)
+            sq += partial[k];
+        history[slot + index] = sq <= float.MaxValue ? sum / names : float.NaN;
     }
 }

@@ -1,6 +1,6 @@
-// Gradient clipping fused with the optimizer update. Norm clipping needs the global L2 norm:
-// a fixed number of partial sums, each added in a fixed order, so no atomics and the same
-// result on every run. CPU twin: CpuBackend.ClipAndUpdate.
+// Gradient clipping fused with the optimizer update. The global L2 norm (for norm clipping, the
+// NaN guard and the logged gradient norm) is a fixed number of partial sums, each added in a
+// fixed order, so no atomics and the same result on every run. CPU twin: CpuOptimizer.
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -25,38 +25,82 @@ public static class UpdateKernels
     }
 
     /// <summary>
-    /// SGD with clipping: p −= lr · clip(g). Value mode (<paramref name="normMode"/> = 0) clamps
-    /// each element to [−clip, clip]; norm mode scales g by min(1, clip / ‖g‖₂), each thread
-    /// summing the partials in the same order.
+    /// Clipping and the optimizer update, fused: one thread per parameter. The partial sums of
+    /// squares (always computed) give the global norm for norm clipping, and a non-finite norm
+    /// means a NaN or infinite gradient: then the step is skipped and the weights stay as they
+    /// were. m and v are the optimizer's moments (momentum velocity / Adam's first and second
+    /// moments / Adagrad's and RMSprop's squared-gradient averages in v).
     /// </summary>
     /// <param name="index">Parameter element.</param>
     /// <param name="p">Parameters, updated in place.</param>
     /// <param name="g">Gradients.</param>
-    /// <param name="partial">Partial sums of squares (norm mode only).</param>
-    /// <param name="lr">Learning rate.</param>
-    /// <param name="clip">Clip threshold; ≤ 0 disables clipping.</param>
-    /// <param name="normMode">1 for global-norm clipping, 0 for element-wise.</param>
-    public static void SgdUpdate(
-        Index1D index, ArrayView<float> p, ArrayView<float> g, ArrayView<float> partial,
-        float lr, float clip, int normMode)
+    /// <param name="m">First moment (momentum, Adam), updated in place.</param>
+    /// <param name="v">Second moment (Adam, Adagrad, RMSprop), updated in place.</param>
+    /// <param name="partial">NormPartials partial sums of squares of g.</param>
+    /// <param name="s">This step's settings.</param>
+    public static void Update(
+        Index1D index, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v,
+        ArrayView<float> partial, OptimizerSettings s)
     {
+        float sq = 0f;
+        for (int k = 0; k < NormPartials; k++)
+            sq += partial[k];
+        if (!(sq <= float.MaxValue))
+            return; // NaN or infinite gradient: skip the step
         float ge = g[index];
-        if (clip > 0f)
+        if (s.Clip > 0f)
         {
-            if (normMode != 0)
+            if (s.NormMode != 0)
             {
-                float sq = 0f;
-                for (int s = 0; s < NormPartials; s++)
-                    sq += partial[s];
                 float norm = XMath.Sqrt(sq);
-                if (norm > clip)
-                    ge *= clip / norm;
+                if (norm > s.Clip)
+                    ge *= s.Clip / norm;
             }
             else
             {
-                ge = XMath.Clamp(ge, -clip, clip);
+                ge = XMath.Clamp(ge, -s.Clip, s.Clip);
             }
         }
-        p[index] -= lr * ge;
+        float pe = p[index];
+        switch (s.Kind)
+        {
+            case OptimizerKind.Momentum:
+                {
+                    float me = s.Momentum * m[index] + ge;
+                    m[index] = me;
+                    pe -= s.Lr * me;
+                    break;
+                }
+            case OptimizerKind.Adam:
+            case OptimizerKind.AdamW:
+                {
+                    if (s.Kind == OptimizerKind.AdamW)
+                        pe -= s.Lr * s.WeightDecay * pe;
+                    float me = s.Beta1 * m[index] + (1f - s.Beta1) * ge;
+                    float ve = s.Beta2 * v[index] + (1f - s.Beta2) * ge * ge;
+                    m[index] = me;
+                    v[index] = ve;
+                    pe -= s.Lr * (me / s.Bias1) / (XMath.Sqrt(ve / s.Bias2) + s.Eps);
+                    break;
+                }
+            case OptimizerKind.Adagrad:
+                {
+                    float ve = v[index] + ge * ge;
+                    v[index] = ve;
+                    pe -= s.Lr * ge / (XMath.Sqrt(ve) + s.Eps);
+                    break;
+                }
+            case OptimizerKind.RmsProp:
+                {
+                    float ve = s.Beta2 * v[index] + (1f - s.Beta2) * ge * ge;
+                    v[index] = ve;
+                    pe -= s.Lr * ge / (XMath.Sqrt(ve) + s.Eps);
+                    break;
+                }
+            default:
+                pe -= s.Lr * ge;
+                break;
+        }
+        p[index] = pe;
     }
 }

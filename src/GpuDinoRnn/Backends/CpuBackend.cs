@@ -16,6 +16,9 @@ public sealed class CpuBackend : IBackend
     private readonly int _threads;
     private readonly float[] _p;       // parameters, flat layout of RnnDims
     private readonly float[] _g;       // gradients, same layout
+    private readonly float[] _m, _v;   // optimizer moments, same layout
+    private long _updates;             // updates applied (Adam's t)
+    private float _lastSumSquares;     // Σ g² of the last step
     private float[] _a = [];           // ((T+1), B, H) hidden states; slot 0 is the initial state
     private float[] _dy = [];          // (T, B, V) gradient with respect to the logits
     private float[] _dz = [];          // (T, B, H) gradient with respect to the pre-activation
@@ -29,6 +32,8 @@ public sealed class CpuBackend : IBackend
         _threads = Math.Max(1, threads);
         _p = new float[shape.ParameterCount];
         _g = new float[shape.ParameterCount];
+        _m = new float[shape.ParameterCount];
+        _v = new float[shape.ParameterCount];
         _carry = new float[shape.H];
     }
 
@@ -48,7 +53,8 @@ public sealed class CpuBackend : IBackend
         if (s.CarryState && batch.B != 1)
             throw new UserError("a carried hidden state needs --batch 1");
         double loss = ForwardAndBackward(batch, d, s.CarryState);
-        ClipAndUpdate(d, s);
+        _lastSumSquares = TensorPrimitives.SumOfSquares(_g);
+        CpuOptimizer.Update(_p, _g, _m, _v, s.ForUpdate(++_updates), _lastSumSquares);
         _losses.Add((float)loss);
         if (s.CarryState)
             Array.Copy(_a, d.T * d.B * d.H, _carry, 0, d.H);
@@ -77,6 +83,20 @@ public sealed class CpuBackend : IBackend
         for (int t = 0; t < d.T; t++)
             ForwardStep(batch, d, t);
         return OutputLayer(batch, d, gradScale: 0f) * batch.B;
+    }
+
+    public float LastGradientNorm() => MathF.Sqrt(_lastSumSquares);
+
+    public void DownloadGradients(Span<float> gradients) => _g.CopyTo(gradients);
+
+    public BackendState SaveState() => new(_updates, _m.ToArray(), _v.ToArray(), _carry[..Shape.H]);
+
+    public void LoadState(BackendState state)
+    {
+        _updates = state.Updates;
+        state.M.CopyTo(_m, 0);
+        state.V.CopyTo(_v, 0);
+        state.Carry.CopyTo(_carry, 0);
     }
 
     public void Dispose()
@@ -256,26 +276,6 @@ public sealed class CpuBackend : IBackend
                 }
             }
         });
-    }
-
-    /// <summary>p −= lr · clip(g), element-wise or by the global norm.</summary>
-    private void ClipAndUpdate(RnnDims d, StepSettings s)
-    {
-        var g = _g.AsSpan(0, d.ParameterCount);
-        if (s.Clip > 0)
-        {
-            if (s.ClipMode == ClipMode.Value)
-            {
-                TensorPrimitives.Clamp(g, -s.Clip, s.Clip, g);
-            }
-            else
-            {
-                float norm = TensorPrimitives.Norm(g);
-                if (norm > s.Clip)
-                    TensorPrimitives.Multiply(g, s.Clip / norm, g);
-            }
-        }
-        TensorPrimitives.MultiplyAdd(g, -s.LearningRate, _p, _p);
     }
 
     /// <summary>Runs body over [0, n) in at most _threads contiguous chunks, or inline when the work is small.</summary>

@@ -1,6 +1,7 @@
 // What a device does for the trainer: a whole training step on a batch, evaluation, and
 // parameter transfer. The trainer never touches device memory itself.
 using GpuDinoRnn.Data;
+using GpuDinoRnn.Kernels;
 using GpuDinoRnn.Model;
 
 namespace GpuDinoRnn.Backends;
@@ -13,11 +14,41 @@ public enum ClipMode
     Norm,
 }
 
-/// <param name="LearningRate">SGD step size.</param>
+/// <param name="LearningRate">This step's learning rate (after any schedule).</param>
 /// <param name="Clip">Clip threshold c; 0 disables clipping.</param>
 /// <param name="ClipMode">Element-wise or global-norm clipping.</param>
 /// <param name="CarryState">Start from the previous step's final hidden state (batch 1 only) instead of zeros.</param>
-public readonly record struct StepSettings(float LearningRate, float Clip, ClipMode ClipMode, bool CarryState);
+/// <param name="Optimizer">The update rule; null is plain SGD.</param>
+public readonly record struct StepSettings(float LearningRate, float Clip, ClipMode ClipMode, bool CarryState, OptimizerConfig? Optimizer = null)
+{
+    /// <summary>The kernels' settings for update number t (1-based; Adam's bias correction needs it).</summary>
+    public OptimizerSettings ForUpdate(long t)
+    {
+        var o = Optimizer ?? OptimizerConfig.Sgd;
+        float beta2 = o.Kind == OptimizerKind.RmsProp ? o.Alpha : o.Beta2;
+        return new OptimizerSettings(o.Kind, LearningRate, Clip, ClipMode == ClipMode.Norm ? 1 : 0, o.Momentum, o.Beta1, beta2, o.Eps,
+            o.WeightDecay, 1f - MathF.Pow(o.Beta1, t), 1f - MathF.Pow(o.Beta2, t));
+    }
+}
+
+/// <summary>An update rule and its hyper-parameters (the usual defaults of PyTorch).</summary>
+/// <param name="Alpha">RMSprop's smoothing constant.</param>
+public sealed record OptimizerConfig(
+    OptimizerKind Kind = OptimizerKind.Sgd, float Momentum = 0.9f, float Beta1 = 0.9f, float Beta2 = 0.999f, float Eps = 1e-8f,
+    float WeightDecay = 0.01f, float Alpha = 0.99f)
+{
+    public static readonly OptimizerConfig Sgd = new();
+
+    /// <summary>Whether the rule keeps per-parameter state (m and v) that a resumed run needs.</summary>
+    public bool HasState => Kind != OptimizerKind.Sgd;
+}
+
+/// <summary>What an exact resume needs from the device besides the weights.</summary>
+/// <param name="Updates">Updates applied so far (Adam's t).</param>
+/// <param name="M">First moments, in the parameters' layout.</param>
+/// <param name="V">Second moments, in the parameters' layout.</param>
+/// <param name="Carry">The carried hidden state (H), for a run that carries it.</param>
+public sealed record BackendState(long Updates, float[] M, float[] V, float[] Carry);
 
 public interface IBackend : IDisposable
 {
@@ -50,4 +81,16 @@ public interface IBackend : IDisposable
 
     /// <summary>Forget the carried hidden state (zeros).</summary>
     void ResetState();
+
+    /// <summary>‖g‖₂ of the last step's gradient, before clipping (read at log time, not per step).</summary>
+    float LastGradientNorm();
+
+    /// <summary>The last step's gradient, in the parameters' layout (to say which tensor went non-finite).</summary>
+    void DownloadGradients(Span<float> gradients);
+
+    /// <summary>Optimizer moments, update count and carried state, for a checkpoint.</summary>
+    BackendState SaveState();
+
+    /// <summary>Puts back what SaveState returned (a resumed run).</summary>
+    void LoadState(BackendState state);
 }

@@ -23,11 +23,13 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _weightGradients;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _carryState;
     private readonly Action<Index1D, int, ArrayView<float>, ArrayView<float>> _normPartials;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, int> _sgdUpdate;
-    private readonly Action<Index1D, int, ArrayView<float>, float, ArrayView<float>, int> _batchLoss;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings> _update;
+    private readonly Action<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int> _batchLoss;
 
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;        // parameters
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _g;        // gradients
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _m, _v;    // optimizer moments
+    private long _updates;                                            // updates applied (Adam's t)
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;  // norm partial sums
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;  // per-step losses
     private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (B, H) carried state
@@ -54,11 +56,15 @@ public sealed class IlgpuBackend : IBackend
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
         _normPartials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
-        _sgdUpdate = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, int>(UpdateKernels.SgdUpdate);
-        _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, int>(LossKernels.BatchLoss);
+        _update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings>(UpdateKernels.Update);
+        _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
 
         _p = Allocate<float>(shape.ParameterCount);
         _g = Allocate<float>(shape.ParameterCount);
+        _m = Allocate<float>(shape.ParameterCount);
+        _v = Allocate<float>(shape.ParameterCount);
+        _m.MemSetToZero();
+        _v.MemSetToZero();
         _partial = Allocate<float>(UpdateKernels.NormPartials);
         _history = Allocate<float>(HistoryCapacity);
         _carry = Allocate<float>(shape.H);
@@ -90,6 +96,29 @@ public sealed class IlgpuBackend : IBackend
         _carry.MemSetToZero();
     }
 
+    public float LastGradientNorm()
+    {
+        var partial = _partial.GetAsArray1D();
+        return MathF.Sqrt(partial.Sum());
+    }
+
+    public void DownloadGradients(Span<float> gradients) => ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+
+    public BackendState SaveState()
+    {
+        var carry = new float[Shape.H];
+        ((ArrayView<float>)_carry.View).SubView(0, Shape.H).CopyToCPU(carry);
+        return new(_updates, _m.GetAsArray1D(), _v.GetAsArray1D(), carry);
+    }
+
+    public void LoadState(BackendState state)
+    {
+        _updates = state.Updates;
+        _m.View.CopyFromCPU(state.M);
+        _v.View.CopyFromCPU(state.V);
+        ((ArrayView<float>)_carry.View).SubView(0, Shape.H).CopyFromCPU(state.Carry);
+    }
+
     public void Step(Batch batch, StepSettings s)
     {
         if (s.CarryState && batch.B != 1)
@@ -97,10 +126,11 @@ public sealed class IlgpuBackend : IBackend
         var d = Shape.Dims(batch.B, batch.T);
         _launches = 0;
         ForwardAndBackward(batch, d, s.CarryState);
-        if (s.Clip > 0 && s.ClipMode == ClipMode.Norm)
-            Launch(() => _normPartials(UpdateKernels.NormPartials, d.ParameterCount, _g.View, _partial.View));
-        Launch(() => _sgdUpdate(d.ParameterCount, _p.View, _g.View, _partial.View, s.LearningRate, s.Clip, s.ClipMode == ClipMode.Norm ? 1 : 0));
-        Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _history.View, _pending));
+        // The norm's partial sums serve norm clipping, the NaN guard and the logged gradient norm.
+        Launch(() => _normPartials(UpdateKernels.NormPartials, d.ParameterCount, _g.View, _partial.View));
+        var update = s.ForUpdate(++_updates);
+        Launch(() => _update(d.ParameterCount, _p.View, _g.View, _m.View, _v.View, _partial.View, update));
+        Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _partial.View, _history.View, _pending));
         if (s.CarryState)
             Launch(() => _carryState(d.B * d.H, d, _a!.View, _carry.View));
         if (++_pending == HistoryCapacity)
@@ -140,7 +170,7 @@ public sealed class IlgpuBackend : IBackend
 
     public void Dispose()
     {
-        foreach (var buffer in new MemoryBuffer?[] { _p, _g, _partial, _history, _carry, _x, _y, _a, _dy, _dz, _loss })
+        foreach (var buffer in new MemoryBuffer?[] { _p, _g, _m, _v, _partial, _history, _carry, _x, _y, _a, _dy, _dz, _loss })
             buffer?.Dispose();
         if (_ownsAccelerator)
             _acc.Dispose();

@@ -3,6 +3,7 @@
 // a device that is absent makes its tests skip with the reason, never pass.
 using GpuDinoRnn.Backends;
 using GpuDinoRnn.Data;
+using GpuDinoRnn.Kernels;
 using GpuDinoRnn.Model;
 using GpuDinoRnn.Tests.Reference;
 using Xunit.Abstractions;
@@ -89,6 +90,63 @@ public abstract class BackendTests(ITestOutputHelper output)
         Assert.Single(losses);
         Assert.Equal(reference.Loss, losses[0], reference.Loss * 1e-5);
         Assert.Empty(backend.TakeLosses());
+    }
+
+    [SkippableTheory]
+    [InlineData(OptimizerKind.Momentum, ClipMode.Norm, 1f)]
+    [InlineData(OptimizerKind.Adam, ClipMode.Value, 0.05f)]
+    [InlineData(OptimizerKind.AdamW, ClipMode.Norm, 0.5f)]
+    [InlineData(OptimizerKind.Adagrad, ClipMode.Value, 0f)]
+    [InlineData(OptimizerKind.RmsProp, ClipMode.Norm, 1f)]
+    public void EveryOptimizerFollowsTheReferenceOverSeveralSteps(OptimizerKind kind, ClipMode mode, float clip)
+    {
+        var shape = new ModelShape(10, 9);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 31);
+        backend.Upload(p);
+        var config = new OptimizerConfig(kind);
+        var reference = new ReferenceOptimizer(config, shape.ParameterCount);
+        var expected = TestData.ToDouble(p.Data);
+        var batches = Enumerable.Range(0, 4).Select(i => Batch.FromEncoded(TestData.RandomNames(5, shape.V, seed: 40 + i))).ToList();
+        foreach (var batch in batches)
+        {
+            var r = ReferenceRnn.Run(expected, shape.H, shape.V, batch);
+            expected = reference.Step(expected, r.Grad, 0.02, clip, mode);
+            backend.Step(batch, new StepSettings(0.02f, clip, mode, CarryState: false, config));
+        }
+        var after = new Parameters(shape);
+        backend.Download(after);
+        TestData.AssertClose(Output, $"{kind} after 4 steps", expected, after.Data, rtol: 1e-3, atol: 1e-5);
+        Assert.Equal(4, backend.SaveState().Updates);
+        var norm = backend.LastGradientNorm();
+        Assert.True(norm > 0 && float.IsFinite(norm));
+    }
+
+    [SkippableFact]
+    public void SavedStateRestoresAnOptimizerMidRun()
+    {
+        var shape = new ModelShape(6, 8);
+        var config = new OptimizerConfig(OptimizerKind.Adam);
+        var batches = Enumerable.Range(0, 6).Select(i => Batch.FromEncoded(TestData.RandomNames(4, shape.V, seed: 70 + i))).ToList();
+        var settings = new StepSettings(0.01f, 1f, ClipMode.Norm, CarryState: false, config);
+        var p0 = TestData.RandomParameters(shape, seed: 3);
+        using var whole = CreateOrSkip(shape);
+        whole.Upload(p0);
+        batches.ForEach(b => whole.Step(b, settings));
+        using var first = CreateOrSkip(shape);
+        first.Upload(p0);
+        batches.Take(3).ToList().ForEach(b => first.Step(b, settings));
+        var middle = new Parameters(shape);
+        first.Download(middle);
+        var state = first.SaveState();
+        using var second = CreateOrSkip(shape);
+        second.Upload(middle);
+        second.LoadState(state);
+        batches.Skip(3).ToList().ForEach(b => second.Step(b, settings));
+        Parameters a = new(shape), b = new(shape);
+        whole.Download(a);
+        second.Download(b);
+        Assert.Equal(a.Data, b.Data);
     }
 
     [SkippableFact]

@@ -123,33 +123,71 @@ public sealed class KernelTests : IDisposable
     }
 
     [Theory]
-    [InlineData(0, 0.02f)]
-    [InlineData(1, 0.3f)]
-    [InlineData(0, 0f)]
-    public void SgdUpdateClipsLikeTheReference(int normMode, float clip)
+    [InlineData(OptimizerKind.Sgd, 0, 0.02f)]
+    [InlineData(OptimizerKind.Sgd, 1, 0.3f)]
+    [InlineData(OptimizerKind.Sgd, 0, 0f)]
+    [InlineData(OptimizerKind.Momentum, 1, 0.3f)]
+    [InlineData(OptimizerKind.Adam, 0, 0.02f)]
+    [InlineData(OptimizerKind.AdamW, 1, 0.3f)]
+    [InlineData(OptimizerKind.Adagrad, 0, 0f)]
+    [InlineData(OptimizerKind.RmsProp, 1, 0.3f)]
+    public void UpdateClipsAndStepsLikeTheReference(OptimizerKind kind, int normMode, float clip)
     {
         var partials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
-        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, float, float, int>(UpdateKernels.SgdUpdate);
+        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings>(UpdateKernels.Update);
         using var p = Upload(_p.Data);
         using var g = Upload(F(_ref.Grad));
+        using var m = _acc.Allocate1D<float>(_d.ParameterCount);
+        using var v = _acc.Allocate1D<float>(_d.ParameterCount);
+        m.MemSetToZero();
+        v.MemSetToZero();
         using var partial = Poisoned(UpdateKernels.NormPartials);
         partials(UpdateKernels.NormPartials, _d.ParameterCount, g.View, partial.View);
-        double sq = _ref.Grad.Sum(v => v * v);
-        Assert.Equal(sq, partial.GetAsArray1D().Sum(v => (double)v), sq * 1e-5);
-        update(_d.ParameterCount, p.View, g.View, partial.View, 0.2f, clip, normMode);
-        var expected = ReferenceRnn.SgdStep(TestData.ToDouble(_p.Data), _ref.Grad, 0.2, clip, normMode == 1 ? ClipMode.Norm : ClipMode.Value);
-        TestData.AssertClose(_output, $"SgdUpdate (mode {normMode}, clip {clip})", expected, p.GetAsArray1D(), rtol: 1e-5, atol: 1e-6);
+        double sq = _ref.Grad.Sum(x => x * x);
+        Assert.Equal(sq, partial.GetAsArray1D().Sum(x => (double)x), sq * 1e-5);
+        var config = new OptimizerConfig(kind);
+        var mode = normMode == 1 ? ClipMode.Norm : ClipMode.Value;
+        var reference = new ReferenceOptimizer(config, _d.ParameterCount);
+        var expected = TestData.ToDouble(_p.Data);
+        for (int t = 1; t <= 3; t++) // three steps: moments and bias corrections at work
+        {
+            update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, new StepSettings(0.05f, clip, mode, false, config).ForUpdate(t));
+            expected = reference.Step(expected, _ref.Grad, 0.05, clip, mode);
+        }
+        TestData.AssertClose(_output, $"Update ({kind}, mode {normMode}, clip {clip})", expected, p.GetAsArray1D(), rtol: 1e-4, atol: 1e-5);
+    }
+
+    [Fact]
+    public void UpdateSkipsAStepWithANonFiniteGradient()
+    {
+        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings>(UpdateKernels.Update);
+        using var p = Upload(_p.Data);
+        using var g = Upload(F(_ref.Grad));
+        using var m = _acc.Allocate1D<float>(_d.ParameterCount);
+        using var v = _acc.Allocate1D<float>(_d.ParameterCount);
+        var sums = new float[UpdateKernels.NormPartials];
+        sums[3] = float.NaN;
+        using var partial = Upload(sums);
+        update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, new StepSettings(0.05f, 0f, ClipMode.Value, false).ForUpdate(1));
+        Assert.Equal(_p.Data, p.GetAsArray1D());
     }
 
     [Fact]
     public void BatchLossAveragesTheRowsOverNames()
     {
-        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, int>(LossKernels.BatchLoss);
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
         using var loss = Upload(F(_ref.RowLoss));
+        var sums = new float[UpdateKernels.NormPartials];
+        sums[0] = 2f;
+        using var partial = Upload(sums);
         using var history = Poisoned(4);
-        k(1, _d.Rows, loss.View, _d.B, history.View, 2);
+        k(1, _d.Rows, loss.View, _d.B, partial.View, history.View, 2);
         var h = history.GetAsArray1D();
         Assert.Equal(_ref.Loss, h[2], _ref.Loss * 1e-6);
         Assert.True(float.IsNaN(h[0]) && float.IsNaN(h[1]) && float.IsNaN(h[3]), "BatchLoss wrote outside its slot");
+        sums[5] = float.PositiveInfinity; // a non-finite gradient is reported as a NaN loss
+        partial.CopyFromCPU(sums);
+        k(1, _d.Rows, loss.View, _d.B, partial.View, history.View, 0);
+        Assert.True(float.IsNaN(history.GetAsArray1D()[0]));
     }
 }
