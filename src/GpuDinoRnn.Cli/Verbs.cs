@@ -36,8 +36,41 @@ public sealed class TrainVerb
     [Option("clip-mode", HelpText = "value (element-wise, the course's) or norm (global L2 norm, default).")]
     public ClipMode? ClipMode { get; set; }
 
-    [Option("optimizer", HelpText = "sgd.")]
+    [Option("optimizer", HelpText = "sgd (default), momentum, adam, adamw, adagrad or rmsprop.")]
     public string? Optimizer { get; set; }
+
+    [Option("momentum", HelpText = "Momentum μ (default 0.9).")]
+    public float? Momentum { get; set; }
+
+    [Option("beta1", HelpText = "Adam β1 (default 0.9).")]
+    public float? Beta1 { get; set; }
+
+    [Option("beta2", HelpText = "Adam β2 (default 0.999).")]
+    public float? Beta2 { get; set; }
+
+    [Option("alpha", HelpText = "RMSprop α (default 0.99).")]
+    public float? Alpha { get; set; }
+
+    [Option("eps", HelpText = "ε of adam, adamw, adagrad, rmsprop (default 1e-8).")]
+    public float? Eps { get; set; }
+
+    [Option("weight-decay", HelpText = "AdamW's decoupled weight decay (default 0.01).")]
+    public float? WeightDecay { get; set; }
+
+    [Option("lr-schedule", HelpText = "constant (default), step or cosine.")]
+    public LrScheduleKind? LrSchedule { get; set; }
+
+    [Option("warmup", HelpText = "Iterations of linear learning-rate warm-up (default 0).")]
+    public int? Warmup { get; set; }
+
+    [Option("lr-step-every", HelpText = "step schedule: iterations between decays (default 1000).")]
+    public int? LrStepEvery { get; set; }
+
+    [Option("lr-gamma", HelpText = "step schedule: factor per decay (default 0.5).")]
+    public float? LrGamma { get; set; }
+
+    [Option("min-lr", HelpText = "cosine schedule: the final learning rate (default 0).")]
+    public float? MinLr { get; set; }
 
     [Option("val-fraction", HelpText = "Fraction of names held out for validation (default 0.1; 0 = none).")]
     public double? ValFraction { get; set; }
@@ -136,7 +169,18 @@ public sealed class TrainVerb
             Lr = Lr ?? o.Lr,
             Clip = Clip ?? o.Clip,
             ClipMode = ClipMode ?? o.ClipMode,
-            Optimizer = Optimizer ?? o.Optimizer,
+            Optimizer = Optimizer?.ToLowerInvariant() ?? o.Optimizer,
+            Momentum = Momentum ?? o.Momentum,
+            Beta1 = Beta1 ?? o.Beta1,
+            Beta2 = Beta2 ?? o.Beta2,
+            Alpha = Alpha ?? o.Alpha,
+            Eps = Eps ?? o.Eps,
+            WeightDecay = WeightDecay ?? o.WeightDecay,
+            LrSchedule = LrSchedule ?? o.LrSchedule,
+            Warmup = Warmup ?? o.Warmup,
+            LrStepEvery = LrStepEvery ?? o.LrStepEvery,
+            LrGamma = LrGamma ?? o.LrGamma,
+            MinLr = MinLr ?? o.MinLr,
             ValFraction = ValFraction ?? o.ValFraction,
             Threads = Threads ?? o.Threads,
             Seed = Seed ?? o.Seed,

@@ -23,7 +23,7 @@ public sealed class CpuBackend : IBackend
     private float[] _dy = [];          // (T, B, V) gradient with respect to the logits
     private float[] _dz = [];          // (T, B, H) gradient with respect to the pre-activation
     private float[] _loss = [];        // (T, B) loss per row
-    private float[] _carry;            // (B, H) final state of the last step, for CarryState
+    private readonly float[] _carry;   // (H) final state of the last step, for CarryState (batch 1)
     private readonly List<float> _losses = [];
 
     public CpuBackend(ModelShape shape, int threads)
@@ -130,8 +130,6 @@ public sealed class CpuBackend : IBackend
             _dy = new float[rows * d.V];
             _loss = new float[rows];
         }
-        if (_carry.Length < d.B * d.H)
-            _carry = new float[d.B * d.H];
     }
 
     /// <summary>a_{t+1} = tanh(Wax·x_t + Waa·a_t + b); finished names copy their state forward.</summary>

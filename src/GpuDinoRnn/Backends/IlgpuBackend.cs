@@ -32,7 +32,7 @@ public sealed class IlgpuBackend : IBackend
     private long _updates;                                            // updates applied (Adam's t)
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;  // norm partial sums
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;  // per-step losses
-    private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (B, H) carried state
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _carry;    // (H) carried state (batch 1)
     private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
     private MemoryBuffer1D<float, Stride1D.Dense>? _a, _dy, _dz, _loss;
     private int _rowCapacity;
@@ -210,12 +210,6 @@ public sealed class IlgpuBackend : IBackend
             _dz = Allocate<float>((long)capacity * d.H);
             _loss = Allocate<float>(capacity);
             _rowCapacity = capacity;
-        }
-        if (_carry.Length < d.B * d.H)
-        {
-            _carry.Dispose();
-            _carry = Allocate<float>(d.B * d.H);
-            _carry.MemSetToZero();
         }
         _x!.View.SubView(0, rows).CopyFromCPU(batch.X);
         _y!.View.SubView(0, rows).CopyFromCPU(batch.Y);

@@ -6,14 +6,19 @@ using GpuDinoRnn.Model;
 
 namespace GpuDinoRnn.Checkpoints;
 
-public sealed record LoadedModel(Parameters Parameters, Vocabulary Vocabulary, IReadOnlyDictionary<string, string> Metadata);
+/// <param name="Extra">Tensors of the training state (optimizer moments, carried state), not the model's.</param>
+public sealed record LoadedModel(Parameters Parameters, Vocabulary Vocabulary, IReadOnlyDictionary<string, string> Metadata, IReadOnlyList<Tensor> Extra);
 
 public static class Checkpoint
 {
     public const string Format = "gpudinornn-1";
 
-    /// <summary>Writes atomically (temporary file, then rename); extra metadata is added as given.</summary>
-    public static void Save(string path, Parameters parameters, Vocabulary vocabulary, IReadOnlyDictionary<string, string>? extra = null)
+    /// <summary>Tensor names of a run's state kept beside the weights: readers of the model skip them.</summary>
+    public static readonly string[] StatePrefixes = ["optimizer.", "state."];
+
+    /// <summary>Writes atomically (temporary file, then rename); extra metadata and state tensors are added as given.</summary>
+    public static void Save(string path, Parameters parameters, Vocabulary vocabulary, IReadOnlyDictionary<string, string>? extra = null,
+        IEnumerable<Tensor>? stateTensors = null)
     {
         var metadata = new Dictionary<string, string>(extra ?? new Dictionary<string, string>())
         {
@@ -27,7 +32,7 @@ public static class Checkpoint
             var (_, dims) = Parameters.Layout(parameters.Shape, name);
             return new Tensor(name, dims, parameters.Slice(name).ToArray());
         });
-        SafeTensors.Write(path, tensors, metadata);
+        SafeTensors.Write(path, tensors.Concat(stateTensors ?? []), metadata);
     }
 
     /// <summary>Loads and checks a model; every problem is a UserError that names the file.</summary>
@@ -66,9 +71,10 @@ public static class Checkpoint
                 throw new UserError($"checkpoint '{path}': tensor {name} holds NaN or infinite values");
             tensor.Data.CopyTo(parameters.Slice(name));
         }
-        var unknown = file.Tensors.Select(t => t.Name).Except(Parameters.Names).ToList();
+        var state = file.Tensors.Where(t => StatePrefixes.Any(p => t.Name.StartsWith(p, StringComparison.Ordinal))).ToList();
+        var unknown = file.Tensors.Select(t => t.Name).Except(Parameters.Names).Except(state.Select(t => t.Name)).ToList();
         if (unknown.Count > 0)
             throw new UserError($"checkpoint '{path}': unexpected tensor {unknown[0]} for an 'rnn' model");
-        return new LoadedModel(parameters, vocab, file.Metadata);
+        return new LoadedModel(parameters, vocab, file.Metadata, state);
     }
 }

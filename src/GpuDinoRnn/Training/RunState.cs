@@ -7,13 +7,14 @@ using GpuDinoRnn.Data;
 
 namespace GpuDinoRnn.Training;
 
-public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDrawn, BatcherState Batcher)
+/// <param name="Updates">Optimizer updates applied (Adam's t); the moments are tensors beside the weights.</param>
+public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDrawn, BatcherState Batcher, long Updates)
 {
     public const string Key = "state";
 
     public string ToJson() => JsonSerializer.Serialize(new Stored(
         Iteration, SmoothedLoss, SamplesDrawn, Batcher.Epoch, Batcher.Position, Batcher.Order,
-        Batcher.Random.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray()));
+        Batcher.Random.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray(), Updates));
 
     public static RunState FromMetadata(IReadOnlyDictionary<string, string> metadata, string path)
     {
@@ -25,7 +26,7 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
             var random = s.Random.Select(v => ulong.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
             if (s.Iteration < 0 || s.Order is null)
                 throw new JsonException("out of range");
-            return new RunState(s.Iteration, s.SmoothedLoss, s.SamplesDrawn, new BatcherState(s.Epoch, s.Position, s.Order, random));
+            return new RunState(s.Iteration, s.SmoothedLoss, s.SamplesDrawn, new BatcherState(s.Epoch, s.Position, s.Order, random), s.Updates);
         }
         catch (Exception e) when (e is JsonException or FormatException or OverflowException or ArgumentNullException)
         {
@@ -33,5 +34,52 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
         }
     }
 
-    private sealed record Stored(int Iteration, double SmoothedLoss, long SamplesDrawn, int Epoch, int Position, int[] Order, string[] Random);
+    private sealed record Stored(int Iteration, double SmoothedLoss, long SamplesDrawn, int Epoch, int Position, int[] Order, string[] Random, long Updates);
+
+    /// <summary>The backend's moments and carried state as tensors beside the weights.</summary>
+    public static IEnumerable<Checkpoints.Tensor> StateTensors(Model.ModelShape shape, Backends.BackendState state, bool moments, bool carry)
+    {
+        if (moments)
+        {
+            foreach (var name in Model.Parameters.Names)
+            {
+                var (offset, dims) = Model.Parameters.Layout(shape, name);
+                int n = dims.Aggregate(1, (a, b) => a * b);
+                yield return new Checkpoints.Tensor("optimizer.m." + name, dims, state.M.AsSpan(offset, n).ToArray());
+                yield return new Checkpoints.Tensor("optimizer.v." + name, dims, state.V.AsSpan(offset, n).ToArray());
+            }
+        }
+        if (carry)
+            yield return new Checkpoints.Tensor("state.carry", [shape.H], state.Carry);
+    }
+
+    /// <summary>The backend state a checkpoint holds (zeros for what it does not hold).</summary>
+    public Backends.BackendState BackendState(Model.ModelShape shape, IReadOnlyList<Checkpoints.Tensor> tensors, string path)
+    {
+        var m = new float[shape.ParameterCount];
+        var v = new float[shape.ParameterCount];
+        var carry = new float[shape.H];
+        foreach (var t in tensors)
+        {
+            float[] target;
+            int offset = 0;
+            int[] dims;
+            if (t.Name == "state.carry")
+                (target, dims) = (carry, [shape.H]);
+            else if (t.Name.StartsWith("optimizer.m.", StringComparison.Ordinal) || t.Name.StartsWith("optimizer.v.", StringComparison.Ordinal))
+            {
+                target = t.Name[10] == 'm' ? m : v;
+                string name = t.Name[12..];
+                if (!Model.Parameters.Names.Contains(name))
+                    throw new UserError($"--resume '{path}': unexpected tensor {t.Name}");
+                (offset, dims) = Model.Parameters.Layout(shape, name);
+            }
+            else
+                throw new UserError($"--resume '{path}': unexpected tensor {t.Name}");
+            if (!t.Shape.SequenceEqual(dims))
+                throw new UserError($"--resume '{path}': tensor {t.Name} has the wrong shape");
+            t.Data.CopyTo(target, offset);
+        }
+        return new Backends.BackendState(Updates, m, v, carry);
+    }
 }

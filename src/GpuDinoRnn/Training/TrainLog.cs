@@ -18,7 +18,9 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
     /// <param name="loss">This iteration's loss (summed over each name's steps, mean over the batch's names).</param>
     /// <param name="meanLoss">The mean loss of the iterations since the last log line.</param>
     /// <param name="smoothed">The recipe's smoothed loss.</param>
-    public void Iteration(int iteration, float loss, double meanLoss, double smoothed, double charsPerSecond, string device, int? launches)
+    /// <param name="gradNorm">‖g‖₂ of this iteration's gradient, before clipping.</param>
+    /// <param name="lr">This iteration's learning rate.</param>
+    public void Iteration(int iteration, float loss, double meanLoss, double smoothed, float gradNorm, float lr, double charsPerSecond, string device, int? launches)
     {
         if (format == LogFormat.Jsonl)
         {
@@ -28,6 +30,8 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
                 ["loss"] = loss,
                 ["mean_loss"] = Math.Round(meanLoss, 6),
                 ["smoothed_loss"] = smoothed,
+                ["grad_norm"] = gradNorm,
+                ["lr"] = lr,
                 ["chars_per_s"] = Math.Round(charsPerSecond, 1),
                 ["device"] = device,
             };
@@ -38,7 +42,7 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
         }
         string extra = launches is null ? "" : $", {launches} launches/step";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Iteration: {iteration}, Loss: {smoothed:F6}  (mean since last line {meanLoss:F4}, {charsPerSecond:N0} chars/s{extra})"));
+            $"Iteration: {iteration}, Loss: {smoothed:F6}  (mean since last line {meanLoss:F4}, |g| {gradNorm:F3}, lr {lr:G4}, {charsPerSecond:N0} chars/s{extra})"));
     }
 
     public void Evaluation(int iteration, double valBitsPerChar, double best, int bestIteration)

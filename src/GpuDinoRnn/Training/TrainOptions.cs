@@ -37,8 +37,27 @@ public sealed record TrainOptions
     /// <summary>Clip threshold; 0 disables clipping.</summary>
     public float Clip { get; init; } = 5f;
     public ClipMode ClipMode { get; init; } = ClipMode.Norm;
-    /// <summary>Only sgd for now.</summary>
+    /// <summary>sgd, momentum, adam, adamw, adagrad or rmsprop.</summary>
     public string Optimizer { get; init; } = "sgd";
+    /// <summary>Momentum μ (momentum).</summary>
+    public float Momentum { get; init; } = 0.9f;
+    /// <summary>Adam's β1 and β2 (adam, adamw).</summary>
+    public float Beta1 { get; init; } = 0.9f;
+    public float Beta2 { get; init; } = 0.999f;
+    /// <summary>RMSprop's smoothing constant α.</summary>
+    public float Alpha { get; init; } = 0.99f;
+    /// <summary>ε in the denominators (adam, adamw, adagrad, rmsprop).</summary>
+    public float Eps { get; init; } = 1e-8f;
+    /// <summary>AdamW's decoupled weight decay.</summary>
+    public float WeightDecay { get; init; } = 0.01f;
+    public LrScheduleKind LrSchedule { get; init; } = LrScheduleKind.Constant;
+    /// <summary>Iterations of linear learning-rate warm-up.</summary>
+    public int Warmup { get; init; }
+    /// <summary>Step schedule: multiply the learning rate by LrGamma every this many iterations.</summary>
+    public int LrStepEvery { get; init; } = 1000;
+    public float LrGamma { get; init; } = 0.5f;
+    /// <summary>Cosine schedule: the learning rate at the end.</summary>
+    public float MinLr { get; init; }
     /// <summary>Fraction of names held out for validation (seeded); 0 disables validation.</summary>
     public double ValFraction { get; init; } = 0.1;
     /// <summary>Threads for the cpu backend (and the ILGPU CPU emulator).</summary>
@@ -120,7 +139,12 @@ public sealed record TrainOptions
         Require(Batch >= 1, $"--batch must be at least 1 (got {Batch})");
         Require(float.IsFinite(Lr) && Lr > 0, $"--lr must be a positive number (got {Lr})");
         Require(float.IsFinite(Clip) && Clip >= 0, $"--clip must be 0 (off) or positive (got {Clip})");
-        Require(Optimizer == "sgd", $"--optimizer '{Optimizer}' is not available (available: sgd)");
+        Require(OptimizerKinds.ContainsKey(Optimizer), $"--optimizer '{Optimizer}' is not available (available: {string.Join(", ", OptimizerKinds.Keys)})");
+        Require(Momentum is >= 0 and < 1 && Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1 && Alpha is >= 0 and < 1,
+            "--momentum, --beta1, --beta2 and --alpha must be in [0, 1)");
+        Require(Eps > 0 && WeightDecay >= 0 && float.IsFinite(WeightDecay), "--eps must be positive and --weight-decay 0 or more");
+        Require(Warmup >= 0 && LrStepEvery >= 1 && LrGamma is > 0 and <= 1 && MinLr >= 0 && MinLr <= Lr,
+            "--warmup must be 0 or more, --lr-step-every at least 1, --lr-gamma in (0, 1], --min-lr between 0 and --lr");
         Require(ValFraction is >= 0 and < 1, $"--val-fraction must be in [0, 1) (got {ValFraction})");
         Require(Threads >= 1, $"--threads must be at least 1 (got {Threads})");
         Require(Iterations is null or >= 1, $"--iterations must be at least 1 (got {Iterations})");
@@ -139,6 +163,21 @@ public sealed record TrainOptions
         Require(Resume is null || Init is null, "--resume and --init contradict each other: --resume continues a run, --init starts a new one from weights");
         Require(!CarryState || Batch == 1, "--carry-state needs --batch 1: the course carries one name's state into the next");
     }
+
+    public static readonly IReadOnlyDictionary<string, Kernels.OptimizerKind> OptimizerKinds = new Dictionary<string, Kernels.OptimizerKind>
+    {
+        ["sgd"] = Kernels.OptimizerKind.Sgd,
+        ["momentum"] = Kernels.OptimizerKind.Momentum,
+        ["adam"] = Kernels.OptimizerKind.Adam,
+        ["adamw"] = Kernels.OptimizerKind.AdamW,
+        ["adagrad"] = Kernels.OptimizerKind.Adagrad,
+        ["rmsprop"] = Kernels.OptimizerKind.RmsProp,
+    };
+
+    [JsonIgnore]
+    public OptimizerConfig OptimizerConfig => new(OptimizerKinds[Optimizer], Momentum, Beta1, Beta2, Eps, WeightDecay, Alpha);
+
+    public LrSchedule Schedule(int totalIterations) => new(LrSchedule, Lr, Warmup, totalIterations, LrStepEvery, LrGamma, MinLr);
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 

@@ -42,6 +42,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private Batcher? _batcher;
     private long _samplesDrawn;      // names sampled so far: the index into the seeded sample stream
     private RunState? _resumeFrom;
+    private IReadOnlyList<Tensor> _resumeTensors = [];
+    private IBackend? _backend;
 
     /// <summary>Where the bundled names live: next to the program.</summary>
     public static string BundledData => Path.Combine(AppContext.BaseDirectory, "data", "dinos.txt");
@@ -58,17 +60,20 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var coldStart = Stopwatch.StartNew();
         using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info);
         backend.Upload(parameters);
+        _backend = backend;
         _log.Info($"device {backend.Device}; {train.Count} training names, {val.Count} validation; V = {vocab.Size}, H = {parameters.Shape.H}, " +
                   $"B = {options.Batch}; ready in {coldStart.Elapsed.TotalSeconds:F2} s");
 
         var batcher = _batcher = new Batcher(train, options.Batch, options.Shuffle, options.Seed);
         int iterations = options.Iterations ?? options.Epochs * batcher.BatchesPerEpoch;
-        var settings = new StepSettings(options.Lr, options.Clip, options.ClipMode, options.CarryState);
+        var schedule = options.Schedule(iterations);
+        var optimizer = options.OptimizerConfig;
         _smoothed = -Math.Log(1.0 / vocab.Size) * 7; // the recipe: 7 names' worth of uniform guessing
         int start = 0;
         if (_resumeFrom is { } state)
         {
             batcher.State = state.Batcher;
+            backend.LoadState(state.BackendState(parameters.Shape, _resumeTensors, options.Resume!));
             (start, _smoothed, _samplesDrawn) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn);
             _log.Info($"resuming at iteration {start} of {iterations}");
         }
@@ -83,7 +88,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 break;
             timer.Start();
             var batch = batcher.Next();
-            backend.Step(batch, settings);
+            float lr = schedule.At(it);
+            backend.Step(batch, new StepSettings(lr, options.Clip, options.ClipMode, options.CarryState, optimizer));
             chars += batch.Chars;
             bool last = it == iterations - 1;
             bool logNow = it % options.LogEvery == 0 || last;
@@ -104,7 +110,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 double seconds = timer.Elapsed.TotalSeconds;
                 lastRate = (chars - charsAtLog) / Math.Max(seconds - secondsAtLog, 1e-9);
                 lastMean = _losses.Skip(firstNew).Average(x => (double)x);
-                _log.Iteration(it, _losses[^1], lastMean, _smoothed, lastRate, backend.Device, options.Verbose ? backend.LaunchesPerStep : null);
+                _log.Iteration(it, _losses[^1], lastMean, _smoothed, backend.LastGradientNorm(), lr, lastRate, backend.Device,
+                    options.Verbose ? backend.LaunchesPerStep : null);
                 (charsAtLog, secondsAtLog) = (chars, seconds);
             }
             if (evalNow)
@@ -147,7 +154,10 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         string? from = options.Resume ?? options.Init;
         LoadedModel? init = from is null ? null : Checkpoint.Load(from);
         if (options.Resume is not null)
+        {
             _resumeFrom = RunState.FromMetadata(init!.Metadata, options.Resume);
+            _resumeTensors = init.Extra;
+        }
         var dataVocab = Vocabulary.FromNames(dataset.Names);
         var vocab = init?.Vocabulary ?? dataVocab;
         if (vocab.Size > options.MaxVocab)
@@ -217,11 +227,26 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     }
 
     private UserError Diverged(int iteration, float loss) => new(
-        $"training diverged at iteration {iteration} (loss {loss}); " +
+        $"training diverged at iteration {iteration} (loss {loss}{NonFiniteGradients()}); " +
         (options.Checkpoint is null ? "no checkpoint was asked for" :
             _lastCheckpoint > 0 ? $"the checkpoint from iteration {_lastCheckpoint} in '{options.Checkpoint}' is kept" :
             $"'{options.Checkpoint}' was left as it was") +
         "; try a lower --lr or a --clip", UserError.Diverged);
+
+    /// <summary>Which tensors' gradients are NaN or infinite at the last step, for the divergence message.</summary>
+    private string NonFiniteGradients()
+    {
+        if (_backend is null)
+            return "";
+        var g = new float[_backend.Shape.ParameterCount];
+        _backend.DownloadGradients(g);
+        var bad = Parameters.Names.Where(name =>
+        {
+            var (offset, dims) = Parameters.Layout(_backend.Shape, name);
+            return !g.AsSpan(offset, dims.Aggregate(1, (a, b) => a * b)).ToArray().All(float.IsFinite);
+        }).Select(n => "d" + n).ToList();
+        return bad.Count == 0 ? "" : $"; non-finite gradient in {string.Join(", ", bad)}, that step was not applied";
+    }
 
     /// <summary>Mean loss per predicted character, in bits, from a fresh state per name.</summary>
     public static double BitsPerChar(IBackend backend, IReadOnlyList<int[]> names)
@@ -257,14 +282,15 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         // Never replace a good checkpoint with weights that have blown up.
         if (!parameters.Data.All(float.IsFinite))
             throw Diverged(iteration - 1, float.NaN);
+        var state = _backend!.SaveState();
         Checkpoint.Save(options.Checkpoint!, parameters, vocab, new Dictionary<string, string>
         {
             ["iteration"] = iteration.ToString(CultureInfo.InvariantCulture),
             ["smoothed_loss"] = _smoothed.ToString("R", CultureInfo.InvariantCulture),
             ["options"] = options.ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
-            [RunState.Key] = new RunState(iteration, _smoothed, _samplesDrawn, _batcher!.State).ToJson(),
-        }.Concat(_namesMetadata).ToDictionary());
+            [RunState.Key] = new RunState(iteration, _smoothed, _samplesDrawn, _batcher!.State, state.Updates).ToJson(),
+        }.Concat(_namesMetadata).ToDictionary(), RunState.StateTensors(parameters.Shape, state, options.OptimizerConfig.HasState, options.CarryState));
         _lastCheckpoint = iteration;
         _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {iteration})");
     }

@@ -36,7 +36,7 @@ public class CliTests(ITestOutputHelper output)
     [InlineData("train", "--batch", "0")]
     [InlineData("train", "--lr", "-1")]
     [InlineData("train", "--clip-mode", "sideways")]
-    [InlineData("train", "--optimizer", "adam")]
+    [InlineData("train", "--optimizer", "lbfgs")]
     [InlineData("train", "--val-fraction", "1.5")]
     [InlineData("train", "--carry-state", "--batch", "4")]
     [InlineData("train", "--preset", "bogus")]

@@ -11,9 +11,12 @@ namespace GpuDinoRnn.Tests.Training;
 public class ResumeTests(ITestOutputHelper output)
 {
     [Theory]
-    [InlineData("cpu")]
-    [InlineData("ilgpu-cpu")]
-    public void AnInterruptedAndResumedRunEndsWithTheSameWeights(string device)
+    [InlineData("cpu", "sgd", false)]
+    [InlineData("ilgpu-cpu", "sgd", false)]
+    [InlineData("cpu", "adam", false)]
+    [InlineData("ilgpu-cpu", "rmsprop", false)]
+    [InlineData("cpu", "momentum", true)]
+    public void AnInterruptedAndResumedRunEndsWithTheSameWeights(string device, string optimizer, bool carry)
     {
         using var dir = new CliRunner.TempDir();
         var options = new TrainOptions
@@ -22,11 +25,16 @@ public class ResumeTests(ITestOutputHelper output)
             Device = device,
             Threads = 2,
             Hidden = 12,
-            Batch = 64,
+            Batch = carry ? 1 : 64,
             Iterations = 60,
             SampleEvery = 25,
             SampleCount = 2,
             Checkpoint = dir.File("whole.safetensors"),
+            Optimizer = optimizer,
+            Lr = 0.01f,
+            CarryState = carry,
+            LrSchedule = LrScheduleKind.Cosine,
+            Warmup = 5,
         };
         var whole = new StringWriter();
         var uninterrupted = new Trainer(options, whole, TextWriter.Null).Run();
