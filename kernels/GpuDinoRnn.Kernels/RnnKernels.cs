@@ -1,6 +1,8 @@
-// The vanilla tanh cell on the device: forward and backward of one time step, side by side,
-// then the weight gradients, which do not depend on the previous step and so are summed over
-// all rows at once. CPU twin: CpuBackend (same names); spec: tests/Reference/ReferenceRnn.
+// The vanilla tanh cell on the device: the forward and backward passes, side by side, each one
+// launch for all time steps (a thread group per name steps through time with barriers), then
+// the weight gradients, which do not depend on the previous step and so are summed over all
+// rows at once. CPU twin: CpuBackend (ForwardStep/BackwardStep are the per-step bodies of these
+// passes); spec: tests/Reference/ReferenceRnn.
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -9,78 +11,112 @@ namespace GpuDinoRnn.Kernels;
 public static class RnnKernels
 {
     /// <summary>
-    /// a_{t+1} = tanh(Wax·x_t + Waa·a_t + b) for every (b, i); index = b·H + i.
+    /// The whole forward pass in one launch: one thread group per name walks all T steps,
+    /// a_{t+1} = tanh(Wax·x_t + Waa·a_t + b), with a group barrier between steps (a step needs
+    /// all of the previous state). Waa is kept in shared memory when it fits (useShared = 1).
     /// A is ((T+1), B, H): slot 0 holds the initial state. A padded step (target &lt; 0) copies
     /// the state forward, so slot T holds each name's final state.
+    /// Launch: grid B groups; any group size (each thread takes units i, i + group size, …);
+    /// dynamic shared memory of H·H floats when useShared.
     /// </summary>
-    /// <param name="index">b·H + i.</param>
     /// <param name="d">Shapes.</param>
-    /// <param name="t">The time step, 0-based.</param>
     /// <param name="p">Parameters (flat layout of <see cref="RnnDims"/>).</param>
     /// <param name="x">Input ids (T, B); -1 is START (the zero vector).</param>
     /// <param name="y">Target ids (T, B); -1 marks padding.</param>
     /// <param name="a">Hidden states ((T+1), B, H).</param>
-    public static void ForwardStep(
-        Index1D index, RnnDims d, int t,
-        ArrayView<float> p, ArrayView<int> x, ArrayView<int> y, ArrayView<float> a)
+    /// <param name="useShared">1: copy Waa into shared memory first.</param>
+    public static void ForwardPass(
+        RnnDims d, ArrayView<float> p, ArrayView<int> x, ArrayView<int> y, ArrayView<float> a, int useShared)
     {
-        int b = index / d.H;
-        int i = index - b * d.H;
-        int r = t * d.B + b;
-        int prev = r * d.H;
-        int next = (r + d.B) * d.H;
-        if (y[r] < 0)
+        int b = Grid.IdxX;
+        int tid = Group.IdxX;
+        int size = Group.DimX;
+        var waa = useShared != 0 ? SharedMemory.GetDynamic<float>() : p.SubView(d.WaaOffset, d.H * d.H);
+        if (useShared != 0)
         {
-            a[next + i] = a[prev + i];
-            return;
+            for (int k = tid; k < d.H * d.H; k += size)
+                waa[k] = p[d.WaaOffset + k];
+            Group.Barrier();
         }
-        float z = p[d.BOffset + i];
-        int xr = x[r];
-        if (xr >= 0)
-            z += p[d.WaxOffset + i * d.V + xr];
-        int waa = d.WaaOffset + i * d.H;
-        for (int j = 0; j < d.H; j++)
-            z += p[waa + j] * a[prev + j];
-        a[next + i] = XMath.Tanh(z);
+        for (int t = 0; t < d.T; t++)
+        {
+            int r = t * d.B + b;
+            int prev = r * d.H;
+            int next = (r + d.B) * d.H;
+            bool padded = y[r] < 0;
+            int xr = x[r];
+            for (int i = tid; i < d.H; i += size)
+            {
+                if (padded)
+                {
+                    a[next + i] = a[prev + i];
+                    continue;
+                }
+                float z = p[d.BOffset + i];
+                if (xr >= 0)
+                    z += p[d.WaxOffset + i * d.V + xr];
+                int row = i * d.H;
+                for (int j = 0; j < d.H; j++)
+                    z += waa[row + j] * a[prev + j];
+                a[next + i] = XMath.Tanh(z);
+            }
+            Group.Barrier();
+        }
     }
 
     /// <summary>
-    /// dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²) for every (b, i); run for t = T−1 … 0.
-    /// dz of a padded step is 0, which also stops the carry into earlier steps.
+    /// Backpropagation through time in one launch, the mirror of <see cref="ForwardPass"/>: one
+    /// group per name walks t = T−1 … 0, dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²), with
+    /// a barrier between steps. dz of a padded step is 0, which also stops the carry into
+    /// earlier steps. Same launch shape and shared memory as ForwardPass.
     /// </summary>
-    /// <param name="index">b·H + i.</param>
     /// <param name="d">Shapes.</param>
-    /// <param name="t">The time step, 0-based.</param>
     /// <param name="p">Parameters.</param>
     /// <param name="y">Target ids (T, B); -1 marks padding.</param>
     /// <param name="a">Hidden states ((T+1), B, H).</param>
     /// <param name="dy">Gradient of the loss with respect to the logits (T, B, V).</param>
-    /// <param name="dz">Gradient with respect to the pre-activation (T, B, H); written at step t.</param>
-    public static void BackwardStep(
-        Index1D index, RnnDims d, int t,
-        ArrayView<float> p, ArrayView<int> y, ArrayView<float> a,
-        ArrayView<float> dy, ArrayView<float> dz)
+    /// <param name="dz">Gradient with respect to the pre-activation (T, B, H), overwritten.</param>
+    /// <param name="useShared">1: copy Waa into shared memory first.</param>
+    public static void BackwardPass(
+        RnnDims d, ArrayView<float> p, ArrayView<int> y, ArrayView<float> a,
+        ArrayView<float> dy, ArrayView<float> dz, int useShared)
     {
-        int b = index / d.H;
-        int i = index - b * d.H;
-        int r = t * d.B + b;
-        if (y[r] < 0)
+        int b = Grid.IdxX;
+        int tid = Group.IdxX;
+        int size = Group.DimX;
+        var waa = useShared != 0 ? SharedMemory.GetDynamic<float>() : p.SubView(d.WaaOffset, d.H * d.H);
+        if (useShared != 0)
         {
-            dz[r * d.H + i] = 0f;
-            return;
+            for (int k = tid; k < d.H * d.H; k += size)
+                waa[k] = p[d.WaaOffset + k];
+            Group.Barrier();
         }
-        float da = 0f;
-        int dyRow = r * d.V;
-        for (int k = 0; k < d.V; k++)
-            da += p[d.WyaOffset + k * d.H + i] * dy[dyRow + k];
-        if (t + 1 < d.T)
+        for (int t = d.T - 1; t >= 0; t--)
         {
-            int dzNext = (r + d.B) * d.H;
-            for (int j = 0; j < d.H; j++)
-                da += p[d.WaaOffset + j * d.H + i] * dz[dzNext + j];
+            int r = t * d.B + b;
+            bool padded = y[r] < 0;
+            for (int i = tid; i < d.H; i += size)
+            {
+                if (padded)
+                {
+                    dz[r * d.H + i] = 0f;
+                    continue;
+                }
+                float da = 0f;
+                int dyRow = r * d.V;
+                for (int k = 0; k < d.V; k++)
+                    da += p[d.WyaOffset + k * d.H + i] * dy[dyRow + k];
+                if (t + 1 < d.T)
+                {
+                    int dzNext = (r + d.B) * d.H;
+                    for (int j = 0; j < d.H; j++)
+                        da += waa[j * d.H + i] * dz[dzNext + j];
+                }
+                float an = a[(r + d.B) * d.H + i];
+                dz[r * d.H + i] = da * (1f - an * an);
+            }
+            Group.Barrier();
         }
-        float an = a[(r + d.B) * d.H + i];
-        dz[r * d.H + i] = da * (1f - an * an);
     }
 
     /// <summary>

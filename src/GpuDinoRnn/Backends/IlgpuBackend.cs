@@ -17,9 +17,11 @@ public sealed class IlgpuBackend : IBackend
     private readonly Accelerator _acc;
     private readonly bool _ownsAccelerator;
     private readonly IDisposable? _ownedContext;
-    private readonly Action<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>> _forwardStep;
+    private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int> _forwardPass;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>> _outputLayer;
-    private readonly Action<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _backwardStep;
+    private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _backwardPass;
+    private readonly int _groupSize;   // threads per name in the forward and backward passes
+    private readonly bool _waaShared;  // Waa fits in a group's shared memory
     private readonly Action<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _weightGradients;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _carryState;
     private readonly Action<Index1D, int, ArrayView<float>, ArrayView<float>> _normPartials;
@@ -50,9 +52,12 @@ public sealed class IlgpuBackend : IBackend
         _ownsAccelerator = ownsAccelerator;
         _ownedContext = ownedContext;
         Shape = shape;
-        _forwardStep = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(RnnKernels.ForwardStep);
+        _forwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int>(RnnKernels.ForwardPass);
         _outputLayer = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>>(LossKernels.OutputLayer);
-        _backwardStep = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.BackwardStep);
+        _backwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.BackwardPass);
+        int warp = Math.Max(1, _acc.WarpSize);
+        _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
+        _waaShared = (long)shape.H * shape.H * sizeof(float) <= _acc.MaxSharedMemoryPerGroup;
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
         _normPartials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
@@ -160,8 +165,7 @@ public sealed class IlgpuBackend : IBackend
         var d = Shape.Dims(batch.B, batch.T);
         UploadBatch(batch, d);
         _a!.View.SubView(0, d.B * d.H).MemSetToZero();
-        for (int t = 0; t < d.T; t++)
-            _forwardStep(d.B * d.H, d, t, _p.View, _x!.View, _y!.View, _a.View);
+        _forwardPass(PassConfig(d), d, _p.View, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0);
         _outputLayer(d.Rows, d, _p.View, _y!.View, _a.View, 0f, _dy!.View, _loss!.View);
         var rowLoss = new float[d.Rows];
         _loss.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
@@ -177,7 +181,11 @@ public sealed class IlgpuBackend : IBackend
         _ownedContext?.Dispose();
     }
 
-    /// <summary>Forward over T steps, output layer, backward over T steps, weight gradients: 2T + 2 launches.</summary>
+    /// <summary>A group per name; Waa's H·H floats of shared memory when they fit.</summary>
+    private KernelConfig PassConfig(RnnDims d) =>
+        new(d.B, _groupSize, SharedMemoryConfig.RequestDynamic<float>(_waaShared ? d.H * d.H : 1));
+
+    /// <summary>State reset, forward pass, output layer, backward pass, weight gradients: 5 launches whatever T and B.</summary>
     private void ForwardAndBackward(Batch batch, RnnDims d, bool carryState)
     {
         UploadBatch(batch, d);
@@ -186,11 +194,9 @@ public sealed class IlgpuBackend : IBackend
             Launch(() => _carry.View.SubView(0, d.B * d.H).CopyTo(a0));
         else
             Launch(() => a0.MemSetToZero());
-        for (int t = 0; t < d.T; t++)
-            Launch(() => _forwardStep(d.B * d.H, d, t, _p.View, _x!.View, _y!.View, _a.View));
+        Launch(() => _forwardPass(PassConfig(d), d, _p.View, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0));
         Launch(() => _outputLayer(d.Rows, d, _p.View, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
-        for (int t = d.T - 1; t >= 0; t--)
-            Launch(() => _backwardStep(d.B * d.H, d, t, _p.View, _y!.View, _a.View, _dy!.View, _dz!.View));
+        Launch(() => _backwardPass(PassConfig(d), d, _p.View, _y!.View, _a.View, _dy!.View, _dz!.View, _waaShared ? 1 : 0));
         Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _g.View));
     }
 

@@ -234,24 +234,25 @@ public sealed class IlgpuCpuBackendTests(ITestOutputHelper output) : BackendTest
     protected override (IBackend?, string?) Create(ModelShape shape) => (Devices.Create("ilgpu-cpu", shape, threads: 2), null);
 
     [Fact]
-    public void LaunchesPerStepDependOnTheLongestNameNotOnTheBatchSize()
+    public void LaunchesPerStepDependNeitherOnTheNamesLengthNorOnTheBatchSize()
     {
         var shape = new ModelShape(8, 6);
         using var backend = Devices.Create("ilgpu-cpu", shape, threads: 2);
         backend.Upload(TestData.RandomParameters(shape, 1));
         var settings = new StepSettings(0.1f, 1f, ClipMode.Norm, CarryState: false);
-        int Launches(int names)
+        int Launches(int names, int longest)
         {
-            var batch = Batch.FromEncoded(Enumerable.Range(0, names).Select(n => new[] { 1, 2, 3, 4 }.Take(1 + n % 4).ToArray()).ToArray());
-            Assert.Equal(5, batch.T);
+            var batch = Batch.FromEncoded(Enumerable.Range(0, names).Select(n => Enumerable.Range(1, 1 + n % longest).Select(c => 1 + c % 5).ToArray()).ToArray());
+            Assert.Equal(Math.Min(names, longest) + 1, batch.T);
             backend.Step(batch, settings);
             return backend.LaunchesPerStep;
         }
-        int one = Launches(4), many = Launches(64);
-        Output.WriteLine($"T = 5: {one} launches with B = 4, {many} with B = 64");
-        Assert.Equal(one, many);
-        // 2T (forward and backward steps) + output layer + weight gradients + state reset + norm + update + loss.
-        Assert.Equal(2 * 5 + 6, one);
+        int small = Launches(4, 4), wide = Launches(64, 4), longer = Launches(64, 12);
+        Output.WriteLine($"{small} launches with B = 4, T = 5; {wide} with B = 64, T = 5; {longer} with B = 64, T = 13");
+        Assert.Equal(small, wide);
+        Assert.Equal(small, longer);
+        // State reset, forward pass, output layer, backward pass, weight gradients, norm partials, update, loss.
+        Assert.Equal(8, small);
     }
 }
 

@@ -55,18 +55,23 @@ public sealed class KernelTests : IDisposable
 
     private static float[] F(double[] x) => x.Select(v => (float)v).ToArray();
 
-    [Fact]
-    public void ForwardStepWritesEveryStateAndCarriesPaddedOnes()
+    /// <summary>A group per name, of a size that leaves a remainder of units (H = 7, groups of 4 on the emulator).</summary>
+    private KernelConfig PassConfig(bool shared) =>
+        new(_d.B, _acc.MaxNumThreadsPerGroup, SharedMemoryConfig.RequestDynamic<float>(shared ? _d.H * _d.H : 1));
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ForwardPassWritesEveryStateAndCarriesPaddedOnes(bool shared)
     {
-        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(RnnKernels.ForwardStep);
+        var k = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int>(RnnKernels.ForwardPass);
         using var p = Upload(_p.Data);
         using var x = Upload(_batch.X);
         using var y = Upload(_batch.Y);
         using var a = Poisoned((_d.T + 1) * _d.B * _d.H);
         a.View.SubView(0, _d.B * _d.H).MemSetToZero();
-        for (int t = 0; t < _d.T; t++)
-            k(_d.B * _d.H, _d, t, p.View, x.View, y.View, a.View);
-        TestData.AssertClose(_output, "ForwardStep a", _ref.A, a.GetAsArray1D(), rtol: 1e-5, atol: 1e-6);
+        k(PassConfig(shared), _d, p.View, x.View, y.View, a.View, shared ? 1 : 0);
+        TestData.AssertClose(_output, $"ForwardPass a (Waa in shared memory: {shared})", _ref.A, a.GetAsArray1D(), rtol: 1e-5, atol: 1e-6);
     }
 
     [Fact]
@@ -83,18 +88,19 @@ public sealed class KernelTests : IDisposable
         TestData.AssertClose(_output, "OutputLayer dy", _ref.Dy, dy.GetAsArray1D(), rtol: 1e-5, atol: 1e-7);
     }
 
-    [Fact]
-    public void BackwardStepWritesDzOfEveryRow()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void BackwardPassWritesDzOfEveryRow(bool shared)
     {
-        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, int, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.BackwardStep);
+        var k = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.BackwardPass);
         using var p = Upload(_p.Data);
         using var y = Upload(_batch.Y);
         using var a = Upload(F(_ref.A));
         using var dy = Upload(F(_ref.Dy));
         using var dz = Poisoned(_d.Rows * _d.H);
-        for (int t = _d.T - 1; t >= 0; t--)
-            k(_d.B * _d.H, _d, t, p.View, y.View, a.View, dy.View, dz.View);
-        TestData.AssertClose(_output, "BackwardStep dz", _ref.Dz, dz.GetAsArray1D(), rtol: 1e-4, atol: 1e-7);
+        k(PassConfig(shared), _d, p.View, y.View, a.View, dy.View, dz.View, shared ? 1 : 0);
+        TestData.AssertClose(_output, $"BackwardPass dz (Waa in shared memory: {shared})", _ref.Dz, dz.GetAsArray1D(), rtol: 1e-4, atol: 1e-7);
     }
 
     [Fact]
