@@ -1,63 +1,160 @@
 // The laptop fallback: the same training step as the ILGPU kernels, in managed code with SIMD
-// (System.Numerics.Tensors) and several threads. Method names mirror the kernels
-// (ForwardStep, OutputLayer, BackwardStep, WeightGradients, ClipAndUpdate). Padded rows are
-// skipped: names are sorted longest first, so only the prefix Active(t) of a step is worked on.
-// Every output element is summed by one thread in a fixed order, so results do not depend on
-// the thread count.
+// vectors (CpuKernels) on one or more threads. Method names mirror the kernels (ForwardStep,
+// OutputLayer, BackwardStep, WeightGradients, ClipAndUpdate; the update rules are CpuOptimizer).
+//
+// How it is fast: only real characters are worked on. A batch's real rows are packed, step by
+// step, into R = batch.Chars rows (row start(t) + b for the Active(t) names running at step t).
+// Only the two recurrences (ForwardStep, BackwardStep) go step by step; everything else (logits,
+// softmax, loss, Wyaᵀ·dy and every weight gradient) is one large matrix product over all rows.
+// Matrices are kept in the layout each product streams through, rows padded with zeros to a
+// multiple of two vectors (Hp, Vp), with transposed copies refreshed after each update.
+//
+// Threads: the recurrences split the names (each name's steps by one thread), the output layer
+// splits the rows, the weight gradients split the output rows; every output element is summed by
+// one thread in a fixed order, so results do not depend on the thread count.
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Kernels;
 using GpuDinoRnn.Model;
 
 namespace GpuDinoRnn.Backends;
 
-public sealed class CpuBackend : IBackend
+public sealed unsafe class CpuBackend : IBackend
 {
-    private readonly int _threads;
-    private readonly float[] _p;       // parameters, flat layout of RnnDims
-    private readonly float[] _g;       // gradients, same layout
-    private readonly float[] _m, _v;   // optimizer moments, same layout
-    private long _updates;             // updates applied (Adam's t)
-    private float _lastSumSquares;     // Σ g² of the last step
-    private float[] _a = [];           // ((T+1), B, H) hidden states; slot 0 is the initial state
-    private float[] _dy = [];          // (T, B, V) gradient with respect to the logits
-    private float[] _dz = [];          // (T, B, H) gradient with respect to the pre-activation
-    private float[] _loss = [];        // (T, B) loss per row
-    private readonly float[] _carry;   // (H) final state of the last step, for CarryState (batch 1)
+    // Below this much recurrence work (multiply-adds) per step, one thread beats waking others.
+    private const long ParallelWork = 100_000;
+
+    private readonly int _h, _v, _hp, _vp;
+    private readonly CpuTeam _team;
+
+    // Parameters and gradients, each one padded buffer with the views below (shape: rows × ld).
+    private readonly PinnedFloats _q, _gq;
+    private readonly PinnedFloats _m1, _m2;                // optimizer moments (m, v), same padded layout
+    private long _updates;                                 // updates applied (Adam's t)
+    private readonly (int Offset, int Length)[] _realRanges; // the parameters in the padded buffers, row by row
+    private float _lastSumSquares;                         // Σ g² of the last step
+    private readonly int _waxT, _waaT, _wya, _bias, _by;   // WaxT (V, Hp), WaaT (H, Hp), Wya (V, Hp), b (Hp), by (Vp)
+    // Copies refreshed after each update, for the products that stream the other way.
+    private readonly PinnedFloats _waa;                    // Waa (H, Hp)
+    private readonly PinnedFloats _wyaT;                   // Wyaᵀ (H, Vp)
+    private readonly PinnedFloats _byRow;                  // by (Vp), padding −∞ so softmax ignores it
+
+    // Per batch, packed rows (R = batch.Chars).
+    private PinnedFloats _prev = new(0);  // (R, Hp) the state each row starts from
+    private PinnedFloats _a = new(0);     // (R, Hp) the state after each row
+    private PinnedFloats _dy = new(0);    // (R, Vp) logits, then dLoss/dlogits
+    private PinnedFloats _dz = new(0);    // (R, Hp) dLoss/dpre-activation
+    private double[] _rowLoss = [];       // (R)
+    private int[] _x = [], _y = [];       // (R) input and target ids
+    private int[] _active = [], _start = []; // (T) names running at step t, first packed row of step t
+    private readonly int[] _names;        // (threads + 1) each thread's names in the recurrences
+    private readonly PinnedFloats _carry; // (Hp) final state of the last step, for CarryState
+
+    // The batch being worked on, for the phases run by the team.
+    private Batch _batch = null!;
+    private bool _carryIn, _withGradients;
+    private float _gradScale;
+    private int _members;
+    private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase;
     private readonly List<float> _losses = [];
 
     public CpuBackend(ModelShape shape, int threads)
     {
         Shape = shape;
-        _threads = Math.Max(1, threads);
-        _p = new float[shape.ParameterCount];
-        _g = new float[shape.ParameterCount];
-        _m = new float[shape.ParameterCount];
-        _v = new float[shape.ParameterCount];
-        _carry = new float[shape.H];
+        _h = shape.H;
+        _v = shape.V;
+        _hp = CpuKernels.Padded(_h);
+        _vp = CpuKernels.Padded(_v);
+        _waxT = 0;
+        _waaT = _waxT + _v * _hp;
+        _wya = _waaT + _h * _hp;
+        _bias = _wya + _v * _hp;
+        _by = _bias + _hp;
+        _q = new PinnedFloats(_by + _vp);
+        _gq = new PinnedFloats(_by + _vp);
+        _realRanges = [
+            .. Enumerable.Range(0, _v).Select(k => (_waxT + k * _hp, _h)),
+            .. Enumerable.Range(0, _h).Select(j => (_waaT + j * _hp, _h)),
+            .. Enumerable.Range(0, _v).Select(k => (_wya + k * _hp, _h)),
+            (_bias, _h),
+            (_by, _v),
+        ];
+        _m1 = new PinnedFloats(_by + _vp);
+        _m2 = new PinnedFloats(_by + _vp);
+        _waa = new PinnedFloats(_h * _hp);
+        _wyaT = new PinnedFloats(_h * _vp);
+        _byRow = new PinnedFloats(_vp);
+        _carry = new PinnedFloats(_hp);
+        _team = new CpuTeam(threads);
+        _names = new int[_team.Size + 1];
+        _forwardPhase = m => ForwardStep(_names[m], _names[m + 1]);
+        _outputPhase = m => OutputLayer(RowsOf(m), RowsOf(m + 1));
+        _backwardPhase = m => BackwardStep(_names[m], _names[m + 1]);
+        _weightPhase = WeightGradients;
+        WarmUp();
     }
 
-    public string Device => $"cpu ({_threads} thread{(_threads == 1 ? "" : "s")})";
+    public string Device => $"cpu ({_team.Size} thread{(_team.Size == 1 ? "" : "s")})";
     public int LaunchesPerStep => 0;
     public ModelShape Shape { get; }
 
-    public void Upload(Parameters parameters) => parameters.Data.CopyTo(_p, 0);
+    private float* Q => _q.Ptr;
+    private float* G => _gq.Ptr;
 
-    public void Download(Parameters parameters) => _p.CopyTo(parameters.Data, 0);
+    public void Upload(Parameters parameters)
+    {
+        Unflatten(parameters.Data, _q);
+        RefreshCopies();
+    }
 
-    public void ResetState() => Array.Clear(_carry);
+    public void Download(Parameters parameters)
+    {
+        fixed (float* p = parameters.Data)
+            Flatten(Q, p);
+    }
+
+    public void ResetState() => _carry.Span.Clear();
+
+    public float LastGradientNorm() => MathF.Sqrt(_lastSumSquares);
+
+    public void DownloadGradients(Span<float> gradients)
+    {
+        fixed (float* g = gradients)
+            Flatten(G, g);
+    }
+
+    public BackendState SaveState()
+    {
+        var m = new float[Shape.ParameterCount];
+        var v = new float[Shape.ParameterCount];
+        fixed (float* pm = m, pv = v)
+        {
+            Flatten(_m1.Ptr, pm);
+            Flatten(_m2.Ptr, pv);
+        }
+        return new BackendState(_updates, m, v, _carry.Span[.._h].ToArray());
+    }
+
+    public void LoadState(BackendState state)
+    {
+        _updates = state.Updates;
+        Unflatten(state.M, _m1);
+        Unflatten(state.V, _m2);
+        _carry.Span.Clear();
+        state.Carry.CopyTo(_carry.Span);
+    }
 
     public void Step(Batch batch, StepSettings s)
     {
-        var d = Shape.Dims(batch.B, batch.T);
         if (s.CarryState && batch.B != 1)
             throw new UserError("a carried hidden state needs --batch 1");
-        double loss = ForwardAndBackward(batch, d, s.CarryState);
-        _lastSumSquares = TensorPrimitives.SumOfSquares(_g);
-        CpuOptimizer.Update(_p, _g, _m, _v, s.ForUpdate(++_updates), _lastSumSquares);
-        _losses.Add((float)loss);
+        double loss = ForwardAndBackward(batch, s.CarryState);
+        ClipAndUpdate(s);
+        // As the device records it: a step whose gradient was not finite (and was skipped) reads as NaN.
+        _losses.Add(_lastSumSquares <= float.MaxValue ? (float)loss : float.NaN);
         if (s.CarryState)
-            Array.Copy(_a, d.T * d.B * d.H, _carry, 0, d.H);
+            new Span<float>(_a.Ptr + (long)(batch.Chars - 1) * _hp, _hp).CopyTo(_carry.Span);
     }
 
     public float[] TakeLosses()
@@ -69,223 +166,333 @@ public sealed class CpuBackend : IBackend
 
     public float Gradients(Batch batch, bool carryState, Span<float> gradients)
     {
-        var d = Shape.Dims(batch.B, batch.T);
-        float loss = (float)ForwardAndBackward(batch, d, carryState);
-        _g.CopyTo(gradients);
+        float loss = (float)ForwardAndBackward(batch, carryState);
+        fixed (float* g = gradients)
+            Flatten(G, g);
         return loss;
     }
 
     public double EvaluateSum(Batch batch)
     {
-        var d = Shape.Dims(batch.B, batch.T);
-        Prepare(d);
-        Array.Clear(_a, 0, d.B * d.H);
-        for (int t = 0; t < d.T; t++)
-            ForwardStep(batch, d, t);
-        return OutputLayer(batch, d, gradScale: 0f) * batch.B;
+        Prepare(batch, carryIn: false, withGradients: false);
+        RunPhase(_forwardPhase);
+        RunPhase(_outputPhase);
+        return SumLoss();
     }
 
-    public float LastGradientNorm() => MathF.Sqrt(_lastSumSquares);
+    public void Dispose() => _team.Dispose();
 
-    public void DownloadGradients(Span<float> gradients) => _g.CopyTo(gradients);
-
-    public BackendState SaveState() => new(_updates, _m.ToArray(), _v.ToArray(), _carry[..Shape.H]);
-
-    public void LoadState(BackendState state)
+    /// <summary>
+    /// Compiles the whole step now, before any timer starts (as the GPU backends compile their
+    /// kernels): one step of a made-up batch on the zero parameters, then everything cleared.
+    /// </summary>
+    private void WarmUp()
     {
-        _updates = state.Updates;
-        state.M.CopyTo(_m, 0);
-        state.V.CopyTo(_v, 0);
-        state.Carry.CopyTo(_carry, 0);
-    }
-
-    public void Dispose()
-    {
+        var batch = Batch.FromEncoded([[0, 1 % _v, 2 % _v], [1 % _v]]);
+        Step(batch, new StepSettings(0.1f, 1f, ClipMode.Value, CarryState: false));
+        ClipAndUpdate(new StepSettings(0.1f, 1e-30f, ClipMode.Norm, CarryState: false));
+        EvaluateSum(batch);
+        _q.Span.Clear();
+        _gq.Span.Clear();
+        _m1.Span.Clear();
+        _m2.Span.Clear();
+        _updates = 0;
+        _lastSumSquares = 0;
+        _carry.Span.Clear();
+        _losses.Clear();
+        RefreshCopies();
     }
 
     /// <summary>Everything up to the gradients; returns the mean loss per name.</summary>
-    private double ForwardAndBackward(Batch batch, RnnDims d, bool carryState)
+    private double ForwardAndBackward(Batch batch, bool carryState)
     {
-        Prepare(d);
-        if (carryState)
-            Array.Copy(_carry, _a, d.H * d.B);
+        Prepare(batch, carryState, withGradients: true);
+        RunPhase(_forwardPhase);
+        RunPhase(_outputPhase);
+        RunPhase(_backwardPhase);
+        RunPhase(_weightPhase);
+        return SumLoss() / batch.B;
+    }
+
+    private void RunPhase(Action<int> phase)
+    {
+        if (_members == 1)
+            phase(0);
         else
-            Array.Clear(_a, 0, d.B * d.H);
-        for (int t = 0; t < d.T; t++)
-            ForwardStep(batch, d, t);
-        double loss = OutputLayer(batch, d, 1f / d.B);
-        for (int t = d.T - 1; t >= 0; t--)
-            BackwardStep(batch, d, t);
-        WeightGradients(batch, d);
-        return loss;
+            _team.Run(phase);
     }
 
-    private void Prepare(RnnDims d)
+    /// <summary>Packs the batch's real rows and splits the work; allocates only when a batch is larger than any before.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Prepare(Batch batch, bool carryIn, bool withGradients)
     {
-        int rows = d.Rows;
-        if (_a.Length < (rows + d.B) * d.H)
+        _batch = batch;
+        _carryIn = carryIn;
+        _withGradients = withGradients;
+        _gradScale = 1f / batch.B;
+        int rows = batch.Chars, steps = batch.T;
+        if (_x.Length < rows)
         {
-            _a = new float[(rows + d.B) * d.H];
-            _dz = new float[rows * d.H];
-            _dy = new float[rows * d.V];
-            _loss = new float[rows];
+            int n = Math.Max(rows, _x.Length * 3 / 2);
+            _prev = new PinnedFloats(n * _hp);
+            _a = new PinnedFloats(n * _hp);
+            _dz = new PinnedFloats(n * _hp);
+            _dy = new PinnedFloats(n * _vp);
+            _rowLoss = new double[n];
+            _x = new int[n];
+            _y = new int[n];
         }
+        if (_active.Length < steps)
+        {
+            _active = new int[Math.Max(steps, _active.Length * 3 / 2)];
+            _start = new int[_active.Length];
+        }
+        int row = 0;
+        for (int t = 0; t < steps; t++)
+        {
+            int active = batch.Active(t);
+            _active[t] = active;
+            _start[t] = row;
+            for (int b = 0; b < active; b++, row++)
+            {
+                _x[row] = batch.X[t * batch.B + b];
+                _y[row] = batch.Y[t * batch.B + b];
+            }
+        }
+
+        // Threads only when a step's recurrence work is worth waking them for.
+        long work = (long)batch.B * _h * _hp;
+        _members = work >= ParallelWork ? Math.Min(_team.Size, batch.B) : 1;
+        // Names in contiguous ranges of about equal characters (names are sorted longest first).
+        _names[0] = 0;
+        int name = 0, chars = 0;
+        for (int m = 1; m < _members; m++)
+        {
+            long target = (long)rows * m / _members;
+            while (name < batch.B && chars < target)
+                chars += batch.Lengths[name++];
+            _names[m] = name;
+        }
+        _names[_members] = batch.B;
     }
 
-    /// <summary>a_{t+1} = tanh(Wax·x_t + Waa·a_t + b); finished names copy their state forward.</summary>
-    private void ForwardStep(Batch batch, RnnDims d, int t)
-    {
-        int active = batch.Active(t);
-        var p = _p;
-        var a = _a;
-        Parallel(active, d.H * d.H, (lo, hi) =>
-        {
-            for (int b = lo; b < hi; b++)
-            {
-                int r = t * d.B + b;
-                var prev = a.AsSpan(r * d.H, d.H);
-                var next = a.AsSpan((r + d.B) * d.H, d.H);
-                int x = batch.X[r];
-                for (int i = 0; i < d.H; i++)
-                {
-                    float z = p[d.BOffset + i] + TensorPrimitives.Dot(p.AsSpan(d.WaaOffset + i * d.H, d.H), prev);
-                    next[i] = x >= 0 ? z + p[d.WaxOffset + i * d.V + x] : z;
-                }
-                TensorPrimitives.Tanh(next, next);
-            }
-        });
-        for (int b = active; b < d.B; b++)
-            Array.Copy(a, (t * d.B + b) * d.H, a, ((t + 1) * d.B + b) * d.H, d.H);
-    }
+    private int RowsOf(int member) => (int)((long)_batch.Chars * member / _members);
 
-    /// <summary>Softmax + cross-entropy + dy for every real row; returns the mean loss per name.</summary>
-    private double OutputLayer(Batch batch, RnnDims d, float gradScale)
+    /// <summary>
+    /// a_{t+1} = tanh(Wax·x_t + Waa·a_t + b) for names lo ≤ b &lt; hi, step by step; each new state is
+    /// also written as the next step's starting state. Finished names simply have no more rows.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ForwardStep(int lo, int hi)
     {
-        var p = _p;
-        Parallel(d.Rows, d.V * d.H, (lo, hi) =>
+        int hp = _hp;
+        float* prev = _prev.Ptr, a = _a.Ptr;
+        for (int b = lo; b < hi; b++)
         {
-            for (int r = lo; r < hi; r++)
-            {
-                int target = batch.Y[r];
-                var dy = _dy.AsSpan(r * d.V, d.V);
-                if (target < 0)
-                {
-                    dy.Clear();
-                    _loss[r] = 0f;
-                    continue;
-                }
-                var ar = _a.AsSpan((r + d.B) * d.H, d.H);
-                for (int k = 0; k < d.V; k++)
-                    dy[k] = p[d.ByOffset + k] + TensorPrimitives.Dot(p.AsSpan(d.WyaOffset + k * d.H, d.H), ar);
-                float max = TensorPrimitives.Max(dy);
-                float zTarget = dy[target];
-                TensorPrimitives.Subtract(dy, max, dy);
-                TensorPrimitives.Exp(dy, dy);
-                float sum = TensorPrimitives.Sum(dy);
-                _loss[r] = MathF.Log(sum) - (zTarget - max);
-                TensorPrimitives.Multiply(dy, gradScale / sum, dy);
-                dy[target] -= gradScale;
-            }
-        });
-        double total = 0;
-        for (int r = 0; r < d.Rows; r++)
-            total += _loss[r];
-        return total / d.B;
-    }
-
-    /// <summary>dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²) for the names running at t.</summary>
-    private void BackwardStep(Batch batch, RnnDims d, int t)
-    {
-        int active = batch.Active(t);
-        int activeNext = t + 1 < d.T ? batch.Active(t + 1) : 0;
-        var p = _p;
-        Parallel(active, d.H * (d.H + d.V), (lo, hi) =>
+            var start = new Span<float>(prev + (long)b * hp, hp);
+            if (_carryIn)
+                _carry.Span.CopyTo(start);
+            else
+                start.Clear();
+        }
+        for (int t = 0; t < _batch.T; t++)
         {
-            for (int b = lo; b < hi; b++)
+            int n = Math.Min(hi, _active[t]) - lo;
+            if (n <= 0)
+                break;
+            int r0 = _start[t] + lo;
+            for (int r = r0; r < r0 + n; r++)
             {
-                int r = t * d.B + b;
-                var dz = _dz.AsSpan(r * d.H, d.H);
-                dz.Clear();
-                var dy = _dy.AsSpan(r * d.V, d.V);
-                for (int k = 0; k < d.V; k++)
-                    TensorPrimitives.MultiplyAdd(p.AsSpan(d.WyaOffset + k * d.H, d.H), dy[k], dz, dz);
-                if (b < activeNext)
-                {
-                    var dzNext = _dz.AsSpan((r + d.B) * d.H, d.H);
-                    for (int j = 0; j < d.H; j++)
-                        TensorPrimitives.MultiplyAdd(p.AsSpan(d.WaaOffset + j * d.H, d.H), dzNext[j], dz, dz);
-                }
-                var an = _a.AsSpan((r + d.B) * d.H, d.H);
-                for (int i = 0; i < d.H; i++)
-                    dz[i] *= 1f - an[i] * an[i];
+                int x = _x[r];
+                float* bias = Q + _bias;
+                if (x >= 0)
+                    CpuKernels.Add(Q + _waxT + (long)x * hp, bias, a + (long)r * hp, hp);
+                else
+                    new Span<float>(bias, hp).CopyTo(new Span<float>(a + (long)r * hp, hp));
             }
-        });
-        for (int b = active; b < d.B; b++)
-            _dz.AsSpan((t * d.B + b) * d.H, d.H).Clear();
+            CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, hp);
+            var states = new Span<float>(a + (long)r0 * hp, n * hp);
+            TensorPrimitives.Tanh(states, states);
+            if (t + 1 < _batch.T)
+            {
+                int next = Math.Min(hi, _active[t + 1]) - lo;
+                if (next > 0)
+                    states[..(next * hp)].CopyTo(new Span<float>(prev + (long)(_start[t + 1] + lo) * hp, next * hp));
+            }
+        }
     }
 
     /// <summary>
-    /// dWax, dWaa, db by hidden row i and dWya, dby by output row k: each row owned by one
-    /// thread and summed over the real rows in time order.
+    /// Rows r0 ≤ r &lt; r1: logits = Wya·a + by, softmax, cross-entropy, dy = (softmax − onehot)/B, and
+    /// (for training) the first half of backpropagation, dz = Wyaᵀ·dy, which needs no later step.
     /// </summary>
-    private void WeightGradients(Batch batch, RnnDims d)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void OutputLayer(int r0, int r1)
     {
-        Array.Clear(_g);
-        var g = _g;
-        int work = batch.Chars * (d.H + d.V);
-        Parallel(d.H, work, (lo, hi) =>
+        int n = r1 - r0;
+        if (n <= 0)
+            return;
+        int vp = _vp, hp = _hp;
+        float* logits = _dy.Ptr + (long)r0 * vp;
+        for (int i = 0; i < n; i++)
+            _byRow.Span.CopyTo(new Span<float>(logits + (long)i * vp, vp));
+        CpuKernels.AddProduct(logits, vp, _a.Ptr + (long)r0 * hp, hp, _wyaT.Ptr, vp, n, _h, vp);
+        for (int i = 0; i < n; i++)
         {
-            for (int t = 0; t < d.T; t++)
-            {
-                int active = batch.Active(t);
-                for (int b = 0; b < active; b++)
-                {
-                    int r = t * d.B + b;
-                    var dz = _dz.AsSpan(r * d.H, d.H);
-                    var prev = _a.AsSpan(r * d.H, d.H);
-                    int x = batch.X[r];
-                    for (int i = lo; i < hi; i++)
-                    {
-                        float dzi = dz[i];
-                        if (x >= 0)
-                            g[d.WaxOffset + i * d.V + x] += dzi;
-                        TensorPrimitives.MultiplyAdd(prev, dzi, g.AsSpan(d.WaaOffset + i * d.H, d.H), g.AsSpan(d.WaaOffset + i * d.H, d.H));
-                        g[d.BOffset + i] += dzi;
-                    }
-                }
-            }
-        });
-        Parallel(d.V, work, (lo, hi) =>
+            float* z = logits + (long)i * vp;
+            float max = z[0];
+            for (int k = 1; k < _v; k++)
+                max = MathF.Max(max, z[k]);
+            for (int k = 0; k < _v; k++)
+                z[k] -= max;
+            _rowLoss[r0 + i] = z[_y[r0 + i]]; // z_target − max, until log Σ exp is known
+        }
+        var block = new Span<float>(logits, n * vp);
+        TensorPrimitives.Exp(block, block); // the −∞ padding becomes 0
+        for (int i = 0; i < n; i++)
         {
-            for (int t = 0; t < d.T; t++)
-            {
-                int active = batch.Active(t);
-                for (int b = 0; b < active; b++)
-                {
-                    int r = t * d.B + b;
-                    var dy = _dy.AsSpan(r * d.V, d.V);
-                    var an = _a.AsSpan((r + d.B) * d.H, d.H);
-                    for (int k = lo; k < hi; k++)
-                    {
-                        var row = g.AsSpan(d.WyaOffset + k * d.H, d.H);
-                        TensorPrimitives.MultiplyAdd(an, dy[k], row, row);
-                        g[d.ByOffset + k] += dy[k];
-                    }
-                }
-            }
-        });
+            float* e = logits + (long)i * vp;
+            float sum = 0f;
+            for (int k = 0; k < _v; k++)
+                sum += e[k];
+            _rowLoss[r0 + i] = MathF.Log(sum) - (float)_rowLoss[r0 + i];
+            if (!_withGradients)
+                continue;
+            float scale = _gradScale / sum;
+            for (int k = 0; k < _v; k++)
+                e[k] *= scale;
+            e[_y[r0 + i]] -= _gradScale;
+        }
+        if (!_withGradients)
+            return;
+        float* dz = _dz.Ptr + (long)r0 * hp;
+        new Span<float>(dz, n * hp).Clear();
+        CpuKernels.AddProduct(dz, hp, logits, vp, Q + _wya, hp, n, _v, hp);
     }
 
-    /// <summary>Runs body over [0, n) in at most _threads contiguous chunks, or inline when the work is small.</summary>
-    private void Parallel(int n, int workPerItem, Action<int, int> body)
+    /// <summary>dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²) for names lo ≤ b &lt; hi, last step first.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void BackwardStep(int lo, int hi)
     {
-        int chunks = Math.Min(_threads, n);
-        if (chunks <= 1 || (long)n * workPerItem < 20_000)
+        int hp = _hp;
+        float* dz = _dz.Ptr, a = _a.Ptr;
+        for (int t = _batch.T - 1; t >= 0; t--)
         {
-            body(0, n);
-            return;
+            int n = Math.Min(hi, _active[t]) - lo;
+            if (n <= 0)
+                continue;
+            int r0 = _start[t] + lo;
+            int next = t + 1 < _batch.T ? Math.Min(hi, _active[t + 1]) - lo : 0;
+            if (next > 0)
+                CpuKernels.AddProduct(dz + (long)r0 * hp, hp, dz + (long)(_start[t + 1] + lo) * hp, hp, _waa.Ptr, hp, next, _h, hp);
+            CpuKernels.MultiplyByTanhDerivative(dz + (long)r0 * hp, a + (long)r0 * hp, n * hp);
         }
-        System.Threading.Tasks.Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = chunks }, c =>
-            body((int)((long)n * c / chunks), (int)((long)n * (c + 1) / chunks)));
+    }
+
+    /// <summary>
+    /// Every weight gradient summed over all rows in order: dWaaᵀ = Σ a_prevᵀ·dz and dWya = Σ dyᵀ·a as
+    /// products split by output row among the members; dWaxᵀ, db, dby by the last member.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void WeightGradients(int member)
+    {
+        int hp = _hp, vp = _vp, rows = _batch.Chars;
+        // Output rows 0 … H−1 are dWaaᵀ's, H … H+V−1 dWya's; each member takes a run of them.
+        int total = _h + _v;
+        int m0 = (int)((long)total * member / _members) & ~3;
+        int m1 = member + 1 == _members ? total : (int)((long)total * (member + 1) / _members) & ~3;
+        int waa0 = Math.Min(m0, _h), waa1 = Math.Min(m1, _h);
+        if (waa1 > waa0)
+        {
+            new Span<float>(G + _waaT + (long)waa0 * hp, (waa1 - waa0) * hp).Clear();
+            CpuKernels.AddTransposedProduct(G + _waaT, hp, waa0, waa1, _prev.Ptr, hp, _dz.Ptr, hp, rows, hp);
+        }
+        int wya0 = Math.Max(m0, _h) - _h, wya1 = Math.Max(m1, _h) - _h;
+        if (wya1 > wya0)
+        {
+            new Span<float>(G + _wya + (long)wya0 * hp, (wya1 - wya0) * hp).Clear();
+            CpuKernels.AddTransposedProduct(G + _wya, hp, wya0, wya1, _dy.Ptr, vp, _a.Ptr, hp, rows, hp);
+        }
+        if (member + 1 != _members)
+            return;
+        new Span<float>(G + _waxT, _v * hp).Clear();
+        new Span<float>(G + _bias, hp + vp).Clear();
+        for (int r = 0; r < rows; r++)
+        {
+            float* dz = _dz.Ptr + (long)r * hp;
+            if (_x[r] >= 0)
+                CpuKernels.Add(G + _waxT + (long)_x[r] * hp, dz, G + _waxT + (long)_x[r] * hp, hp);
+            CpuKernels.Add(G + _bias, dz, G + _bias, hp);
+            CpuKernels.Add(G + _by, _dy.Ptr + (long)r * vp, G + _by, vp);
+        }
+    }
+
+    /// <summary>
+    /// Clipping and the update rule (CpuOptimizer, the twin of the fused kernel) on the real
+    /// elements only: the padding of the gradient buffer is not guaranteed to be zero, and must
+    /// count neither in the norm nor in an update (Adam-like rules turn any tiny value into a
+    /// step of size lr). Then the transposed copies.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ClipAndUpdate(StepSettings s)
+    {
+        float sumSquares = 0f;
+        foreach (var (offset, length) in _realRanges)
+            sumSquares += TensorPrimitives.SumOfSquares(_gq.Span.Slice(offset, length));
+        _lastSumSquares = sumSquares;
+        var update = s.ForUpdate(++_updates);
+        foreach (var (offset, length) in _realRanges)
+        {
+            CpuOptimizer.Update(_q.Span.Slice(offset, length), _gq.Span.Slice(offset, length),
+                _m1.Span.Slice(offset, length), _m2.Span.Slice(offset, length), update, sumSquares);
+        }
+        RefreshCopies();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void RefreshCopies()
+    {
+        CpuKernels.Transpose(Q + _waaT, _hp, _waa.Ptr, _hp, _h, _h);
+        CpuKernels.Transpose(Q + _wya, _hp, _wyaT.Ptr, _vp, _v, _h);
+        _byRow.Span.Fill(float.NegativeInfinity);
+        new Span<float>(Q + _by, _v).CopyTo(_byRow.Span);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private double SumLoss()
+    {
+        double total = 0;
+        for (int r = 0; r < _batch.Chars; r++)
+            total += _rowLoss[r];
+        return total;
+    }
+
+    /// <summary>A buffer in the flat layout of RnnDims into the padded layout (padding zero).</summary>
+    private void Unflatten(float[] flat, PinnedFloats padded)
+    {
+        var d = Shape.Dims(1, 1);
+        padded.Span.Clear();
+        float* q = padded.Ptr;
+        fixed (float* p = flat)
+        {
+            CpuKernels.Transpose(p + d.WaxOffset, _v, q + _waxT, _hp, _h, _v);
+            CpuKernels.Transpose(p + d.WaaOffset, _h, q + _waaT, _hp, _h, _h);
+            for (int k = 0; k < _v; k++)
+                new Span<float>(p + d.WyaOffset + k * _h, _h).CopyTo(new Span<float>(q + _wya + k * _hp, _h));
+            new Span<float>(p + d.BOffset, _h).CopyTo(new Span<float>(q + _bias, _h));
+            new Span<float>(p + d.ByOffset, _v).CopyTo(new Span<float>(q + _by, _v));
+        }
+    }
+
+    /// <summary>A padded parameter or gradient buffer into the flat layout of RnnDims.</summary>
+    private void Flatten(float* src, float* dst)
+    {
+        var d = Shape.Dims(1, 1);
+        CpuKernels.Transpose(src + _waxT, _hp, dst + d.WaxOffset, _v, _v, _h);
+        CpuKernels.Transpose(src + _waaT, _hp, dst + d.WaaOffset, _h, _h, _h);
+        for (int k = 0; k < _v; k++)
+            new Span<float>(src + _wya + k * _hp, _h).CopyTo(new Span<float>(dst + d.WyaOffset + k * _h, _h));
+        new Span<float>(src + _bias, _h).CopyTo(new Span<float>(dst + d.BOffset, _h));
+        new Span<float>(src + _by, _v).CopyTo(new Span<float>(dst + d.ByOffset, _v));
     }
 }

@@ -1,0 +1,254 @@
+// The matrix kernels under CpuBackend, on raw row-major float pointers with a leading dimension
+// (ld) per matrix. Column counts (np) are padded to a multiple of Pad, so there is no column tail.
+// Each output element is one chain of fused multiply-adds in a fixed order whatever tile holds
+// it, so a result does not depend on how rows are split among threads. Every kernel is compiled
+// optimized at once (AggressiveOptimization): a short run would otherwise spend much of its time
+// in unoptimized code, where the generic vector structs are not even inlined.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuDinoRnn.Backends;
+
+internal static unsafe class CpuKernels
+{
+    /// <summary>Floats per vector on this machine.</summary>
+    public static int Lanes => Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 4;
+
+    /// <summary>Every padded width is a multiple of two vectors: the kernels' narrowest tile.</summary>
+    public static int Pad => 2 * Lanes;
+
+    public static int Padded(int n) => (n + Pad - 1) / Pad * Pad;
+
+    /// <summary>C (n × np) += L (n × k) · R (k × np).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AddProduct(float* c, int ldc, float* l, int ldl, float* r, int ldr, int n, int k, int np)
+    {
+        if (Vector512.IsHardwareAccelerated)
+            AddProduct<Simd512>(c, ldc, l, ldl, r, ldr, n, k, np);
+        else if (Vector256.IsHardwareAccelerated)
+            AddProduct<Simd256>(c, ldc, l, ldl, r, ldr, n, k, np);
+        else
+            AddProduct<Simd128>(c, ldc, l, ldl, r, ldr, n, k, np);
+    }
+
+    /// <summary>Rows m0 ≤ m &lt; m1 of C (· × np) += Lᵀ · R for L (n × ·) and R (n × np): C[m] += Σ_i L[i][m] R[i].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void AddTransposedProduct(float* c, int ldc, int m0, int m1, float* l, int ldl, float* r, int ldr, int n, int np)
+    {
+        if (Vector512.IsHardwareAccelerated)
+            AddTransposedProduct<Simd512>(c, ldc, m0, m1, l, ldl, r, ldr, n, np);
+        else if (Vector256.IsHardwareAccelerated)
+            AddTransposedProduct<Simd256>(c, ldc, m0, m1, l, ldl, r, ldr, n, np);
+        else
+            AddTransposedProduct<Simd128>(c, ldc, m0, m1, l, ldl, r, ldr, n, np);
+    }
+
+    /// <summary>dst (cols × ·)[j][i] = src (rows × ·)[i][j] for i &lt; rows, j &lt; cols; nothing else is written.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Transpose(float* src, int lds, float* dst, int ldd, int rows, int cols)
+    {
+        // 8 × 8 blocks: both sides stay within a few cache lines.
+        const int block = 8;
+        for (int i0 = 0; i0 < rows; i0 += block)
+        {
+            int i1 = Math.Min(i0 + block, rows);
+            for (int j0 = 0; j0 < cols; j0 += block)
+            {
+                int j1 = Math.Min(j0 + block, cols);
+                for (int i = i0; i < i1; i++)
+                {
+                    float* s = src + (long)i * lds;
+                    for (int j = j0; j < j1; j++)
+                        dst[(long)j * ldd + i] = s[j];
+                }
+            }
+        }
+    }
+
+    /// <summary>dst = a + b over n floats, n a multiple of the vector width.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Add(float* a, float* b, float* dst, int n)
+    {
+        if (Vector512.IsHardwareAccelerated)
+            Add<Simd512>(a, b, dst, n);
+        else if (Vector256.IsHardwareAccelerated)
+            Add<Simd256>(a, b, dst, n);
+        else
+            Add<Simd128>(a, b, dst, n);
+    }
+
+    /// <summary>dz ⊙= 1 − a² over n floats (tanh′ from its output), n a multiple of the vector width.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void MultiplyByTanhDerivative(float* dz, float* a, int n)
+    {
+        if (Vector512.IsHardwareAccelerated)
+            MultiplyByTanhDerivative<Simd512>(dz, a, n);
+        else if (Vector256.IsHardwareAccelerated)
+            MultiplyByTanhDerivative<Simd256>(dz, a, n);
+        else
+            MultiplyByTanhDerivative<Simd128>(dz, a, n);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddProduct<TV>(float* c, int ldc, float* l, int ldl, float* r, int ldr, int n, int k, int np)
+        where TV : struct, ISimd<TV>
+    {
+        int w = TV.Count;
+        int row = 0;
+        // 4 rows × 2 vectors: each R load feeds four rows.
+        for (; row + 4 <= n; row += 4)
+        {
+            float* l0 = l + (long)row * ldl, l1 = l0 + ldl, l2 = l1 + ldl, l3 = l2 + ldl;
+            for (int col = 0; col < np; col += 2 * w)
+            {
+                float* c0 = c + (long)row * ldc + col, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+                TV a00 = TV.Load(c0), a01 = TV.Load(c0 + w), a10 = TV.Load(c1), a11 = TV.Load(c1 + w);
+                TV a20 = TV.Load(c2), a21 = TV.Load(c2 + w), a30 = TV.Load(c3), a31 = TV.Load(c3 + w);
+                float* rk = r + col;
+                for (int j = 0; j < k; j++, rk += ldr)
+                {
+                    TV r0 = TV.Load(rk), r1 = TV.Load(rk + w);
+                    TV x = TV.Broadcast(l0[j]);
+                    a00 = TV.Fma(x, r0, a00);
+                    a01 = TV.Fma(x, r1, a01);
+                    x = TV.Broadcast(l1[j]);
+                    a10 = TV.Fma(x, r0, a10);
+                    a11 = TV.Fma(x, r1, a11);
+                    x = TV.Broadcast(l2[j]);
+                    a20 = TV.Fma(x, r0, a20);
+                    a21 = TV.Fma(x, r1, a21);
+                    x = TV.Broadcast(l3[j]);
+                    a30 = TV.Fma(x, r0, a30);
+                    a31 = TV.Fma(x, r1, a31);
+                }
+                TV.Store(a00, c0);
+                TV.Store(a01, c0 + w);
+                TV.Store(a10, c1);
+                TV.Store(a11, c1 + w);
+                TV.Store(a20, c2);
+                TV.Store(a21, c2 + w);
+                TV.Store(a30, c3);
+                TV.Store(a31, c3 + w);
+            }
+        }
+        // Single rows (batch 1 is all single rows): 4 vectors where they fit, for four FMA chains.
+        for (; row < n; row++)
+        {
+            float* lr = l + (long)row * ldl;
+            float* cr = c + (long)row * ldc;
+            int col = 0;
+            for (; col + 4 * w <= np; col += 4 * w)
+            {
+                TV a0 = TV.Load(cr + col), a1 = TV.Load(cr + col + w), a2 = TV.Load(cr + col + 2 * w), a3 = TV.Load(cr + col + 3 * w);
+                float* rk = r + col;
+                for (int j = 0; j < k; j++, rk += ldr)
+                {
+                    TV x = TV.Broadcast(lr[j]);
+                    a0 = TV.Fma(x, TV.Load(rk), a0);
+                    a1 = TV.Fma(x, TV.Load(rk + w), a1);
+                    a2 = TV.Fma(x, TV.Load(rk + 2 * w), a2);
+                    a3 = TV.Fma(x, TV.Load(rk + 3 * w), a3);
+                }
+                TV.Store(a0, cr + col);
+                TV.Store(a1, cr + col + w);
+                TV.Store(a2, cr + col + 2 * w);
+                TV.Store(a3, cr + col + 3 * w);
+            }
+            for (; col < np; col += 2 * w)
+            {
+                TV a0 = TV.Load(cr + col), a1 = TV.Load(cr + col + w);
+                float* rk = r + col;
+                for (int j = 0; j < k; j++, rk += ldr)
+                {
+                    TV x = TV.Broadcast(lr[j]);
+                    a0 = TV.Fma(x, TV.Load(rk), a0);
+                    a1 = TV.Fma(x, TV.Load(rk + w), a1);
+                }
+                TV.Store(a0, cr + col);
+                TV.Store(a1, cr + col + w);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddTransposedProduct<TV>(float* c, int ldc, int m0, int m1, float* l, int ldl, float* r, int ldr, int n, int np)
+        where TV : struct, ISimd<TV>
+    {
+        int w = TV.Count;
+        int m = m0;
+        // 4 output rows × 2 vectors, summed over the n input rows in order.
+        for (; m + 4 <= m1; m += 4)
+        {
+            for (int col = 0; col < np; col += 2 * w)
+            {
+                float* c0 = c + (long)m * ldc + col, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+                TV a00 = TV.Load(c0), a01 = TV.Load(c0 + w), a10 = TV.Load(c1), a11 = TV.Load(c1 + w);
+                TV a20 = TV.Load(c2), a21 = TV.Load(c2 + w), a30 = TV.Load(c3), a31 = TV.Load(c3 + w);
+                float* li = l + m;
+                float* ri = r + col;
+                for (int i = 0; i < n; i++, li += ldl, ri += ldr)
+                {
+                    TV r0 = TV.Load(ri), r1 = TV.Load(ri + w);
+                    TV x = TV.Broadcast(li[0]);
+                    a00 = TV.Fma(x, r0, a00);
+                    a01 = TV.Fma(x, r1, a01);
+                    x = TV.Broadcast(li[1]);
+                    a10 = TV.Fma(x, r0, a10);
+                    a11 = TV.Fma(x, r1, a11);
+                    x = TV.Broadcast(li[2]);
+                    a20 = TV.Fma(x, r0, a20);
+                    a21 = TV.Fma(x, r1, a21);
+                    x = TV.Broadcast(li[3]);
+                    a30 = TV.Fma(x, r0, a30);
+                    a31 = TV.Fma(x, r1, a31);
+                }
+                TV.Store(a00, c0);
+                TV.Store(a01, c0 + w);
+                TV.Store(a10, c1);
+                TV.Store(a11, c1 + w);
+                TV.Store(a20, c2);
+                TV.Store(a21, c2 + w);
+                TV.Store(a30, c3);
+                TV.Store(a31, c3 + w);
+            }
+        }
+        for (; m < m1; m++)
+        {
+            float* cm = c + (long)m * ldc;
+            for (int col = 0; col < np; col += 2 * w)
+            {
+                TV a0 = TV.Load(cm + col), a1 = TV.Load(cm + col + w);
+                float* li = l + m;
+                float* ri = r + col;
+                for (int i = 0; i < n; i++, li += ldl, ri += ldr)
+                {
+                    TV x = TV.Broadcast(li[0]);
+                    a0 = TV.Fma(x, TV.Load(ri), a0);
+                    a1 = TV.Fma(x, TV.Load(ri + w), a1);
+                }
+                TV.Store(a0, cm + col);
+                TV.Store(a1, cm + col + w);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Add<TV>(float* a, float* b, float* dst, int n) where TV : struct, ISimd<TV>
+    {
+        for (int e = 0; e < n; e += TV.Count)
+            TV.Store(TV.Add(TV.Load(a + e), TV.Load(b + e)), dst + e);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void MultiplyByTanhDerivative<TV>(float* dz, float* a, int n) where TV : struct, ISimd<TV>
+    {
+        TV one = TV.Broadcast(1f);
+        for (int e = 0; e < n; e += TV.Count)
+        {
+            TV an = TV.Load(a + e);
+            // A product, then a difference (not fused): rounded like 1f - a * a.
+            TV derivative = TV.Subtract(one, TV.Multiply(an, an));
+            TV.Store(TV.Multiply(TV.Load(dz + e), derivative), dz + e);
+        }
+    }
+}

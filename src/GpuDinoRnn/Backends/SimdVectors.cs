@@ -1,0 +1,80 @@
+// One kernel body for every vector width: the CPU kernels are generic over these three structs,
+// and the JIT compiles each instantiation with the width's own instructions. Vector512 where the
+// hardware has it, else Vector256, else Vector128.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace GpuDinoRnn.Backends;
+
+internal unsafe interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
+{
+    static abstract int Count { get; }
+    static abstract TSelf Load(float* p);
+    static abstract void Store(TSelf v, float* p);
+    static abstract TSelf Broadcast(float x);
+    /// <summary>a·b + c with one rounding, so every tile shape gives the same bits.</summary>
+    static abstract TSelf Fma(TSelf a, TSelf b, TSelf c);
+    static abstract TSelf Add(TSelf a, TSelf b);
+    static abstract TSelf Subtract(TSelf a, TSelf b);
+    static abstract TSelf Multiply(TSelf a, TSelf b);
+}
+
+internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
+{
+    private readonly Vector512<float> _v = v;
+    public static int Count => Vector512<float>.Count;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Load(float* p) => new(Vector512.Load(p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Simd512 v, float* p) => v._v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Broadcast(float x) => new(Vector512.Create(x));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Fma(Simd512 a, Simd512 b, Simd512 c) => new(Vector512.FusedMultiplyAdd(a._v, b._v, c._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Add(Simd512 a, Simd512 b) => new(a._v + b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Subtract(Simd512 a, Simd512 b) => new(a._v - b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Multiply(Simd512 a, Simd512 b) => new(a._v * b._v);
+}
+
+internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
+{
+    private readonly Vector256<float> _v = v;
+    public static int Count => Vector256<float>.Count;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Load(float* p) => new(Vector256.Load(p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Simd256 v, float* p) => v._v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Broadcast(float x) => new(Vector256.Create(x));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Fma(Simd256 a, Simd256 b, Simd256 c) => new(Vector256.FusedMultiplyAdd(a._v, b._v, c._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Add(Simd256 a, Simd256 b) => new(a._v + b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Subtract(Simd256 a, Simd256 b) => new(a._v - b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Multiply(Simd256 a, Simd256 b) => new(a._v * b._v);
+}
+
+internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
+{
+    private readonly Vector128<float> _v = v;
+    public static int Count => Vector128<float>.Count;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Load(float* p) => new(Vector128.Load(p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Simd128 v, float* p) => v._v.Store(p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Broadcast(float x) => new(Vector128.Create(x));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Fma(Simd128 a, Simd128 b, Simd128 c) => new(Vector128.FusedMultiplyAdd(a._v, b._v, c._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Add(Simd128 a, Simd128 b) => new(a._v + b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Subtract(Simd128 a, Simd128 b) => new(a._v - b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Multiply(Simd128 a, Simd128 b) => new(a._v * b._v);
+}

@@ -1,0 +1,160 @@
+// The cpu backend's SIMD kernels against plain loops, on sizes that hit every tile remainder.
+// Everything a kernel must not touch (rows and columns outside its range, unused input columns)
+// is NaN, so a stray read or write shows as NaN in the result or outside it.
+using GpuDinoRnn.Backends;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Backends;
+
+public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
+{
+    public static TheoryData<int, int, int> Sizes()
+    {
+        var data = new TheoryData<int, int, int>();
+        int[] sizes = [1, 3, 17, 50, 129];
+        foreach (int n in sizes)
+            foreach (int k in sizes)
+                data.Add(n, k, sizes[(n + k) % sizes.Length]);
+        return data;
+    }
+
+    private static PinnedFloats Random(int length, int seed)
+    {
+        var buffer = new PinnedFloats(length);
+        var random = new Random(seed);
+        for (int e = 0; e < length; e++)
+            buffer.Span[e] = (float)(random.NextDouble() * 2 - 1);
+        return buffer;
+    }
+
+    private static void Poison(PinnedFloats buffer, int rows, int ld, int cols)
+    {
+        for (int i = 0; i < rows; i++)
+            buffer.Span.Slice(i * ld + cols, ld - cols).Fill(float.NaN);
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void AddProductMatchesPlainLoops(int n, int k, int cols)
+    {
+        int np = CpuKernels.Padded(cols), ld = np + CpuKernels.Pad; // ld > np: columns beyond np must stay untouched
+        int ldl = k + 3;
+        var l = Random(n * ldl, 1);
+        Poison(l, n, ldl, k);
+        var r = Random(k * ld, 2);
+        for (int j = 0; j < k; j++)
+            r.Span.Slice(j * ld + cols, np - cols).Clear(); // zero padding, as the backend keeps it
+        Poison(r, k, ld, np);
+        var c = Random((n + 1) * ld, 3);
+        Poison(c, n + 1, ld, np);
+        c.Span.Slice(n * ld, ld).Fill(float.NaN); // a row past the end
+        var before = c.Span.ToArray();
+
+        CpuKernels.AddProduct(c.Ptr, ld, l.Ptr, ldl, r.Ptr, ld, n, k, np);
+
+        double worst = 0;
+        for (int i = 0; i <= n; i++)
+            for (int j = 0; j < ld; j++)
+            {
+                float got = c.Span[i * ld + j];
+                if (i == n || j >= np)
+                {
+                    Assert.True(float.IsNaN(got), $"C[{i}][{j}] outside the product was written");
+                    continue;
+                }
+                double want = before[i * ld + j];
+                for (int e = 0; e < k; e++)
+                    want += (double)l.Span[i * ldl + e] * r.Span[e * ld + j];
+                worst = Math.Max(worst, Math.Abs(want - got));
+                Assert.True(Math.Abs(want - got) <= 1e-5 * (k + 1), $"C[{i}][{j}] = {got}, want {want}");
+            }
+        output.WriteLine($"n {n}, k {k}, columns {cols} (padded {np}): max |difference| {worst:E2}");
+    }
+
+    [Theory]
+    [MemberData(nameof(Sizes))]
+    public void AddTransposedProductMatchesPlainLoops(int n, int m, int cols)
+    {
+        int np = CpuKernels.Padded(cols), ld = np + CpuKernels.Pad;
+        int ldl = m + 5;
+        var l = Random(n * ldl, 4);
+        Poison(l, n, ldl, m);
+        var r = Random(n * ld, 5);
+        Poison(r, n, ld, np);
+        // Only rows 1 … m−1 of C are asked for (row 0 and row m stay NaN), as one thread's share.
+        var c = Random((m + 1) * ld, 6);
+        Poison(c, m + 1, ld, np);
+        c.Span[..ld].Fill(float.NaN);
+        c.Span.Slice(m * ld, ld).Fill(float.NaN);
+        var before = c.Span.ToArray();
+
+        CpuKernels.AddTransposedProduct(c.Ptr, ld, 1, m, l.Ptr, ldl, r.Ptr, ld, n, np);
+
+        double worst = 0;
+        for (int i = 0; i <= m; i++)
+            for (int j = 0; j < ld; j++)
+            {
+                float got = c.Span[i * ld + j];
+                if (i == 0 || i == m || j >= np)
+                {
+                    Assert.True(float.IsNaN(got), $"C[{i}][{j}] outside the product was written");
+                    continue;
+                }
+                double want = before[i * ld + j];
+                for (int e = 0; e < n; e++)
+                    want += (double)l.Span[e * ldl + i] * r.Span[e * ld + j];
+                worst = Math.Max(worst, Math.Abs(want - got));
+                Assert.True(Math.Abs(want - got) <= 1e-5 * (n + 1), $"C[{i}][{j}] = {got}, want {want}");
+            }
+        output.WriteLine($"n {n}, m {m}, columns {cols} (padded {np}): max |difference| {worst:E2}");
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(3, 17)]
+    [InlineData(17, 3)]
+    [InlineData(50, 50)]
+    [InlineData(129, 27)]
+    public void TransposeMatchesPlainLoops(int rows, int cols)
+    {
+        int lds = cols + 2, ldd = rows + 3;
+        var src = Random(rows * lds, 7);
+        var dst = new PinnedFloats((cols + 1) * ldd);
+        dst.Span.Fill(float.NaN);
+
+        CpuKernels.Transpose(src.Ptr, lds, dst.Ptr, ldd, rows, cols);
+
+        for (int j = 0; j <= cols; j++)
+            for (int i = 0; i < ldd; i++)
+            {
+                float got = dst.Span[j * ldd + i];
+                if (j == cols || i >= rows)
+                    Assert.True(float.IsNaN(got), $"dst[{j}][{i}] outside the transpose was written");
+                else
+                    Assert.Equal(src.Span[i * lds + j], got);
+            }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(3)]
+    [InlineData(17)]
+    public void AddAndTanhDerivativeMatchPlainLoops(int vectors)
+    {
+        int n = vectors * CpuKernels.Lanes;
+        var a = Random(n + 1, 8);
+        var b = Random(n + 1, 9);
+        var dst = new PinnedFloats(n + 1);
+        dst.Span.Fill(float.NaN);
+        CpuKernels.Add(a.Ptr, b.Ptr, dst.Ptr, n);
+        for (int e = 0; e < n; e++)
+            Assert.Equal(a.Span[e] + b.Span[e], dst.Span[e]);
+        Assert.True(float.IsNaN(dst.Span[n]));
+
+        var dz = a.Span.ToArray();
+        CpuKernels.MultiplyByTanhDerivative(a.Ptr, b.Ptr, n);
+        for (int e = 0; e < n; e++)
+            Assert.Equal(dz[e] * (1f - b.Span[e] * b.Span[e]), a.Span[e]);
+        Assert.Equal(dz[n], a.Span[n]);
+    }
+}
