@@ -32,7 +32,6 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly PinnedFloats _q, _gq;
     private readonly PinnedFloats _m1, _m2;                // optimizer moments (m, v), same padded layout
     private long _updates;                                 // updates applied (Adam's t)
-    private readonly (int Offset, int Length)[] _realRanges; // the parameters in the padded buffers, row by row
     private float _lastSumSquares;                         // Σ g² of the last step
     private readonly int _waxT, _waaT, _wya, _bias, _by;   // WaxT (V, Hp), WaaT (H, Hp), Wya (V, Hp), b (Hp), by (Vp)
     // Copies refreshed after each update, for the products that stream the other way.
@@ -73,13 +72,6 @@ public sealed unsafe class CpuBackend : IBackend
         _by = _bias + _hp;
         _q = new PinnedFloats(_by + _vp);
         _gq = new PinnedFloats(_by + _vp);
-        _realRanges = [
-            .. Enumerable.Range(0, _v).Select(k => (_waxT + k * _hp, _h)),
-            .. Enumerable.Range(0, _h).Select(j => (_waaT + j * _hp, _h)),
-            .. Enumerable.Range(0, _v).Select(k => (_wya + k * _hp, _h)),
-            (_bias, _h),
-            (_by, _v),
-        ];
         _m1 = new PinnedFloats(_by + _vp);
         _m2 = new PinnedFloats(_by + _vp);
         _waa = new PinnedFloats(_h * _hp);
@@ -312,7 +304,13 @@ public sealed unsafe class CpuBackend : IBackend
             }
             CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, hp);
             var states = new Span<float>(a + (long)r0 * hp, n * hp);
-            TensorPrimitives.Tanh(states, states);
+            // Row by row over the H real units: TensorPrimitives.Tanh(0) is −6e−8, not 0, and the
+            // padding must stay exactly 0 so that every gradient's padding is 0 too.
+            for (int i = 0; i < n; i++)
+            {
+                var row = states.Slice(i * hp, _h);
+                TensorPrimitives.Tanh(row, row);
+            }
             if (t + 1 < _batch.T)
             {
                 int next = Math.Min(hi, _active[t + 1]) - lo;
@@ -428,24 +426,15 @@ public sealed unsafe class CpuBackend : IBackend
     }
 
     /// <summary>
-    /// Clipping and the update rule (CpuOptimizer, the twin of the fused kernel) on the real
-    /// elements only: the padding of the gradient buffer is not guaranteed to be zero, and must
-    /// count neither in the norm nor in an update (Adam-like rules turn any tiny value into a
-    /// step of size lr). Then the transposed copies.
+    /// Clipping and the update rule (CpuOptimizer, the twin of the fused kernel) over the whole
+    /// padded buffers: the gradient's padding is exactly 0 (see ForwardStep), so it counts in
+    /// neither the norm nor an update, and the parameters' padding stays 0. Then the copies.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ClipAndUpdate(StepSettings s)
     {
-        float sumSquares = 0f;
-        foreach (var (offset, length) in _realRanges)
-            sumSquares += TensorPrimitives.SumOfSquares(_gq.Span.Slice(offset, length));
-        _lastSumSquares = sumSquares;
-        var update = s.ForUpdate(++_updates);
-        foreach (var (offset, length) in _realRanges)
-        {
-            CpuOptimizer.Update(_q.Span.Slice(offset, length), _gq.Span.Slice(offset, length),
-                _m1.Span.Slice(offset, length), _m2.Span.Slice(offset, length), update, sumSquares);
-        }
+        _lastSumSquares = TensorPrimitives.SumOfSquares(_gq.Span);
+        CpuOptimizer.Update(_q.Span, _gq.Span, _m1.Span, _m2.Span, s.ForUpdate(++_updates), _lastSumSquares);
         RefreshCopies();
     }
 
