@@ -21,13 +21,13 @@ public sealed class TrainVerb
     [Option("max-name-length", HelpText = "Longest name accepted (default 1000).")]
     public int? MaxNameLength { get; set; }
 
-    [Option("hidden", HelpText = "Hidden units H (default 128; course 50).")]
+    [Option("hidden", HelpText = "Hidden units H (default 192; course 50).")]
     public int? Hidden { get; set; }
 
     [Option("batch", HelpText = "Names per mini-batch B (default 16; course 1).")]
     public int? Batch { get; set; }
 
-    [Option("lr", HelpText = "Learning rate (default 0.05; course 0.01).")]
+    [Option("lr", HelpText = "Learning rate (default 0.0015; course 0.01).")]
     public float? Lr { get; set; }
 
     [Option("clip", HelpText = "Gradient clip threshold, 0 = off (default 5).")]
@@ -36,7 +36,7 @@ public sealed class TrainVerb
     [Option("clip-mode", HelpText = "value (element-wise, the course's) or norm (global L2 norm, default).")]
     public ClipMode? ClipMode { get; set; }
 
-    [Option("optimizer", HelpText = "sgd (default), momentum, adam, adamw, adagrad or rmsprop.")]
+    [Option("optimizer", HelpText = "sgd (the course's), momentum, adam (default), adamw, adagrad or rmsprop.")]
     public string? Optimizer { get; set; }
 
     [Option("momentum", HelpText = "Momentum μ (default 0.9).")]
@@ -84,7 +84,7 @@ public sealed class TrainVerb
     [Option("iterations", HelpText = "Mini-batches to train on (overrides --epochs).")]
     public int? Iterations { get; set; }
 
-    [Option("epochs", HelpText = "Passes over the training names (default 8).")]
+    [Option("epochs", HelpText = "Passes over the training names (default 10).")]
     public int? Epochs { get; set; }
 
     [Option("no-shuffle", HelpText = "Visit names in the data file's order.")]
@@ -224,11 +224,11 @@ public sealed class SampleVerb
     [Option("max-length", Default = 50, HelpText = "Longest name drawn, in symbols.")]
     public int MaxLength { get; set; }
 
-    [Option("min-length", Default = 0, HelpText = "Shortest name drawn, in symbols.")]
+    [Option("min-length", Default = 1, HelpText = "Shortest name drawn, in symbols (0 allows an empty name).")]
     public int MinLength { get; set; }
 
-    [Option("top-k", Default = 0, HelpText = "Draw only from the K most likely symbols (0: all).")]
-    public int TopK { get; set; }
+    [Option("top-k", HelpText = "Draw only from the K most likely symbols (default: all).")]
+    public int? TopK { get; set; }
 
     [Option("top-p", Default = 1.0, HelpText = "Draw only from the most likely symbols that together reach P (1: all).")]
     public double TopP { get; set; }

@@ -9,20 +9,20 @@ using GpuDinoRnn.Training;
 namespace GpuDinoRnn.Sampling;
 
 /// <param name="Temperature">Divides the logits: below 1 is safer, above 1 wilder.</param>
-/// <param name="TopK">Draw only from the K most likely symbols (0: all).</param>
+/// <param name="TopK">Draw only from the K most likely symbols (null: all).</param>
 /// <param name="TopP">Draw only from the smallest set of symbols whose probability reaches P (1: all).</param>
 /// <param name="Prefix">Every name starts with these symbols; the state is primed with them.</param>
-/// <param name="MinLength">The end of name is not drawn before this many symbols.</param>
+/// <param name="MinLength">The end of name is not drawn before this many symbols (1: no empty names).</param>
 /// <param name="MaxLength">Names stop after this many symbols.</param>
 public sealed record SampleOptions(
-    double Temperature = 1.0, int TopK = 0, double TopP = 1.0, string Prefix = "", int MinLength = 0, int MaxLength = 50)
+    double Temperature = 1.0, int? TopK = null, double TopP = 1.0, string Prefix = "", int MinLength = 1, int MaxLength = 50)
 {
     public void Validate()
     {
         if (!(Temperature > 0) || double.IsInfinity(Temperature))
             throw new UserError($"--temperature must be a positive number (got {Temperature})");
-        if (TopK < 0)
-            throw new UserError($"--top-k must be 0 (off) or positive (got {TopK})");
+        if (TopK < 1)
+            throw new UserError($"--top-k must be at least 1 (got {TopK}); leave it out to draw from every symbol");
         if (!(TopP > 0 && TopP <= 1))
             throw new UserError($"--top-p must be in (0, 1] (got {TopP})");
         if (MaxLength < 1)
@@ -95,7 +95,7 @@ public sealed class Sampler
     {
         var np = new NumpyRandom(0);
         int counter = 0;
-        return Draw(new SampleOptions(), probs =>
+        return Draw(new SampleOptions(MinLength: 0), probs =>
         {
             np.Seed((uint)(seed + 2 * counter++));
             return np.Choice(probs);
@@ -183,7 +183,7 @@ public sealed class Sampler
         }
         for (int k = 0; k < _v; k++)
             _probs[k] /= sum;
-        if (o.TopK > 0 || o.TopP < 1)
+        if (o.TopK is not null || o.TopP < 1)
             Filter(o);
         return _probs;
     }
@@ -213,7 +213,7 @@ public sealed class Sampler
         for (int rank = 0; rank < _v; rank++)
         {
             int k = _order[rank];
-            bool keep = (o.TopK == 0 || rank < o.TopK) && (rank == 0 || kept < o.TopP);
+            bool keep = (o.TopK is null || rank < o.TopK) && (rank == 0 || kept < o.TopP);
             if (keep)
                 kept += _probs[k];
             else

@@ -66,7 +66,8 @@ public class SamplerTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("--top-k", "-1", "--top-k must be 0 (off) or positive")]
+    [InlineData("--top-k", "0", "--top-k must be at least 1")]
+    [InlineData("--top-k", "-1", "--top-k must be at least 1")]
     [InlineData("--top-p", "0", "--top-p must be in (0, 1]")]
     [InlineData("--top-p", "1.5", "--top-p must be in (0, 1]")]
     [InlineData("--min-length", "60", "--min-length must be between 0 and --max-length 50")]

@@ -19,6 +19,7 @@ public class ValidationTests(ITestOutputHelper output)
         Hidden = 48,
         Batch = 16,
         Lr = 0.1f,
+        Optimizer = "sgd",
         Epochs = 30,
         EvalEvery = 25,
         Checkpoint = checkpoint,
@@ -97,7 +98,7 @@ public class ValidationTests(ITestOutputHelper output)
         File.WriteAllText(data, string.Join('\n', Enumerable.Repeat(new[] { "Zoë", "Ærøskøbing", "Łódź", "Ελένη", "山田", "Jürgen", "Noël" }, 20).SelectMany(x => x)));
         string model = dir.File("m.safetensors");
         var (code, stdout, _) = CliRunner.Run(output, "train", "--data", data, "--device", "cpu", "--hidden", "32", "--iterations", "300",
-            "--lr", "0.3", "--keep-case", "--checkpoint", model, "--sample-count", "0");
+            "--lr", "0.3", "--optimizer", "sgd", "--keep-case", "--checkpoint", model, "--sample-count", "0");
         Assert.Equal(0, code);
         var loaded = Checkpoint.Load(model);
         Assert.Contains("山", loaded.Vocabulary.Symbols);
