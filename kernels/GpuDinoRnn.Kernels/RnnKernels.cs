@@ -31,13 +31,7 @@ public static class RnnKernels
         int b = Grid.IdxX;
         int tid = Group.IdxX;
         int size = Group.DimX;
-        var waa = useShared != 0 ? SharedMemory.GetDynamic<float>() : p.SubView(d.WaaOffset, d.H * d.H);
-        if (useShared != 0)
-        {
-            for (int k = tid; k < d.H * d.H; k += size)
-                waa[k] = p[d.WaaOffset + k];
-            Group.Barrier();
-        }
+        var waa = Waa(d, p, useShared);
         for (int t = 0; t < d.T; t++)
         {
             int r = t * d.B + b;
@@ -65,6 +59,21 @@ public static class RnnKernels
     }
 
     /// <summary>
+    /// Waa (H, H) as the passes read it: copied by the whole group into the dynamic shared
+    /// memory when useShared, else the parameters' own view.
+    /// </summary>
+    private static ArrayView<float> Waa(RnnDims d, ArrayView<float> p, int useShared)
+    {
+        if (useShared == 0)
+            return p.SubView(d.WaaOffset, d.H * d.H);
+        var waa = SharedMemory.GetDynamic<float>();
+        for (int k = Group.IdxX; k < d.H * d.H; k += Group.DimX)
+            waa[k] = p[d.WaaOffset + k];
+        Group.Barrier();
+        return waa;
+    }
+
+    /// <summary>
     /// Backpropagation through time in one launch, the mirror of <see cref="ForwardPass"/>: one
     /// group per name walks t = T−1 … 0, dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²), with
     /// a barrier between steps. dz of a padded step is 0, which also stops the carry into
@@ -84,13 +93,7 @@ public static class RnnKernels
         int b = Grid.IdxX;
         int tid = Group.IdxX;
         int size = Group.DimX;
-        var waa = useShared != 0 ? SharedMemory.GetDynamic<float>() : p.SubView(d.WaaOffset, d.H * d.H);
-        if (useShared != 0)
-        {
-            for (int k = tid; k < d.H * d.H; k += size)
-                waa[k] = p[d.WaaOffset + k];
-            Group.Barrier();
-        }
+        var waa = Waa(d, p, useShared);
         for (int t = d.T - 1; t >= 0; t--)
         {
             int r = t * d.B + b;

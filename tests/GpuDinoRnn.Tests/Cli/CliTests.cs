@@ -8,14 +8,7 @@ namespace GpuDinoRnn.Tests.Cli;
 
 public class CliTests(ITestOutputHelper output)
 {
-    private (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = Program.Run(args, stdout, stderr);
-        output.WriteLine($"$ gpudinornn {string.Join(' ', args)} → {code}\n{stdout}{stderr}");
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private (int Code, string Out, string Err) Run(params string[] args) => Hardening.CliRunner.Run(output, args);
 
     private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
 

@@ -12,16 +12,7 @@ public class BadInputTests(ITestOutputHelper output)
 {
     private static string[] Lines(string text) => text.Split('\n', StringSplitOptions.RemoveEmptyEntries);
 
-    private void AssertOneLineError(string[] args, int exitCode, string fragment)
-    {
-        var (code, stdout, stderr) = CliRunner.Run(output, args);
-        Assert.Equal(exitCode, code);
-        var line = Assert.Single(Lines(stderr));
-        Assert.StartsWith("gpudinornn: error: ", line);
-        Assert.Contains(fragment, line);
-        Assert.DoesNotMatch(@"\bat [A-Za-z_.]+\(", line); // no stack frame
-        Assert.Equal("", stdout);
-    }
+    private void AssertOneLineError(string[] args, int exitCode, string fragment) => CliRunner.AssertOneLineError(output, args, exitCode, fragment);
 
     private static readonly string[] Quick = ["--device", "cpu", "--iterations", "2", "--sample-count", "0", "--hidden", "8"];
 

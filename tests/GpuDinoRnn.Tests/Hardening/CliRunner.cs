@@ -18,6 +18,18 @@ public static partial class CliRunner
         return (code, stdout.ToString(), stderr.ToString());
     }
 
+    /// <summary>The run fails with exitCode and one line, "gpudinornn: error: …fragment…", no stack frame, no output.</summary>
+    public static void AssertOneLineError(ITestOutputHelper? output, string[] args, int exitCode, string fragment)
+    {
+        var (code, stdout, stderr) = Run(output, args);
+        Assert.Equal(exitCode, code);
+        var line = Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("gpudinornn: error: ", line);
+        Assert.Contains(fragment, line);
+        Assert.DoesNotMatch(@"\bat [A-Za-z_.]+\(", line); // no stack frame
+        Assert.Equal("", stdout);
+    }
+
     /// <summary>The apphost built next to the tests (the test project references the CLI).</summary>
     public static string Executable => Path.Combine(AppContext.BaseDirectory, "gpudinornn");
 

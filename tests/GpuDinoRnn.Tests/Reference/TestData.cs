@@ -57,6 +57,24 @@ public static class TestData
     }
 
     /// <summary>
+    /// A backend's loss and every gradient tensor against the reference, printing the evidence.
+    /// float32 sums of terms that cancel: each tensor's tolerance scales with its largest element.
+    /// </summary>
+    public static void AssertGradientsMatch(ITestOutputHelper output, ModelShape shape, ReferenceResult expected, float loss, float[] grad)
+    {
+        output.WriteLine($"loss {loss} vs reference {expected.Loss}");
+        Assert.Equal(expected.Loss, loss, expected.Loss * 1e-5);
+        foreach (var name in Parameters.Names)
+        {
+            var (offset, dims) = Parameters.Layout(shape, name);
+            int n = dims.Aggregate(1, (a, b) => a * b);
+            var want = expected.Grad.AsSpan(offset, n);
+            double scale = want.ToArray().Max(Math.Abs);
+            AssertClose(output, $"d{name}", want, grad.AsSpan(offset, n), rtol: 1e-4, atol: 1e-4 * scale);
+        }
+    }
+
+    /// <summary>
     /// Asserts |actual − expected| ≤ atol + rtol·|expected| element-wise, and prints the max
     /// differences and the first mismatches either way.
     /// </summary>

@@ -78,10 +78,7 @@ public class SamplerTests(ITestOutputHelper output)
         using var dir = new CliRunner.TempDir();
         string model = dir.File("m.safetensors");
         GpuDinoRnn.Checkpoints.Checkpoint.Save(model, Model, Vocab);
-        var (code, stdout, stderr) = CliRunner.Run(output, "sample", "--model", model, option, value);
-        Assert.Equal(2, code);
-        Assert.Equal("", stdout);
-        Assert.Contains(message, Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        CliRunner.AssertOneLineError(output, ["sample", "--model", model, option, value], 2, message);
     }
 
     [Fact]
