@@ -62,10 +62,6 @@ public sealed class Sampler
         _order = new int[_v];
     }
 
-    /// <summary>One name drawn with the given generator (the trainer's samples).</summary>
-    public string Sample(Random random, double temperature = 1.0, int maxLength = 50) =>
-        Draw(new SampleOptions(temperature, MaxLength: maxLength), probs => Cumulative(probs, random.NextDouble())).Name;
-
     /// <summary>Name number <paramref name="index"/> of the stream that <paramref name="seed"/> names.</summary>
     public SampledName Sample(SampleOptions options, int seed, long index)
     {

@@ -35,7 +35,7 @@ public class SoakTests(ITestOutputHelper output)
         var settings = new StepSettings(0.05f, 5f, ClipMode.Norm, CarryState: false);
         using var dir = new CliRunner.TempDir();
         string path = dir.File("soak.safetensors");
-        var random = new Random(1);
+        long sampled = 0;
         long heapAfterWarmUp = 0, deviceAfterWarmUp = 0;
         int checkpoints = 0;
         for (int step = 1; step <= steps; step++)
@@ -51,7 +51,7 @@ public class SoakTests(ITestOutputHelper output)
             checkpoints++;
             var sampler = new Sampler(parameters, vocab);
             for (int n = 0; n < 5; n++)
-                sampler.Sample(random);
+                sampler.Sample(new SampleOptions(), seed: 1, index: sampled++);
             if (step == 4 * every)
             {
                 heapAfterWarmUp = GC.GetTotalMemory(true);
