@@ -87,7 +87,7 @@ public static class Program
         var names = dataset.Names.Select(n => model.Vocabulary.Encode(n)).ToList();
         using var backend = Devices.Create(verb.Device, model.Parameters.Shape, verb.Threads ?? Environment.ProcessorCount);
         backend.Upload(model.Parameters);
-        var (nats, chars) = Trainer.TotalLoss(backend, names);
+        var (nats, chars) = Trainer.TotalLoss(backend, GpuDinoRnn.Data.Batcher.Cover(names, 256));
         double bits = nats / chars / Math.Log(2);
         stdout.WriteLine(verb.Format == "jsonl"
             ? System.Text.Json.JsonSerializer.Serialize(new { data = verb.Data, names = names.Count, chars, loss_per_name = nats / names.Count, nats_per_char = nats / chars, bits_per_char = bits })

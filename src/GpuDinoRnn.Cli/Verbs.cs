@@ -15,6 +15,12 @@ public sealed class TrainVerb
     [Option("data", HelpText = "Names file, one name per line (default: the bundled data/dinos.txt).")]
     public string? Data { get; set; }
 
+    [Option("text-mode", HelpText = "names (one per line, default) or continuous (one long text in --batch streams, the state carried between chunks).")]
+    public GpuDinoRnn.Data.TextMode? TextMode { get; set; }
+
+    [Option("seq-length", HelpText = "Continuous text: symbols per stream and step (default 64).")]
+    public int? SeqLength { get; set; }
+
     [Option("keep-case", HelpText = "Keep letter case (default: lower-case every name).")]
     public bool KeepCase { get; set; }
 
@@ -163,6 +169,8 @@ public sealed class TrainVerb
         {
             Data = Data ?? o.Data,
             KeepCase = KeepCase || o.KeepCase,
+            TextMode = TextMode ?? o.TextMode,
+            SeqLength = SeqLength ?? o.SeqLength,
             MaxNameLength = MaxNameLength ?? o.MaxNameLength,
             Hidden = Hidden ?? o.Hidden,
             Batch = Batch ?? o.Batch,

@@ -48,7 +48,8 @@ public sealed unsafe class CpuBackend : IBackend
     private int[] _x = [], _y = [];       // (R) input and target ids
     private int[] _active = [], _start = []; // (T) names running at step t, first packed row of step t
     private readonly int[] _names;        // (threads + 1) each thread's names in the recurrences
-    private readonly PinnedFloats _carry; // (Hp) final state of the last step, for CarryState
+    private PinnedFloats _carry;          // (B, Hp) each name's final state of the last step, for CarryState
+    private int _carried;                 // names (streams) whose state _carry holds
 
     // The batch being worked on, for the phases run by the team.
     private Batch _batch = null!;
@@ -106,7 +107,11 @@ public sealed unsafe class CpuBackend : IBackend
             Flatten(Q, p);
     }
 
-    public void ResetState() => _carry.Span.Clear();
+    public void ResetState()
+    {
+        _carry.Span.Clear();
+        _carried = 0;
+    }
 
     public float LastGradientNorm() => MathF.Sqrt(_lastSumSquares);
 
@@ -125,7 +130,10 @@ public sealed unsafe class CpuBackend : IBackend
             Flatten(_m1.Ptr, pm);
             Flatten(_m2.Ptr, pv);
         }
-        return new BackendState(_updates, m, v, _carry.Span[.._h].ToArray());
+        var carry = new float[_carried * _h];
+        for (int b = 0; b < _carried; b++)
+            _carry.Span.Slice(b * _hp, _h).CopyTo(carry.AsSpan(b * _h, _h));
+        return new BackendState(_updates, m, v, carry);
     }
 
     public void LoadState(BackendState state)
@@ -133,20 +141,28 @@ public sealed unsafe class CpuBackend : IBackend
         _updates = state.Updates;
         Unflatten(state.M, _m1);
         Unflatten(state.V, _m2);
+        _carried = state.Carry.Length / _h;
+        EnsureCarry(_carried);
         _carry.Span.Clear();
-        state.Carry.CopyTo(_carry.Span);
+        for (int b = 0; b < _carried; b++)
+            state.Carry.AsSpan(b * _h, _h).CopyTo(_carry.Span.Slice(b * _hp, _h));
     }
 
     public void Step(Batch batch, StepSettings s)
     {
-        if (s.CarryState && batch.B != 1)
-            throw new UserError("a carried hidden state needs --batch 1");
+        if (s.CarryState)
+            EnsureCarry(batch.B);
         double loss = ForwardAndBackward(batch, s.CarryState);
         ClipAndUpdate(s);
         // As the device records it: a step whose gradient was not finite (and was skipped) reads as NaN.
         _losses.Add(_lastSumSquares <= float.MaxValue ? (float)loss : float.NaN);
         if (s.CarryState)
-            new Span<float>(_a.Ptr + (long)(batch.Chars - 1) * _hp, _hp).CopyTo(_carry.Span);
+        {
+            // Each name's state after its last step (its own row of the packed step Lengths[b] − 1).
+            for (int b = 0; b < batch.B; b++)
+                new Span<float>(_a.Ptr + (long)(_start[batch.Lengths[b] - 1] + b) * _hp, _hp).CopyTo(_carry.Span.Slice(b * _hp, _hp));
+            _carried = batch.B;
+        }
     }
 
     public float[] TakeLosses()
@@ -195,9 +211,21 @@ public sealed unsafe class CpuBackend : IBackend
         RefreshCopies();
     }
 
+    /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
+    private void EnsureCarry(int b)
+    {
+        if (_carry.Length >= b * _hp)
+            return;
+        var grown = new PinnedFloats(b * _hp);
+        _carry.Span.CopyTo(grown.Span);
+        _carry = grown;
+    }
+
     /// <summary>Everything up to the gradients; returns the mean loss per name.</summary>
     private double ForwardAndBackward(Batch batch, bool carryState)
     {
+        if (carryState)
+            EnsureCarry(batch.B);
         Prepare(batch, carryState, withGradients: true);
         RunPhase(_forwardPhase);
         RunPhase(_outputPhase);
@@ -283,7 +311,7 @@ public sealed unsafe class CpuBackend : IBackend
         {
             var start = new Span<float>(prev + (long)b * hp, hp);
             if (_carryIn)
-                _carry.Span.CopyTo(start);
+                _carry.Span.Slice(b * hp, hp).CopyTo(start);
             else
                 start.Clear();
         }

@@ -34,7 +34,8 @@ public sealed class IlgpuBackend : IBackend
     private long _updates;                                            // updates applied (Adam's t)
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;  // norm partial sums
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;  // per-step losses
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _carry;    // (H) carried state (batch 1)
+    private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (B, H) carried state
+    private int _carried;                                             // names (streams) whose state _carry holds
     private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
     private MemoryBuffer1D<float, Stride1D.Dense>? _a, _dy, _dz, _loss;
     private int _rowCapacity;
@@ -99,6 +100,7 @@ public sealed class IlgpuBackend : IBackend
     public void ResetState()
     {
         _carry.MemSetToZero();
+        _carried = 0;
     }
 
     public float LastGradientNorm()
@@ -111,8 +113,9 @@ public sealed class IlgpuBackend : IBackend
 
     public BackendState SaveState()
     {
-        var carry = new float[Shape.H];
-        ((ArrayView<float>)_carry.View).SubView(0, Shape.H).CopyToCPU(carry);
+        var carry = new float[_carried * Shape.H];
+        if (carry.Length > 0)
+            ((ArrayView<float>)_carry.View).SubView(0, carry.Length).CopyToCPU(carry);
         return new(_updates, _m.GetAsArray1D(), _v.GetAsArray1D(), carry);
     }
 
@@ -121,13 +124,15 @@ public sealed class IlgpuBackend : IBackend
         _updates = state.Updates;
         _m.View.CopyFromCPU(state.M);
         _v.View.CopyFromCPU(state.V);
-        ((ArrayView<float>)_carry.View).SubView(0, Shape.H).CopyFromCPU(state.Carry);
+        _carried = state.Carry.Length / Shape.H;
+        EnsureCarry(_carried);
+        _carry.MemSetToZero();
+        if (state.Carry.Length > 0)
+            ((ArrayView<float>)_carry.View).SubView(0, state.Carry.Length).CopyFromCPU(state.Carry);
     }
 
     public void Step(Batch batch, StepSettings s)
     {
-        if (s.CarryState && batch.B != 1)
-            throw new UserError("a carried hidden state needs --batch 1");
         var d = Shape.Dims(batch.B, batch.T);
         _launches = 0;
         ForwardAndBackward(batch, d, s.CarryState);
@@ -137,7 +142,10 @@ public sealed class IlgpuBackend : IBackend
         Launch(() => _update(d.ParameterCount, _p.View, _g.View, _m.View, _v.View, _partial.View, update));
         Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _partial.View, _history.View, _pending));
         if (s.CarryState)
+        {
             Launch(() => _carryState(d.B * d.H, d, _a!.View, _carry.View));
+            _carried = d.B;
+        }
         if (++_pending == HistoryCapacity)
             Drain();
     }
@@ -189,6 +197,8 @@ public sealed class IlgpuBackend : IBackend
     private void ForwardAndBackward(Batch batch, RnnDims d, bool carryState)
     {
         UploadBatch(batch, d);
+        if (carryState)
+            EnsureCarry(d.B);
         var a0 = _a!.View.SubView(0, d.B * d.H);
         if (carryState)
             Launch(() => _carry.View.SubView(0, d.B * d.H).CopyTo(a0));
@@ -198,6 +208,18 @@ public sealed class IlgpuBackend : IBackend
         Launch(() => _outputLayer(d.Rows, d, _p.View, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
         Launch(() => _backwardPass(PassConfig(d), d, _p.View, _y!.View, _a.View, _dy!.View, _dz!.View, _waaShared ? 1 : 0));
         Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _g.View));
+    }
+
+    /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
+    private void EnsureCarry(int b)
+    {
+        if (_carry.Length >= (long)b * Shape.H)
+            return;
+        var grown = Allocate<float>((long)b * Shape.H);
+        grown.MemSetToZero();
+        _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
+        _carry.Dispose();
+        _carry = grown;
     }
 
     private void UploadBatch(Batch batch, RnnDims d)

@@ -42,6 +42,28 @@ public sealed class Batch
         return n;
     }
 
+    /// <summary>
+    /// Continuous text: B streams of the same length T; stream b reads inputs[b] and predicts
+    /// targets[b] (the same text one symbol later). No START, no padding.
+    /// </summary>
+    public static Batch FromStreams(IReadOnlyList<int[]> inputs, IReadOnlyList<int[]> targets)
+    {
+        int b = inputs.Count, t = inputs[0].Length;
+        var x = new int[t * b];
+        var y = new int[t * b];
+        for (int n = 0; n < b; n++)
+        {
+            if (inputs[n].Length != t || targets[n].Length != t)
+                throw new ArgumentException("every stream of a batch has the same length");
+            for (int s = 0; s < t; s++)
+            {
+                x[s * b + n] = inputs[n][s];
+                y[s * b + n] = targets[n][s];
+            }
+        }
+        return new Batch(b, t, x, y, Enumerable.Repeat(t, b).ToArray());
+    }
+
     public static Batch FromEncoded(IReadOnlyList<int[]> names)
     {
         if (names.Count == 0)

@@ -20,28 +20,62 @@ public sealed class Dataset
     /// </summary>
     public static Dataset Load(string path, bool keepCase = false, int maxNameLength = 1000)
     {
+        return Parse(ReadFile(path), path, keepCase, maxNameLength);
+    }
+
+    private static byte[] ReadFile(string path)
+    {
         if (Directory.Exists(path))
             throw new UserError($"data: '{path}' is a directory, not a file of names");
         if (!File.Exists(path))
             throw new UserError($"data: file '{path}' not found");
-        byte[] bytes;
         try
         {
-            bytes = File.ReadAllBytes(path);
+            return File.ReadAllBytes(path);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new UserError($"data: cannot read '{path}': {e.Message}");
         }
-        return Parse(bytes, path, keepCase, maxNameLength);
     }
 
     public static Dataset Parse(ReadOnlySpan<byte> bytes, string source, bool keepCase = false, int maxNameLength = 1000)
     {
+        var names = new List<string>();
+        foreach (var (lineNumber, line) in Lines(bytes, source))
+        {
+            string text = line.Trim();
+            if (text.Length == 0)
+                continue;
+            if (text.Length > maxNameLength)
+                throw new UserError($"data: '{source}' line {lineNumber} is {text.Length} characters long, more than --max-name-length {maxNameLength}");
+            names.Add(keepCase ? text : text.ToLowerInvariant());
+        }
+        if (names.Count == 0)
+            throw new UserError($"data: '{source}' holds no names (it is empty or only blank lines)");
+        return new Dataset(names, source);
+    }
+
+    /// <summary>
+    /// A whole text for continuous-text mode: UTF-8 checked line by line as for names, line ends
+    /// normalised to '\n', nothing else changed (case and blank lines kept).
+    /// </summary>
+    public static string LoadText(string path)
+    {
+        var bytes = ReadFile(path);
+        var text = string.Join('\n', Lines(bytes, path).Select(l => l.Text.TrimEnd('\r')));
+        if (text.Length == 0)
+            throw new UserError($"data: '{path}' is empty");
+        return text;
+    }
+
+    /// <summary>Each line decoded as strict UTF-8 (a BOM skipped), with its 1-based number.</summary>
+    private static List<(int Number, string Text)> Lines(ReadOnlySpan<byte> bytes, string source)
+    {
         if (bytes.StartsWith(Encoding.UTF8.Preamble))
             bytes = bytes[Encoding.UTF8.Preamble.Length..];
         var strict = new UTF8Encoding(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
-        var names = new List<string>();
+        var lines = new List<(int, string)>();
         int lineNumber = 0;
         while (!bytes.IsEmpty)
         {
@@ -60,16 +94,9 @@ public sealed class Dataset
             }
             if (text.Contains('\0'))
                 throw new UserError($"data: '{source}' line {lineNumber} holds a NUL byte: is this a binary file?");
-            text = text.Trim();
-            if (text.Length == 0)
-                continue;
-            if (text.Length > maxNameLength)
-                throw new UserError($"data: '{source}' line {lineNumber} is {text.Length} characters long, more than --max-name-length {maxNameLength}");
-            names.Add(keepCase ? text : text.ToLowerInvariant());
+            lines.Add((lineNumber, text));
         }
-        if (names.Count == 0)
-            throw new UserError($"data: '{source}' holds no names (it is empty or only blank lines)");
-        return new Dataset(names, source);
+        return lines;
     }
 
     /// <summary>

@@ -50,7 +50,7 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
             }
         }
         if (carry)
-            yield return new Checkpoints.Tensor("state.carry", [shape.H], state.Carry);
+            yield return new Checkpoints.Tensor("state.carry", [state.Carry.Length / shape.H, shape.H], state.Carry);
     }
 
     /// <summary>The backend state a checkpoint holds (zeros for what it does not hold).</summary>
@@ -58,14 +58,14 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
     {
         var m = new float[shape.ParameterCount];
         var v = new float[shape.ParameterCount];
-        var carry = new float[shape.H];
+        float[] carry = [];
         foreach (var t in tensors)
         {
             float[] target;
             int offset = 0;
             int[] dims;
             if (t.Name == "state.carry")
-                (target, dims) = (carry, [shape.H]);
+                (target, dims) = (carry = new float[t.Data.Length], [t.Data.Length / shape.H, shape.H]);
             else if (t.Name.StartsWith("optimizer.m.", StringComparison.Ordinal) || t.Name.StartsWith("optimizer.v.", StringComparison.Ordinal))
             {
                 target = t.Name[10] == 'm' ? m : v;

@@ -24,6 +24,10 @@ public sealed record TrainOptions
 {
     /// <summary>Names file, one per line; null means the bundled data/dinos.txt.</summary>
     public string? Data { get; init; }
+    /// <summary>names (one per line) or continuous (one long text, the state carried between chunks).</summary>
+    public TextMode TextMode { get; init; } = TextMode.Names;
+    /// <summary>Continuous text: symbols per stream and step (the BPTT truncation length).</summary>
+    public int SeqLength { get; init; } = 64;
     /// <summary>Keep letter case (default: lower-case every name).</summary>
     public bool KeepCase { get; init; }
     /// <summary>Longest name accepted, in characters.</summary>
@@ -162,7 +166,8 @@ public sealed record TrainOptions
         Require(!(KeepBest || Patience > 0) || EvalEvery > 0, "--keep-best and --patience need --eval-every N");
         Require(!KeepBest || CheckpointEvery == 0, "--keep-best and --checkpoint-every contradict each other: the checkpoint follows the best model");
         Require(Resume is null || Init is null, "--resume and --init contradict each other: --resume continues a run, --init starts a new one from weights");
-        Require(!CarryState || Batch == 1, "--carry-state needs --batch 1: the course carries one name's state into the next");
+        Require(SeqLength >= 1, $"--seq-length must be at least 1 (got {SeqLength})");
+        Require(!CarryState || Batch == 1 || TextMode == TextMode.Continuous, "--carry-state needs --batch 1: the course carries one name's state into the next");
     }
 
     public static readonly IReadOnlyDictionary<string, Kernels.OptimizerKind> OptimizerKinds = new Dictionary<string, Kernels.OptimizerKind>

@@ -39,7 +39,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private double _bestVal = double.PositiveInfinity; // lowest validation bits/char so far
     private int _bestIteration = -1, _evalsWithoutGain;
     private KeyValuePair<string, string>[] _namesMetadata = [];
-    private Batcher? _batcher;
+    private TrainingData? _data;
     private long _samplesDrawn;      // names sampled so far: the index into the seeded sample stream
     private RunState? _resumeFrom;
     private IReadOnlyList<Tensor> _resumeTensors = [];
@@ -55,24 +55,25 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     {
         options.Validate();
         using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
-        var (vocab, train, val, parameters) = Prepare();
+        var (vocab, data, parameters) = Prepare();
 
         var coldStart = Stopwatch.StartNew();
         using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info);
         backend.Upload(parameters);
         _backend = backend;
-        _log.Info($"device {backend.Device}; {train.Count} training names, {val.Count} validation; V = {vocab.Size}, H = {parameters.Shape.H}, " +
+        _log.Info($"device {backend.Device}; {data.TrainCount} training {data.Unit}, {data.ValCount} validation; V = {vocab.Size}, H = {parameters.Shape.H}, " +
                   $"B = {options.Batch}; ready in {coldStart.Elapsed.TotalSeconds:F2} s");
 
-        var batcher = _batcher = new Batcher(train, options.Batch, options.Shuffle, options.Seed);
-        int iterations = options.Iterations ?? options.Epochs * batcher.BatchesPerEpoch;
+        _data = data;
+        int iterations = options.Iterations ?? options.Epochs * data.StepsPerEpoch;
+        bool carry = options.CarryState || data.Continuous;
         var schedule = options.Schedule(iterations);
         var optimizer = options.OptimizerConfig;
         _smoothed = -Math.Log(1.0 / vocab.Size) * 7; // the recipe: 7 names' worth of uniform guessing
         int start = 0;
         if (_resumeFrom is { } state)
         {
-            batcher.State = state.Batcher;
+            data.State = state.Batcher;
             backend.LoadState(state.BackendState(parameters.Shape, _resumeTensors, options.Resume!));
             (start, _smoothed, _samplesDrawn) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn);
             _log.Info($"resuming at iteration {start} of {iterations}");
@@ -87,15 +88,17 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             if (cancel.IsCancellationRequested)
                 break;
             timer.Start();
-            var batch = batcher.Next();
+            var batch = data.Next(out bool resetState);
+            if (resetState)
+                backend.ResetState();
             float lr = schedule.At(it);
-            backend.Step(batch, new StepSettings(lr, options.Clip, options.ClipMode, options.CarryState, optimizer));
+            backend.Step(batch, new StepSettings(lr, options.Clip, options.ClipMode, carry, optimizer));
             chars += batch.Chars;
             bool last = it == iterations - 1;
             bool logNow = it % options.LogEvery == 0 || last;
             bool sampleNow = options.SampleEvery > 0 && it % options.SampleEvery == 0;
             bool checkpointNow = options.CheckpointEvery > 0 && (it + 1) % options.CheckpointEvery == 0 && !last;
-            bool evalNow = options.EvalEvery > 0 && val.Count > 0 && (it + 1) % options.EvalEvery == 0 && !last;
+            bool evalNow = options.EvalEvery > 0 && data.ValCount > 0 && (it + 1) % options.EvalEvery == 0 && !last;
             progress?.Invoke(new TrainProgress(it + 1, iterations, lastMean, lastRate));
             if (!(logNow || sampleNow || checkpointNow || evalNow))
             {
@@ -115,7 +118,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 (charsAtLog, secondsAtLog) = (chars, seconds);
             }
             if (evalNow)
-                stoppedEarly = Evaluate(backend, parameters, vocab, val, it + 1);
+                stoppedEarly = Evaluate(backend, parameters, vocab, data, it + 1);
             if (sampleNow)
             {
                 backend.Download(parameters);
@@ -132,8 +135,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             throw Diverged(_losses.Count - 1, float.NaN);
         if (interrupted)
             _log.Info($"interrupted after {done} of {iterations} iterations");
-        double trainBpc = BitsPerChar(backend, train);
-        double? valBpc = val.Count > 0 ? BitsPerChar(backend, val) : null;
+        double trainBpc = BitsPerChar(backend, data.TrainBatches());
+        double? valBpc = data.ValCount > 0 ? BitsPerChar(backend, data.ValBatches()) : null;
         if (options.Checkpoint is not null && !(options.KeepBest && valBpc >= _bestVal))
             Save(parameters, vocab, done);
         else if (options.KeepBest)
@@ -147,10 +150,13 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     }
 
     /// <summary>Data, vocabulary (the data's, or the --init checkpoint's, which must agree), split and weights.</summary>
-    private (Vocabulary, List<int[]> Train, List<int[]> Val, Parameters) Prepare()
+    private (Vocabulary, TrainingData, Parameters) Prepare()
     {
-        var dataset = Dataset.Load(options.Data ?? BundledData, options.KeepCase, options.MaxNameLength);
-        var (trainNames, valNames) = dataset.Split(options.ValFraction, options.Seed);
+        string path = options.Data ?? BundledData;
+        bool continuous = options.TextMode == TextMode.Continuous;
+        // Continuous text keeps the text as it is; names are stripped and (by default) lower-cased.
+        var dataset = continuous ? null : Dataset.Load(path, options.KeepCase, options.MaxNameLength);
+        string? text = continuous ? Dataset.LoadText(path) : null;
         string? from = options.Resume ?? options.Init;
         LoadedModel? init = from is null ? null : Checkpoint.Load(from);
         if (options.Resume is not null)
@@ -158,17 +164,29 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             _resumeFrom = RunState.FromMetadata(init!.Metadata, options.Resume);
             _resumeTensors = init.Extra;
         }
-        var dataVocab = Vocabulary.FromNames(dataset.Names);
+        var dataVocab = Vocabulary.FromNames(dataset?.Names ?? [text!]);
         var vocab = init?.Vocabulary ?? dataVocab;
         if (vocab.Size > options.MaxVocab)
-            throw new UserError($"data: '{dataset.Source}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
+            throw new UserError($"data: '{path}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
         if (!dataVocab.SameAs(vocab))
-            throw new UserError($"'{from}' has vocabulary {vocab.Display()} but the data '{dataset.Source}' has {dataVocab.Display()}");
-        if (dataset.Names.Sum(n => n.Length + 1) <= MaxStoredNamesChars)
-            _namesMetadata = [new("names", string.Join('\n', dataset.Names))];
+            throw new UserError($"'{from}' has vocabulary {vocab.Display()} but the data '{path}' has {dataVocab.Display()}");
         var shape = new ModelShape(init?.Parameters.Shape.H ?? options.Hidden, vocab.Size);
         var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
-        return (vocab, trainNames.Select(vocab.Encode).ToList(), valNames.Select(vocab.Encode).ToList(), parameters);
+        if (continuous)
+        {
+            var ids = vocab.Encode(text!);
+            int valLength = options.ValFraction > 0 ? (int)Math.Round(options.ValFraction * ids.Length) : 0;
+            if (valLength > 0 && valLength <= options.SeqLength)
+                throw new UserError($"--val-fraction {options.ValFraction} leaves {valLength} symbols for validation, not more than one --seq-length {options.SeqLength} chunk");
+            // The validation text is the end of the file: a seeded choice of chunks would leak context.
+            return (vocab, TrainingData.ForText(ids[..^valLength], ids[^valLength..], options.Batch, options.SeqLength), parameters);
+        }
+        if (dataset!.Names.Sum(n => n.Length + 1) <= MaxStoredNamesChars)
+            _namesMetadata = [new("names", string.Join('\n', dataset.Names))];
+        var (trainNames, valNames) = dataset.Split(options.ValFraction, options.Seed);
+        var data = TrainingData.ForNames(trainNames.Select(vocab.Encode).ToList(), valNames.Select(vocab.Encode).ToList(),
+            options.Batch, options.Shuffle, options.Seed);
+        return (vocab, data, parameters);
     }
 
     /// <summary>Takes the device's pending losses into the run; returns where the new ones start.</summary>
@@ -189,9 +207,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     /// Validation bits per character; with --keep-best the checkpoint follows the best model, and
     /// with --patience K, K evaluations without a new best stop training (returns true).
     /// </summary>
-    private bool Evaluate(IBackend backend, Parameters parameters, Vocabulary vocab, List<int[]> val, int iteration)
+    private bool Evaluate(IBackend backend, Parameters parameters, Vocabulary vocab, TrainingData data, int iteration)
     {
-        double bpc = BitsPerChar(backend, val);
+        double bpc = BitsPerChar(backend, data.ValBatches());
         bool better = bpc < _bestVal;
         if (better)
         {
@@ -249,18 +267,18 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     }
 
     /// <summary>Mean loss per predicted character, in bits, from a fresh state per name.</summary>
-    public static double BitsPerChar(IBackend backend, IReadOnlyList<int[]> names)
+    public static double BitsPerChar(IBackend backend, IEnumerable<Batch> batches)
     {
-        var (nats, chars) = TotalLoss(backend, names);
+        var (nats, chars) = TotalLoss(backend, batches);
         return nats / chars / Math.Log(2);
     }
 
-    /// <summary>The summed loss (nats) over every predicted character of the names, and their count.</summary>
-    public static (double Nats, long Chars) TotalLoss(IBackend backend, IReadOnlyList<int[]> names, int batchSize = 256)
+    /// <summary>The summed loss (nats) over every predicted character of the batches, and their count.</summary>
+    public static (double Nats, long Chars) TotalLoss(IBackend backend, IEnumerable<Batch> batches)
     {
         double nats = 0;
         long chars = 0;
-        foreach (var batch in Batcher.Cover(names, batchSize))
+        foreach (var batch in batches)
         {
             nats += backend.EvaluateSum(batch);
             chars += batch.Chars;
@@ -289,8 +307,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             ["smoothed_loss"] = _smoothed.ToString("R", CultureInfo.InvariantCulture),
             ["options"] = options.ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
-            [RunState.Key] = new RunState(iteration, _smoothed, _samplesDrawn, _batcher!.State, state.Updates).ToJson(),
-        }.Concat(_namesMetadata).ToDictionary(), RunState.StateTensors(parameters.Shape, state, options.OptimizerConfig.HasState, options.CarryState));
+            [RunState.Key] = new RunState(iteration, _smoothed, _samplesDrawn, _data!.State, state.Updates).ToJson(),
+        }.Concat(_namesMetadata).ToDictionary(),
+            RunState.StateTensors(parameters.Shape, state, options.OptimizerConfig.HasState, options.CarryState || _data.Continuous));
         _lastCheckpoint = iteration;
         _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {iteration})");
     }

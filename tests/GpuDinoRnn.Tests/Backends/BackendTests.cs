@@ -169,6 +169,33 @@ public abstract class BackendTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public void SeveralStreamsCarryTheirStatesFromChunkToChunk()
+    {
+        var shape = new ModelShape(9, 7);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 12);
+        backend.Upload(p);
+        backend.ResetState();
+        var rng = new Random(5);
+        int[][] Chunk() => Enumerable.Range(0, 3).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(shape.V)).ToArray()).ToArray();
+        var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: true);
+        var pd = TestData.ToDouble(p.Data);
+        double[]? state = null;
+        var expected = new List<double>();
+        for (int step = 0; step < 3; step++)
+        {
+            var batch = Batch.FromStreams(Chunk(), Chunk());
+            var r = ReferenceRnn.Run(pd, shape.H, shape.V, batch, state);
+            expected.Add(r.Loss);
+            state = r.A.AsSpan(batch.T * batch.B * shape.H, batch.B * shape.H).ToArray();
+            pd = ReferenceRnn.SgdStep(pd, r.Grad, 0.05, 1, ClipMode.Norm);
+            backend.Step(batch, settings);
+        }
+        TestData.AssertClose(Output, "losses of three streams with carried states", expected.ToArray(), backend.TakeLosses(), rtol: 1e-5, atol: 1e-6);
+        Assert.Equal(3 * shape.H, backend.SaveState().Carry.Length);
+    }
+
+    [SkippableFact]
     public void EvaluateSumsTheLossOfEveryRealCharacter()
     {
         var shape = new ModelShape(9, 13);

@@ -1,0 +1,78 @@
+// Continuous-text mode: how a long text becomes parallel streams of chunks, and training on it.
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Tests.Hardening;
+using GpuDinoRnn.Tests.Reference;
+using GpuDinoRnn.Training;
+using Xunit.Abstractions;
+
+namespace GpuDinoRnn.Tests.Data;
+
+public class TextStreamsTests(ITestOutputHelper output)
+{
+    [Fact]
+    public void StreamsReadConsecutiveChunksAndPredictTheNextSymbol()
+    {
+        var ids = Enumerable.Range(0, 41).ToArray(); // symbol i at position i
+        var streams = new TextStreams(ids, streams: 2, seqLength: 5);
+        Assert.Equal(2, streams.Streams);
+        Assert.Equal(4, streams.StepsPerEpoch); // each stream: 20 symbols read, 4 chunks of 5
+        var first = streams.Next(out bool reset);
+        Assert.True(reset);
+        Assert.Equal([0, 20, 1, 21, 2, 22, 3, 23, 4, 24], first.X);       // time-major: stream 0 at 0…, stream 1 at 20…
+        Assert.Equal([1, 21, 2, 22, 3, 23, 4, 24, 5, 25], first.Y);       // each target is the next symbol
+        Assert.Equal(10, first.Chars);
+        var second = streams.Next(out reset);
+        Assert.False(reset);
+        Assert.Equal(5, second.X[0]);                                    // stream 0 goes on where it stopped
+        streams.Next(out _);
+        streams.Next(out _);
+        streams.Next(out reset);
+        Assert.True(reset);                                              // a new pass starts from zero states
+        Assert.Equal(1, streams.Epoch);
+        Assert.Throws<UserError>(() => new TextStreams([1, 2, 3], streams: 1, seqLength: 5));
+    }
+
+    [Fact]
+    public void ContinuousTrainingLearnsARepeatedTextAndResumesExactly()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("text.txt");
+        File.WriteAllText(data, string.Concat(Enumerable.Repeat("the quick brown fox jumps over the lazy dog.\n", 120)));
+        var options = new TrainOptions
+        {
+            Data = data,
+            TextMode = TextMode.Continuous,
+            Device = "cpu",
+            Hidden = 32,
+            Batch = 8,
+            SeqLength = 16,
+            Optimizer = "adam",
+            Lr = 0.01f,
+            Epochs = 4,
+            SampleCount = 2,
+            Checkpoint = dir.File("whole.safetensors"),
+        };
+        var whole = new Trainer(options, TextWriter.Null, TextWriter.Null).Run();
+        output.WriteLine($"bits per character: training {whole.TrainBitsPerChar:F3}, validation {whole.ValBitsPerChar:F3}; first loss {whole.Losses[0]:F2}, last {whole.Losses[^1]:F2}");
+        Assert.True(whole.ValBitsPerChar < 1.0, "a text that repeats one sentence is nearly predictable");
+        Assert.True(whole.Losses[^1] < whole.Losses[0] / 4);
+
+        string half = dir.File("half.safetensors");
+        using var stop = new CancellationTokenSource();
+        new Trainer(options with { Checkpoint = half }, TextWriter.Null, TextWriter.Null)
+            .Run(cancel: stop.Token, progress: p => { if (p.Iteration == 50) stop.Cancel(); });
+        var (code, _, _) = CliRunner.Run(output, "train", "--resume", half);
+        Assert.Equal(0, code);
+        Assert.Equal(whole.Parameters.Data, GpuDinoRnn.Checkpoints.Checkpoint.Load(half).Parameters.Data);
+    }
+
+    [Fact]
+    public void ATextShorterThanAChunkIsAnError()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("short.txt");
+        File.WriteAllText(data, "tiny");
+        CliRunner.AssertOneLineError(output, ["train", "--data", data, "--text-mode", "continuous", "--seq-length", "64", "--val-fraction", "0", "--device", "cpu"],
+            2, "shorter than one --seq-length 64 chunk");
+    }
+}
