@@ -51,6 +51,20 @@ public abstract class BackendTests(ITestOutputHelper output)
         TestData.AssertGradientsMatch(Output, shape, ReferenceRnn.Run(TestData.ToDouble(p.Data), h, v, batch), loss, grad);
     }
 
+    [SkippableFact]
+    public void AThousandTwentyFourHiddenUnitsWork()
+    {
+        // Waa no longer fits in a GPU group's shared memory, and a group has fewer threads than units.
+        var shape = new ModelShape(1024, 6);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 2, scale: 0.05);
+        backend.Upload(p);
+        var batch = Batch.FromEncoded(TestData.RandomNames(2, shape.V, seed: 1, minLength: 1, maxLength: 3));
+        var grad = new float[shape.ParameterCount];
+        float loss = backend.Gradients(batch, carryState: false, grad);
+        TestData.AssertGradientsMatch(Output, shape, ReferenceRnn.Run(TestData.ToDouble(p.Data), shape.H, shape.V, batch), loss, grad);
+    }
+
     [SkippableTheory]
     [InlineData(ClipMode.Value, 0.05f)]
     [InlineData(ClipMode.Norm, 0.5f)]
