@@ -17,7 +17,7 @@ public enum ClipMode
 /// <param name="LearningRate">This step's learning rate (after any schedule).</param>
 /// <param name="Clip">Clip threshold c; 0 disables clipping.</param>
 /// <param name="ClipMode">Element-wise or global-norm clipping.</param>
-/// <param name="CarryState">Start from the previous step's final hidden state (batch 1 only) instead of zeros.</param>
+/// <param name="CarryState">Start each name (stream) b from the final state of name b of the previous step instead of zeros.</param>
 /// <param name="Optimizer">The update rule; null is plain SGD.</param>
 public readonly record struct StepSettings(float LearningRate, float Clip, ClipMode ClipMode, bool CarryState, OptimizerConfig? Optimizer = null)
 {
@@ -47,7 +47,7 @@ public sealed record OptimizerConfig(
 /// <param name="Updates">Updates applied so far (Adam's t).</param>
 /// <param name="M">First moments, in the parameters' layout.</param>
 /// <param name="V">Second moments, in the parameters' layout.</param>
-/// <param name="Carry">The carried hidden state (H), for a run that carries it.</param>
+/// <param name="Carry">The carried hidden states (names × H), empty when nothing is carried.</param>
 public sealed record BackendState(long Updates, float[] M, float[] V, float[] Carry);
 
 public interface IBackend : IDisposable
