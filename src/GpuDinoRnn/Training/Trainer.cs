@@ -33,7 +33,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private readonly TrainLog _log = new(options.LogFormat, stdout, stderr);
 
     // The state of the run, read and written by the steps of Run below.
-    private readonly List<float> _losses = [];
+    private readonly List<float> _losses = [];       // this run's losses: _losses[i] is iteration _start + i
+    private int _start;                              // the first iteration of this run (after --resume, not 0)
     private double _smoothed;
     private int _lastCheckpoint = -1;                 // iteration of the last checkpoint written
     private double _bestVal = double.PositiveInfinity; // lowest validation bits/char so far
@@ -76,6 +77,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             data.State = state.Batcher;
             backend.LoadState(state.BackendState(parameters.Shape, _resumeTensors, options.Resume!));
             (start, _smoothed, _samplesDrawn) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn);
+            _start = start;
             _log.Info($"resuming at iteration {start} of {iterations}");
         }
         long chars = 0, charsAtLog = 0;
@@ -244,8 +246,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         }
     }
 
-    private UserError Diverged(int iteration, float loss) => new(
-        $"training diverged at iteration {iteration} (loss {loss}{NonFiniteGradients()}); " +
+    /// <param name="index">Position in this run's losses.</param>
+    private UserError Diverged(int index, float loss) => new(
+        $"training diverged at iteration {_start + index} (loss {loss}{NonFiniteGradients()}); " +
         (options.Checkpoint is null ? "no checkpoint was asked for" :
             _lastCheckpoint > 0 ? $"the checkpoint from iteration {_lastCheckpoint} in '{options.Checkpoint}' is kept" :
             $"'{options.Checkpoint}' was left as it was") +
@@ -299,7 +302,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     {
         // Never replace a good checkpoint with weights that have blown up.
         if (!parameters.Data.All(float.IsFinite))
-            throw Diverged(iteration - 1, float.NaN);
+            throw Diverged(iteration - 1 - _start, float.NaN);
         var state = _backend!.SaveState();
         Checkpoint.Save(options.Checkpoint!, parameters, vocab, new Dictionary<string, string>
         {
