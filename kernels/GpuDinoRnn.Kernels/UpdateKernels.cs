@@ -26,10 +26,11 @@ public static class UpdateKernels
 
     /// <summary>
     /// Clipping and the optimizer update, fused: one thread per parameter. The partial sums of
-    /// squares (always computed) give the global norm for norm clipping, and a non-finite norm
-    /// means a NaN or infinite gradient: then the step is skipped and the weights stay as they
-    /// were. m and v are the optimizer's moments (momentum velocity / Adam's first and second
-    /// moments / Adagrad's and RMSprop's squared-gradient averages in v).
+    /// squares give the global norm for norm clipping. The step's recorded loss (BatchLoss runs
+    /// first, and records a non-finite gradient as NaN) guards the update: when it is not finite
+    /// the step is skipped and the weights stay as they were. m and v are the optimizer's moments
+    /// (momentum velocity / Adam's first and second moments / Adagrad's and RMSprop's
+    /// squared-gradient averages in v).
     /// </summary>
     /// <param name="index">Parameter element.</param>
     /// <param name="p">Parameters, updated in place.</param>
@@ -37,16 +38,18 @@ public static class UpdateKernels
     /// <param name="m">First moment (momentum, Adam), updated in place.</param>
     /// <param name="v">Second moment (Adam, Adagrad, RMSprop), updated in place.</param>
     /// <param name="partial">NormPartials partial sums of squares of g.</param>
+    /// <param name="history">The per-step losses; history[slot] is this step's.</param>
+    /// <param name="slot">This step's place in the history.</param>
     /// <param name="s">This step's settings.</param>
     public static void Update(
         Index1D index, ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v,
-        ArrayView<float> partial, OptimizerSettings s)
+        ArrayView<float> partial, ArrayView<float> history, int slot, OptimizerSettings s)
     {
+        if (!(XMath.Abs(history[slot]) <= float.MaxValue))
+            return; // a NaN or infinite loss or gradient: skip the step
         float sq = 0f;
         for (int k = 0; k < NormPartials; k++)
             sq += partial[k];
-        if (!(sq <= float.MaxValue))
-            return; // NaN or infinite gradient: skip the step
         float ge = g[index];
         if (s.Clip > 0f)
         {

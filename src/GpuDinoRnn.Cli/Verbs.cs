@@ -63,6 +63,9 @@ public sealed class TrainVerb
     [Option("weight-decay", HelpText = "AdamW's decoupled weight decay (default 0.01).")]
     public float? WeightDecay { get; set; }
 
+    [Option("on-nan", HelpText = "After a step with a NaN or infinite loss or gradient (never applied): stop (default, exit 5) or skip.")]
+    public NanPolicy? OnNan { get; set; }
+
     [Option("lr-schedule", HelpText = "constant (default), step or cosine.")]
     public LrScheduleKind? LrSchedule { get; set; }
 
@@ -185,6 +188,7 @@ public sealed class TrainVerb
             Eps = Eps ?? o.Eps,
             WeightDecay = WeightDecay ?? o.WeightDecay,
             LrSchedule = LrSchedule ?? o.LrSchedule,
+            OnNan = OnNan ?? o.OnNan,
             Warmup = Warmup ?? o.Warmup,
             LrStepEvery = LrStepEvery ?? o.LrStepEvery,
             LrGamma = LrGamma ?? o.LrGamma,

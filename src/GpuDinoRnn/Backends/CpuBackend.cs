@@ -153,9 +153,12 @@ public sealed unsafe class CpuBackend : IBackend
         if (s.CarryState)
             EnsureCarry(batch.B);
         double loss = ForwardAndBackward(batch, s.CarryState);
-        ClipAndUpdate(s);
-        // As the device records it: a step whose gradient was not finite (and was skipped) reads as NaN.
-        _losses.Add(_lastSumSquares <= float.MaxValue ? (float)loss : float.NaN);
+        _lastSumSquares = TensorPrimitives.SumOfSquares(_gq.Span);
+        // As the device records it: a non-finite gradient reads as a NaN loss; a step whose
+        // recorded loss is not finite is not applied.
+        float recorded = _lastSumSquares <= float.MaxValue ? (float)loss : float.NaN;
+        ClipAndUpdate(s, apply: float.IsFinite(recorded));
+        _losses.Add(recorded);
         if (s.CarryState)
         {
             // Each name's state after its last step (its own row of the packed step Lengths[b] − 1).
@@ -198,7 +201,7 @@ public sealed unsafe class CpuBackend : IBackend
     {
         var batch = Batch.FromEncoded([[0, 1 % _v, 2 % _v], [1 % _v]]);
         Step(batch, new StepSettings(0.1f, 1f, ClipMode.Value, CarryState: false));
-        ClipAndUpdate(new StepSettings(0.1f, 1e-30f, ClipMode.Norm, CarryState: false));
+        ClipAndUpdate(new StepSettings(0.1f, 1e-30f, ClipMode.Norm, CarryState: false), apply: true);
         EvaluateSum(batch);
         _q.Span.Clear();
         _gq.Span.Clear();
@@ -459,10 +462,12 @@ public sealed unsafe class CpuBackend : IBackend
     /// neither the norm nor an update, and the parameters' padding stays 0. Then the copies.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ClipAndUpdate(StepSettings s)
+    private void ClipAndUpdate(StepSettings s, bool apply)
     {
-        _lastSumSquares = TensorPrimitives.SumOfSquares(_gq.Span);
-        CpuOptimizer.Update(_q.Span, _gq.Span, _m1.Span, _m2.Span, s.ForUpdate(++_updates), _lastSumSquares);
+        var update = s.ForUpdate(++_updates);
+        if (!apply)
+            return;
+        CpuOptimizer.Update(_q.Span, _gq.Span, _m1.Span, _m2.Span, update, TensorPrimitives.SumOfSquares(_gq.Span));
         RefreshCopies();
     }
 

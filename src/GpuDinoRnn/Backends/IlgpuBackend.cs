@@ -25,7 +25,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _weightGradients;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _carryState;
     private readonly Action<Index1D, int, ArrayView<float>, ArrayView<float>> _normPartials;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings> _update;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings> _update;
     private readonly Action<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int> _batchLoss;
 
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;        // parameters
@@ -62,7 +62,7 @@ public sealed class IlgpuBackend : IBackend
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
         _normPartials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
-        _update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings>(UpdateKernels.Update);
+        _update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
         _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
 
         _p = Allocate<float>(shape.ParameterCount);
@@ -137,10 +137,11 @@ public sealed class IlgpuBackend : IBackend
         _launches = 0;
         ForwardAndBackward(batch, d, s.CarryState);
         // The norm's partial sums serve norm clipping, the NaN guard and the logged gradient norm.
+        // The loss is recorded before the update, which it guards.
         Launch(() => _normPartials(UpdateKernels.NormPartials, d.ParameterCount, _g.View, _partial.View));
-        var update = s.ForUpdate(++_updates);
-        Launch(() => _update(d.ParameterCount, _p.View, _g.View, _m.View, _v.View, _partial.View, update));
         Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _partial.View, _history.View, _pending));
+        var update = s.ForUpdate(++_updates);
+        Launch(() => _update(d.ParameterCount, _p.View, _g.View, _m.View, _v.View, _partial.View, _history.View, _pending, update));
         if (s.CarryState)
         {
             Launch(() => _carryState(d.B * d.H, d, _a!.View, _carry.View));

@@ -7,6 +7,9 @@ namespace GpuDinoRnn.Training;
 
 public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter stderr)
 {
+    /// <summary>A skipped step's loss is NaN, a blown-up model's bits per character infinite: write them as "NaN", "Infinity".</summary>
+    private static readonly JsonSerializerOptions Json = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
+
     private TextWriter Human => format == LogFormat.Jsonl ? stderr : stdout;
 
     public void Info(string message) => stderr.WriteLine(message);
@@ -37,7 +40,7 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
             };
             if (launches is not null)
                 record["launches_per_step"] = launches.Value;
-            stdout.WriteLine(JsonSerializer.Serialize(record));
+            stdout.WriteLine(JsonSerializer.Serialize(record, Json));
             return;
         }
         string extra = launches is null ? "" : $", {launches} launches/step";
@@ -49,14 +52,14 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
     {
         if (format == LogFormat.Jsonl)
         {
-            stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+            stdout.WriteLine(JsonSerializer.Serialize<Dictionary<string, object>>(new Dictionary<string, object>
             {
                 ["event"] = "eval",
                 ["iteration"] = iteration,
                 ["val_bits_per_char"] = Math.Round(valBitsPerChar, 5),
                 ["best_val_bits_per_char"] = Math.Round(best, 5),
                 ["best_iteration"] = bestIteration,
-            }));
+            }, Json));
             return;
         }
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -87,7 +90,7 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
             };
             if (r.ValBitsPerChar is double val)
                 record["val_bits_per_char"] = Math.Round(val, 5);
-            stdout.WriteLine(JsonSerializer.Serialize(record));
+            stdout.WriteLine(JsonSerializer.Serialize(record, Json));
             return;
         }
         string valText = r.ValBitsPerChar is double v ? string.Create(CultureInfo.InvariantCulture, $", validation {v:F4}") : "";

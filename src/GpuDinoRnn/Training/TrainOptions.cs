@@ -9,6 +9,15 @@ using GpuDinoRnn.Model;
 
 namespace GpuDinoRnn.Training;
 
+/// <summary>What a step with a NaN or infinite loss or gradient does to the run (the step itself is never applied).</summary>
+public enum NanPolicy
+{
+    /// <summary>Stop training with exit code 5; the last good checkpoint is kept.</summary>
+    Stop,
+    /// <summary>Log it and go on with the next step.</summary>
+    Skip,
+}
+
 public enum LogFormat
 {
     Text,
@@ -55,6 +64,8 @@ public sealed record TrainOptions
     /// <summary>AdamW's decoupled weight decay.</summary>
     public float WeightDecay { get; init; } = 0.01f;
     public LrScheduleKind LrSchedule { get; init; } = LrScheduleKind.Constant;
+    /// <summary>After a step whose loss or gradient is not finite (and was not applied): stop or skip it.</summary>
+    public NanPolicy OnNan { get; init; } = NanPolicy.Stop;
     /// <summary>Iterations of linear learning-rate warm-up.</summary>
     public int Warmup { get; init; }
     /// <summary>Step schedule: multiply the learning rate by LrGamma every this many iterations.</summary>

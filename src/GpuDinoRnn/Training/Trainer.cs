@@ -114,7 +114,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             {
                 double seconds = timer.Elapsed.TotalSeconds;
                 lastRate = (chars - charsAtLog) / Math.Max(seconds - secondsAtLog, 1e-9);
-                lastMean = _losses.Skip(firstNew).Average(x => (double)x);
+                lastMean = _losses.Skip(firstNew).Where(float.IsFinite).Select(x => (double)x).DefaultIfEmpty(double.NaN).Average();
                 _log.Iteration(it, _losses[^1], lastMean, _smoothed, backend.LastGradientNorm(), lr, lastRate, backend.Device,
                     options.Verbose ? backend.LaunchesPerStep : null);
                 (charsAtLog, secondsAtLog) = (chars, seconds);
@@ -198,7 +198,14 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         foreach (var loss in backend.TakeLosses())
         {
             if (!float.IsFinite(loss))
-                throw Diverged(_losses.Count, loss);
+            {
+                // The device did not apply that step: a non-finite loss or gradient guards the update.
+                if (options.OnNan == NanPolicy.Stop)
+                    throw Diverged(_losses.Count, loss);
+                _log.Info($"warning: iteration {_start + _losses.Count}: loss {loss}{NonFiniteGradients()}; the step was not applied, training goes on");
+                _losses.Add(loss);
+                continue;
+            }
             _losses.Add(loss);
             _smoothed = Smoothing * _smoothed + (1 - Smoothing) * loss;
         }
@@ -266,7 +273,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             var (offset, dims) = Parameters.Layout(_backend.Shape, name);
             return !g.AsSpan(offset, dims.Aggregate(1, (a, b) => a * b)).ToArray().All(float.IsFinite);
         }).Select(n => "d" + n).ToList();
-        return bad.Count == 0 ? "" : $"; non-finite gradient in {string.Join(", ", bad)}, that step was not applied";
+        return bad.Count == 0 ? "" : $"; non-finite gradient in {string.Join(", ", bad)}";
     }
 
     /// <summary>Mean loss per predicted character, in bits, from a fresh state per name.</summary>

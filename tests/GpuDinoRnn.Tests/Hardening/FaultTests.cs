@@ -123,6 +123,22 @@ public class FaultTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void OnNanSkipLogsTheBadStepsAndGoesOn()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("model.safetensors");
+        var (code, stdout, stderr) = CliRunner.Run(output, ["train", "--data", TestData.BundledNames, "--device", "cpu", "--hidden", "16",
+            "--sample-count", "0", "--iterations", "20", "--optimizer", "sgd", "--lr", "1e37", "--clip", "0", "--log-every", "1",
+            "--on-nan", "skip", "--log-format", "jsonl", "--checkpoint", path]);
+        Assert.Equal(0, code);
+        var skipped = stderr.Split('\n').Count(l => l.StartsWith("warning: iteration", StringComparison.Ordinal) && l.EndsWith("the step was not applied, training goes on", StringComparison.Ordinal));
+        output.WriteLine($"{skipped} steps skipped");
+        Assert.InRange(skipped, 1, 19);
+        Assert.Contains("\"event\":\"summary\"", stdout);
+        Assert.All(Checkpoint.Load(path).Parameters.Data, x => Assert.True(float.IsFinite(x))); // the bad steps were never applied
+    }
+
+    [Fact]
     public void AnExistingCheckpointNeedsOverwriteAndTwoRunsCannotShareAPath()
     {
         using var dir = new CliRunner.TempDir();

@@ -140,7 +140,7 @@ public sealed class KernelTests : IDisposable
     public void UpdateClipsAndStepsLikeTheReference(OptimizerKind kind, int normMode, float clip)
     {
         var partials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
-        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings>(UpdateKernels.Update);
+        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
         using var p = Upload(_p.Data);
         using var g = Upload(F(_ref.Grad));
         using var m = _acc.Allocate1D<float>(_d.ParameterCount);
@@ -148,6 +148,7 @@ public sealed class KernelTests : IDisposable
         m.MemSetToZero();
         v.MemSetToZero();
         using var partial = Poisoned(UpdateKernels.NormPartials);
+        using var history = Upload(new[] { float.NaN, 12.5f }); // this step's recorded loss, at slot 1
         partials(UpdateKernels.NormPartials, _d.ParameterCount, g.View, partial.View);
         double sq = _ref.Grad.Sum(x => x * x);
         Assert.Equal(sq, partial.GetAsArray1D().Sum(x => (double)x), sq * 1e-5);
@@ -157,24 +158,25 @@ public sealed class KernelTests : IDisposable
         var expected = TestData.ToDouble(_p.Data);
         for (int t = 1; t <= 3; t++) // three steps: moments and bias corrections at work
         {
-            update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, new StepSettings(0.05f, clip, mode, false, config).ForUpdate(t));
+            update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, history.View, 1, new StepSettings(0.05f, clip, mode, false, config).ForUpdate(t));
             expected = reference.Step(expected, _ref.Grad, 0.05, clip, mode);
         }
         TestData.AssertClose(_output, $"Update ({kind}, mode {normMode}, clip {clip})", expected, p.GetAsArray1D(), rtol: 1e-4, atol: 1e-5);
     }
 
-    [Fact]
-    public void UpdateSkipsAStepWithANonFiniteGradient()
+    [Theory]
+    [InlineData(float.NaN)]
+    [InlineData(float.PositiveInfinity)]
+    public void UpdateSkipsAStepWhoseRecordedLossIsNotFinite(float recorded)
     {
-        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerSettings>(UpdateKernels.Update);
+        var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
         using var p = Upload(_p.Data);
         using var g = Upload(F(_ref.Grad));
         using var m = _acc.Allocate1D<float>(_d.ParameterCount);
         using var v = _acc.Allocate1D<float>(_d.ParameterCount);
-        var sums = new float[UpdateKernels.NormPartials];
-        sums[3] = float.NaN;
-        using var partial = Upload(sums);
-        update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, new StepSettings(0.05f, 0f, ClipMode.Value, false).ForUpdate(1));
+        using var partial = Upload(new float[UpdateKernels.NormPartials]);
+        using var history = Upload(new[] { recorded }); // BatchLoss records a non-finite gradient as NaN
+        update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, history.View, 0, new StepSettings(0.05f, 0f, ClipMode.Value, false).ForUpdate(1));
         Assert.Equal(_p.Data, p.GetAsArray1D());
     }
 
