@@ -82,17 +82,37 @@ public static class Program
         if (verb.Format is not ("text" or "jsonl"))
             throw new UserError($"--format must be text or jsonl (got '{verb.Format}')");
         var model = Checkpoint.Load(verb.Model);
-        bool keepCase = model.Metadata.TryGetValue("options", out var json) && json.Contains("\"keep-case\":true", StringComparison.Ordinal);
-        var dataset = GpuDinoRnn.Data.Dataset.Load(verb.Data, keepCase);
-        var names = dataset.Names.Select(n => model.Vocabulary.Encode(n)).ToList();
+        // Read the data as the model was trained on it: names (case kept or not) or one text in chunks.
+        var trained = TrainOptions.Stored(verb.Model, model.Metadata) ?? new TrainOptions();
+        IEnumerable<GpuDinoRnn.Data.Batch> batches;
+        int count;
+        string unit;
+        if (trained.TextMode == GpuDinoRnn.Data.TextMode.Continuous)
+        {
+            var ids = model.Vocabulary.Encode(GpuDinoRnn.Data.Dataset.LoadText(verb.Data));
+            (batches, count, unit) = (GpuDinoRnn.Data.TextStreams.Chunks(ids, trained.SeqLength, 256), ids.Length / trained.SeqLength, "chunks");
+        }
+        else
+        {
+            var names = GpuDinoRnn.Data.Dataset.Load(verb.Data, trained.KeepCase).Names.Select(n => model.Vocabulary.Encode(n)).ToList();
+            (batches, count, unit) = (GpuDinoRnn.Data.Batcher.Cover(names, 256), names.Count, "names");
+        }
         using var backend = Devices.Create(verb.Device, model.Parameters.Shape, verb.Threads ?? Environment.ProcessorCount);
         backend.Upload(model.Parameters);
-        var (nats, chars) = Trainer.TotalLoss(backend, GpuDinoRnn.Data.Batcher.Cover(names, 256));
+        var (nats, chars) = Trainer.TotalLoss(backend, batches);
         double bits = nats / chars / Math.Log(2);
         stdout.WriteLine(verb.Format == "jsonl"
-            ? System.Text.Json.JsonSerializer.Serialize(new { data = verb.Data, names = names.Count, chars, loss_per_name = nats / names.Count, nats_per_char = nats / chars, bits_per_char = bits })
+            ? System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["data"] = verb.Data,
+                [unit] = count,
+                ["chars"] = chars,
+                ["loss_per_" + unit.TrimEnd('s')] = nats / count,
+                ["nats_per_char"] = nats / chars,
+                ["bits_per_char"] = bits,
+            })
             : string.Create(CultureInfo.InvariantCulture,
-                $"{verb.Data}: {names.Count} names, {chars} characters; loss {nats / names.Count:F4} nats per name, {nats / chars:F4} nats and {bits:F4} bits per character"));
+                $"{verb.Data}: {count} {unit}, {chars} characters; loss {nats / count:F4} nats per {unit.TrimEnd('s')}, {nats / chars:F4} nats and {bits:F4} bits per character"));
         return 0;
     }
 

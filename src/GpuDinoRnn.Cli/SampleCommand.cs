@@ -5,6 +5,7 @@ using System.Text.Json;
 using GpuDinoRnn.Checkpoints;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Sampling;
+using GpuDinoRnn.Training;
 
 namespace GpuDinoRnn.Cli;
 
@@ -75,7 +76,7 @@ public static class SampleCommand
     {
         if (verb.Data is not null)
         {
-            bool keepCase = model.Metadata.TryGetValue("options", out var json) && json.Contains("\"keep-case\":true", StringComparison.Ordinal);
+            bool keepCase = TrainOptions.Stored(verb.Model, model.Metadata)?.KeepCase ?? false;
             return Dataset.Load(verb.Data, keepCase).Names.ToHashSet(StringComparer.Ordinal);
         }
         return model.Metadata.TryGetValue("names", out var names) ? names.Split('\n').ToHashSet(StringComparer.Ordinal) : null;

@@ -198,6 +198,21 @@ public sealed record TrainOptions
 
     public string ToJson() => JsonSerializer.Serialize(this, JsonOptions);
 
+    /// <summary>The options a checkpoint was trained with; null when it does not say (another tool wrote it).</summary>
+    public static TrainOptions? Stored(string path, IReadOnlyDictionary<string, string> metadata)
+    {
+        if (!metadata.TryGetValue("options", out var json))
+            return null;
+        try
+        {
+            return JsonSerializer.Deserialize<TrainOptions>(json, JsonOptions);
+        }
+        catch (JsonException e)
+        {
+            throw new UserError($"checkpoint '{path}': the stored options are damaged ({e.Message})");
+        }
+    }
+
     /// <summary>
     /// The options a resumable checkpoint was trained with, to continue with: the same file is
     /// written again, and the device and threads may change (they do not change the result on
@@ -205,18 +220,8 @@ public sealed record TrainOptions
     /// </summary>
     public static TrainOptions ForResume(string path, IReadOnlyDictionary<string, string> metadata)
     {
-        if (!metadata.TryGetValue("options", out var json))
-            throw new UserError($"--resume '{path}' does not hold its training options");
-        TrainOptions? stored;
-        try
-        {
-            stored = JsonSerializer.Deserialize<TrainOptions>(json, JsonOptions);
-        }
-        catch (JsonException e)
-        {
-            throw new UserError($"--resume '{path}': the stored options are damaged ({e.Message})");
-        }
-        return (stored ?? throw new UserError($"--resume '{path}': the stored options are empty")) with
+        var stored = Stored(path, metadata) ?? throw new UserError($"--resume '{path}' does not hold its training options");
+        return stored with
         {
             Resume = path,
             Init = null,

@@ -64,6 +64,13 @@ public class TextStreamsTests(ITestOutputHelper output)
         var (code, _, _) = CliRunner.Run(output, "train", "--resume", half);
         Assert.Equal(0, code);
         Assert.Equal(whole.Parameters.Data, GpuDinoRnn.Checkpoints.Checkpoint.Load(half).Parameters.Data);
+
+        // eval reads a continuous model's data as text in chunks, as training did.
+        var (evalCode, evalOut, _) = CliRunner.Run(output, "eval", "--model", half, "--data", data, "--format", "jsonl");
+        Assert.Equal(0, evalCode);
+        var r = System.Text.Json.JsonDocument.Parse(evalOut).RootElement;
+        Assert.True(r.GetProperty("chunks").GetInt32() > 0);
+        Assert.True(r.GetProperty("bits_per_char").GetDouble() < 1.0);
     }
 
     [Fact]
