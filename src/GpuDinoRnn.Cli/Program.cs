@@ -1,11 +1,11 @@
 // gpudinornn: parses the verb and hands over to the library. User errors become one line on
-// standard error and a non-zero exit code (2 bad input, 3 device, 4 write failure).
+// standard error and a non-zero exit code (2 bad input, 3 device, 4 write failure, 5 diverged,
+// 130 interrupted).
 using System.Globalization;
 using System.Runtime.InteropServices;
 using CommandLine;
 using GpuDinoRnn.Backends;
 using GpuDinoRnn.Checkpoints;
-using GpuDinoRnn.Sampling;
 using GpuDinoRnn.Training;
 
 namespace GpuDinoRnn.Cli;
