@@ -150,8 +150,6 @@ public sealed unsafe class CpuBackend : IBackend
 
     public void Step(Batch batch, StepSettings s)
     {
-        if (s.CarryState)
-            EnsureCarry(batch.B);
         double loss = ForwardAndBackward(batch, s.CarryState);
         _lastSumSquares = TensorPrimitives.SumOfSquares(_gq.Span);
         // As the device records it: a non-finite gradient reads as a NaN loss; a step whose
@@ -467,7 +465,7 @@ public sealed unsafe class CpuBackend : IBackend
         var update = s.ForUpdate(++_updates);
         if (!apply)
             return;
-        CpuOptimizer.Update(_q.Span, _gq.Span, _m1.Span, _m2.Span, update, TensorPrimitives.SumOfSquares(_gq.Span));
+        CpuOptimizer.Update(_q.Span, _gq.Span, _m1.Span, _m2.Span, update, _lastSumSquares);
         RefreshCopies();
     }
 
