@@ -43,11 +43,24 @@ public sealed record OptimizerConfig(
     public bool HasState => Kind != OptimizerKind.Sgd;
 }
 
+/// <summary>
+/// Dropout on every layer's output (between stacked layers and before the output layer) while
+/// training; Rate 0 turns it off. The mask of update n is a hash of (Seed, n, layer, t, b, unit):
+/// see DropoutMask.
+/// </summary>
+public readonly record struct DropoutConfig(float Rate, int Seed)
+{
+    public static readonly DropoutConfig Off = new(0f, 0);
+
+    /// <summary>The kernels' settings for update number n (1-based).</summary>
+    public Kernels.DropoutSettings ForUpdate(long n) => new(Rate, unchecked((uint)Seed), unchecked((uint)n));
+}
+
 /// <summary>What an exact resume needs from the device besides the weights.</summary>
 /// <param name="Updates">Updates applied so far (Adam's t).</param>
 /// <param name="M">First moments, in the parameters' layout.</param>
 /// <param name="V">Second moments, in the parameters' layout.</param>
-/// <param name="Carry">The carried hidden states (names × H), empty when nothing is carried.</param>
+/// <param name="Carry">The carried states (names × ModelShape.StateSize: each layer's h, then its c for the LSTM), empty when nothing is carried.</param>
 public sealed record BackendState(long Updates, float[] M, float[] V, float[] Carry);
 
 public interface IBackend : IDisposable

@@ -1,5 +1,6 @@
-// A model as a safetensors file: the five tensors Wax, Waa, Wya, b, by (F32, row-major) and
-// metadata with at least vocab, hidden and cell, plus the training options and iteration.
+// A model as a safetensors file: its tensors (F32, row-major; Parameters.NamesOf: Wax, Waa, Wya,
+// b, by for the course's model, l{k}.Wax … for deeper ones) and metadata with at least vocab,
+// hidden, cell and layers, plus the training options and iteration.
 using System.Globalization;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Model;
@@ -25,9 +26,10 @@ public static class Checkpoint
             ["format"] = Format,
             ["vocab"] = vocabulary.Serialize(),
             ["hidden"] = parameters.Shape.H.ToString(CultureInfo.InvariantCulture),
-            ["cell"] = ModelShape.Cell,
+            ["cell"] = parameters.Shape.CellName,
+            ["layers"] = parameters.Shape.Layers.ToString(CultureInfo.InvariantCulture),
         };
-        var tensors = Parameters.Names.Select(name =>
+        var tensors = Parameters.NamesOf(parameters.Shape).Select(name =>
         {
             var (_, dims) = Parameters.Layout(parameters.Shape, name);
             return new Tensor(name, dims, parameters.Slice(name).ToArray());
@@ -45,11 +47,15 @@ public static class Checkpoint
             ? value
             : throw new UserError($"checkpoint '{path}': metadata \"{key}\" is missing");
 
-        string cell = Meta("cell");
-        if (cell != ModelShape.Cell)
-            throw new UserError($"checkpoint '{path}' holds a '{cell}' model; this program trains and samples 'rnn' models");
+        string cellName = Meta("cell");
+        var cell = CellNames.Parse(cellName)
+            ?? throw new UserError($"checkpoint '{path}' holds a '{cellName}' model; this program knows rnn, gru and lstm");
         if (!int.TryParse(Meta("hidden"), NumberStyles.None, CultureInfo.InvariantCulture, out int h) || h < 1)
             throw new UserError($"checkpoint '{path}': metadata \"hidden\" is not a positive integer");
+        int layers = 1; // files from before stacked layers have no "layers"
+        if (file.Metadata.TryGetValue("layers", out var layersText)
+            && (!int.TryParse(layersText, NumberStyles.None, CultureInfo.InvariantCulture, out layers) || layers < 1 || layers > ModelShape.MaxLayers))
+            throw new UserError($"checkpoint '{path}': metadata \"layers\" is not an integer from 1 to {ModelShape.MaxLayers}");
         Vocabulary vocab;
         try
         {
@@ -59,22 +65,23 @@ public static class Checkpoint
         {
             throw new UserError($"checkpoint '{path}': {e.Message}");
         }
-        var shape = new ModelShape(h, vocab.Size);
+        var shape = new ModelShape(h, vocab.Size, cell, layers);
+        var names = Parameters.NamesOf(shape);
         var parameters = new Parameters(shape);
-        foreach (var name in Parameters.Names)
+        foreach (var name in names)
         {
             var tensor = file.Find(name) ?? throw new UserError($"checkpoint '{path}': tensor {name} is missing");
             var (_, dims) = Parameters.Layout(shape, name);
             if (!tensor.Shape.SequenceEqual(dims))
-                throw new UserError($"checkpoint '{path}': tensor {name} has shape [{string.Join(",", tensor.Shape)}], expected [{string.Join(",", dims)}] for hidden {h} and a vocabulary of {vocab.Size}");
+                throw new UserError($"checkpoint '{path}': tensor {name} has shape [{string.Join(",", tensor.Shape)}], expected [{string.Join(",", dims)}] for a {cellName} model of {layers} layer(s), hidden {h} and a vocabulary of {vocab.Size}");
             if (!tensor.Data.All(float.IsFinite))
                 throw new UserError($"checkpoint '{path}': tensor {name} holds NaN or infinite values");
             tensor.Data.CopyTo(parameters.Slice(name));
         }
         var state = file.Tensors.Where(t => StatePrefixes.Any(p => t.Name.StartsWith(p, StringComparison.Ordinal))).ToList();
-        var unknown = file.Tensors.Select(t => t.Name).Except(Parameters.Names).Except(state.Select(t => t.Name)).ToList();
+        var unknown = file.Tensors.Select(t => t.Name).Except(names).Except(state.Select(t => t.Name)).ToList();
         if (unknown.Count > 0)
-            throw new UserError($"checkpoint '{path}': unexpected tensor {unknown[0]} for an 'rnn' model");
+            throw new UserError($"checkpoint '{path}': unexpected tensor {unknown[0]} for a {cellName} model of {layers} layer(s)");
         return new LoadedModel(parameters, vocab, file.Metadata, state);
     }
 }

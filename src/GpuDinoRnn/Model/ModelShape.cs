@@ -1,14 +1,45 @@
-// The size of a model: hidden units H and vocabulary V (one vanilla tanh layer).
+// The size of a model: the cell, how many layers, hidden units H per layer and vocabulary V.
 using GpuDinoRnn.Kernels;
 
 namespace GpuDinoRnn.Model;
 
-public readonly record struct ModelShape(int H, int V)
+public readonly record struct ModelShape(int H, int V, CellKind Cell = CellKind.Rnn, int Layers = 1)
 {
-    public const string Cell = "rnn";
+    /// <summary>The deepest stack --layers accepts.</summary>
+    public const int MaxLayers = 16;
 
-    /// <summary>The kernels' shape struct for a step of B names and T time steps.</summary>
+    /// <summary>One vanilla layer: the course's model, which has its own fast backends and kernels.</summary>
+    public bool IsVanilla => Cell == CellKind.Rnn && Layers == 1;
+
+    /// <summary>The kernels' shape struct of the one-layer vanilla model for a step of B names and T time steps.</summary>
     public RnnDims Dims(int b, int t) => new(b, t, H, V);
 
-    public int ParameterCount => Dims(1, 1).ParameterCount;
+    /// <summary>The shape struct of any model for a step of B names and T time steps.</summary>
+    public StackDims Stack(int b, int t) => new(b, t, H, V, Cell, Layers);
+
+    public int ParameterCount => Stack(1, 1).ParameterCount;
+
+    /// <summary>Floats of recurrent state per name: every layer's h, and its c for the LSTM.</summary>
+    public int StateSize => Layers * Stack(1, 1).StatePerLayer;
+
+    /// <summary>The name of the cell as the command line and checkpoints spell it.</summary>
+    public string CellName => CellNames.Of(Cell);
+}
+
+public static class CellNames
+{
+    public static string Of(CellKind cell) => cell switch
+    {
+        CellKind.Gru => "gru",
+        CellKind.Lstm => "lstm",
+        _ => "rnn",
+    };
+
+    public static CellKind? Parse(string name) => name switch
+    {
+        "rnn" => CellKind.Rnn,
+        "gru" => CellKind.Gru,
+        "lstm" => CellKind.Lstm,
+        _ => null,
+    };
 }

@@ -1,13 +1,32 @@
-// All weights in one contiguous float buffer with named views, in checkpoint order:
-// Wax (H,V), Waa (H,H), Wya (V,H), b (H), by (V). Gradients use the same layout.
+// All weights in one contiguous float buffer with named views, in checkpoint order (StackDims):
+// for the course's model Wax (H,V), Waa (H,H), Wya (V,H), b (H), by (V); for any other, each
+// layer's Wax, Waa, b, then Wya, by. Gradients and optimizer moments use the same layout.
 using GpuDinoRnn.Kernels;
 
 namespace GpuDinoRnn.Model;
 
 public sealed class Parameters
 {
-    /// <summary>Tensor names in buffer order, as in the checkpoint.</summary>
+    /// <summary>The course model's tensor names in buffer order, as in the checkpoint.</summary>
     public static readonly string[] Names = ["Wax", "Waa", "Wya", "b", "by"];
+
+    /// <summary>
+    /// A model's tensor names in buffer order. One layer: Wax, Waa, b (gate blocks stacked in rows),
+    /// Wya, by. Several layers: layer k's are prefixed "l{k}." (l0.Wax, l0.Waa, l0.b, l1.Wax, …).
+    /// </summary>
+    public static string[] NamesOf(ModelShape shape)
+    {
+        if (shape.IsVanilla)
+            return Names;
+        var names = new List<string>();
+        for (int l = 0; l < shape.Layers; l++)
+            names.AddRange(new[] { "Wax", "Waa", "b" }.Select(n => LayerPrefix(shape, l) + n));
+        names.Add("Wya");
+        names.Add("by");
+        return [.. names];
+    }
+
+    private static string LayerPrefix(ModelShape shape, int layer) => shape.Layers == 1 ? "" : $"l{layer}.";
 
     public Parameters(ModelShape shape)
     {
@@ -18,6 +37,7 @@ public sealed class Parameters
     public ModelShape Shape { get; }
     public float[] Data { get; }
 
+    // The one-layer views; deeper models name their layers' tensors "l{k}.Wax" and so on.
     public Span<float> Wax => Slice("Wax");
     public Span<float> Waa => Slice("Waa");
     public Span<float> Wya => Slice("Wya");
@@ -27,16 +47,22 @@ public sealed class Parameters
     /// <summary>Offset and row-major shape of a named tensor in the flat buffer.</summary>
     public static (int Offset, int[] Dims) Layout(ModelShape shape, string name)
     {
-        RnnDims d = shape.Dims(1, 1);
-        return name switch
+        StackDims d = shape.Stack(1, 1);
+        if (name == "Wya")
+            return (d.WyaOffset, [d.V, d.H]);
+        if (name == "by")
+            return (d.ByOffset, [d.V]);
+        for (int l = 0; l < d.Layers; l++)
         {
-            "Wax" => (d.WaxOffset, [d.H, d.V]),
-            "Waa" => (d.WaaOffset, [d.H, d.H]),
-            "Wya" => (d.WyaOffset, [d.V, d.H]),
-            "b" => (d.BOffset, [d.H]),
-            "by" => (d.ByOffset, [d.V]),
-            _ => throw new ArgumentException($"no tensor named {name}"),
-        };
+            string prefix = LayerPrefix(shape, l);
+            if (name == prefix + "Wax")
+                return (d.WaxOffset(l), [d.GH, d.InputsOf(l)]);
+            if (name == prefix + "Waa")
+                return (d.WaaOffset(l), [d.GH, d.H]);
+            if (name == prefix + "b")
+                return (d.BOffset(l), [d.GH]);
+        }
+        throw new ArgumentException($"no tensor named {name}");
     }
 
     public Span<float> Slice(string name)
@@ -74,9 +100,21 @@ public sealed class Parameters
             return p;
         }
         var rng = new Random(seed);
-        FillNormal(p.Wax, rng, scheme == InitScheme.Small ? 0.01 : 1.0);   // one-hot input: fan-in 1
-        FillNormal(p.Waa, rng, scheme == InitScheme.Small ? 0.01 : 1.0 / Math.Sqrt(shape.H));
-        FillNormal(p.Wya, rng, scheme == InitScheme.Small ? 0.01 : 1.0 / Math.Sqrt(shape.H));
+        bool small = scheme == InitScheme.Small;
+        double hidden = small ? 0.01 : 1.0 / Math.Sqrt(shape.H);
+        for (int l = 0; l < shape.Layers; l++)
+        {
+            string prefix = LayerPrefix(shape, l);
+            FillNormal(p.Slice(prefix + "Wax"), rng, small ? 0.01 : l == 0 ? 1.0 : hidden); // one-hot input: fan-in 1
+            FillNormal(p.Slice(prefix + "Waa"), rng, hidden);
+        }
+        FillNormal(p.Wya, rng, hidden);
+        if (shape.Cell == CellKind.Lstm)
+        {
+            // Forget-gate biases of 1: a new LSTM remembers by default (Jozefowicz et al., 2015).
+            for (int l = 0; l < shape.Layers; l++)
+                p.Slice(LayerPrefix(shape, l) + "b").Slice(shape.H, shape.H).Fill(1f);
+        }
         return p;
     }
 

@@ -50,7 +50,10 @@ public class CheckpointTests
     }
 
     [Theory]
-    [InlineData("cell", "gru", "'gru' model")]
+    [InlineData("cell", "gru", "for a gru model of 1 layer(s)")]
+    [InlineData("cell", "mamba", "'mamba' model")]
+    [InlineData("layers", "2", "tensor l0.Wax is missing")]
+    [InlineData("layers", "0", "\"layers\" is not an integer")]
     [InlineData("hidden", "5", "tensor Wax has shape [4,5], expected [5,5]")]
     [InlineData("hidden", "four", "\"hidden\" is not a positive integer")]
     [InlineData("vocab", "abcd", "must start with '\\n'")]
