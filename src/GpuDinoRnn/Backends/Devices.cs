@@ -39,7 +39,7 @@ public static class Devices
     /// The backend for a --device value: auto, cpu, ilgpu-cpu, cuda, opencl, cuda:N, opencl:N or
     /// an index from List. Throws UserError (exit 3) naming the devices that exist.
     /// </summary>
-    public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null)
+    public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null, DropoutConfig dropout = default)
     {
         spec = spec.Trim().ToLowerInvariant();
         if (spec == "cpu")
