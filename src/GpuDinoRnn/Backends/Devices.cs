@@ -42,8 +42,10 @@ public static class Devices
     public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null, DropoutConfig dropout = default)
     {
         spec = spec.Trim().ToLowerInvariant();
+        // The course's model has its own fast backends; every other model runs the stack's.
+        IBackend Cpu() => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads) : new CpuStackBackend(shape, dropout);
         if (spec == "cpu")
-            return new CpuBackend(shape, threads);
+            return Cpu();
         if (int.TryParse(spec, out int index))
         {
             var all = List(threads);
@@ -51,7 +53,7 @@ public static class Devices
                 throw Absent($"device {index}", all);
             spec = all[index].Id;
             if (spec == "cpu")
-                return new CpuBackend(shape, threads);
+                return Cpu();
         }
         var context = CreateContext(threads, includeUnsupported: false);
         try
@@ -70,7 +72,7 @@ public static class Devices
                 if (spec == "auto")
                 {
                     log?.Invoke("device auto: no CUDA or OpenCL GPU found, using cpu");
-                    return new CpuBackend(shape, threads);
+                    return Cpu();
                 }
                 throw Absent($"device '{spec}'", List(threads));
             }

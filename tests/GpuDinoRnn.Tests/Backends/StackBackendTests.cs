@@ -245,3 +245,8 @@ public abstract class StackBackendTests(ITestOutputHelper output)
         Assert.Equal(first, second);
     }
 }
+
+public sealed class CpuStackBackendTests(ITestOutputHelper output) : StackBackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape, DropoutConfig dropout) => (new CpuStackBackend(shape, dropout), null);
+}
