@@ -27,7 +27,16 @@ public sealed class TrainVerb
     [Option("max-name-length", HelpText = "Longest name accepted (default 1000).")]
     public int? MaxNameLength { get; set; }
 
-    [Option("hidden", HelpText = "Hidden units H (default 192; course 50).")]
+    [Option("cell", HelpText = "Recurrent cell: rnn (default; the course's), gru or lstm.")]
+    public GpuDinoRnn.Kernels.CellKind? Cell { get; set; }
+
+    [Option("layers", HelpText = "Stacked recurrent layers (default 1).")]
+    public int? Layers { get; set; }
+
+    [Option("dropout", HelpText = "Dropout rate on each layer's output while training (default 0: off; seeded by --seed).")]
+    public float? Dropout { get; set; }
+
+    [Option("hidden", HelpText = "Hidden units H per layer (default 192; course 50).")]
     public int? Hidden { get; set; }
 
     [Option("batch", HelpText = "Names per mini-batch B (default 16; course 1).")]
@@ -175,6 +184,9 @@ public sealed class TrainVerb
             TextMode = TextMode ?? o.TextMode,
             SeqLength = SeqLength ?? o.SeqLength,
             MaxNameLength = MaxNameLength ?? o.MaxNameLength,
+            Cell = Cell ?? o.Cell,
+            Layers = Layers ?? o.Layers,
+            Dropout = Dropout ?? o.Dropout,
             Hidden = Hidden ?? o.Hidden,
             Batch = Batch ?? o.Batch,
             Lr = Lr ?? o.Lr,

@@ -1,7 +1,8 @@
-// Draws names from a model on the host, in float64, from parameters copied back from the device.
+// Draws names from a model on the host (the course's model in float64, any other in float32 as it was trained),
 // Each name has its own generator, seeded from (seed, index), so a name does not depend on how
 // many were drawn before it or on how the work is split between threads.
 using System.Numerics.Tensors;
+using GpuDinoRnn.Backends;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Model;
 using GpuDinoRnn.Training;
@@ -42,15 +43,30 @@ public sealed class Sampler
     private readonly int _h, _v;
     private readonly double[] _a, _aNext, _logits, _probs;
     private readonly int[] _order;
+    // Any other model: its float32 weights and every layer's state, stepped with CpuCells.
+    private readonly Parameters? _stack;
+    private readonly float[] _state = [], _px = [], _pa = [], _act = [], _an = [], _next = [];
 
     public Sampler(Parameters parameters, Vocabulary vocabulary)
     {
         if (parameters.Shape.V != vocabulary.Size)
             throw new ArgumentException("the vocabulary does not match the model");
-        _wax = ToDouble(parameters.Wax);
-        _waa = ToDouble(parameters.Waa);
+        var shape = parameters.Shape;
+        if (shape.IsVanilla)
+        {
+            _wax = ToDouble(parameters.Wax);
+            _waa = ToDouble(parameters.Waa);
+            _b = ToDouble(parameters.B);
+        }
+        else
+        {
+            (_wax, _waa, _b) = ([], [], []);
+            _stack = parameters;
+            var d = shape.Stack(1, 1);
+            (_state, _px, _pa, _act) = (new float[shape.StateSize], new float[d.GH], new float[d.GH], new float[d.GH]);
+            (_an, _next) = (new float[d.H], new float[d.StatePerLayer]);
+        }
         _wya = ToDouble(parameters.Wya);
-        _b = ToDouble(parameters.B);
         _by = ToDouble(parameters.By);
         _vocab = vocabulary;
         _h = parameters.Shape.H;
@@ -107,6 +123,7 @@ public sealed class Sampler
     private SampledName Draw(SampleOptions o, Func<double[], int> choose)
     {
         Array.Clear(_a);
+        Array.Clear(_state);
         int x = Batch.Start;
         var ids = new List<int>();
         foreach (int id in o.Prefix.Length == 0 ? [] : _vocab.Encode(o.Prefix))
@@ -141,12 +158,53 @@ public sealed class Sampler
     /// <summary>a = tanh(Wax·x + Waa·a + b); logits = Wya·a + by (SIMD dot products in float64).</summary>
     private void Step(int x)
     {
+        if (_stack is not null)
+        {
+            StackStep(x);
+            return;
+        }
         for (int i = 0; i < _h; i++)
         {
             double z = TensorPrimitives.Dot(_waa.AsSpan(i * _h, _h), _a);
             _aNext[i] = Math.Tanh(_b[i] + (x >= 0 ? _wax[i * _v + x] : 0.0) + z);
         }
         _aNext.CopyTo(_a, 0);
+        for (int k = 0; k < _v; k++)
+            _logits[k] = _by[k] + TensorPrimitives.Dot(_wya.AsSpan(k * _h, _h), _a);
+    }
+
+    /// <summary>
+    /// One step of every layer, bottom to top, in float32 as the backends train it (CpuCells), with
+    /// no dropout; logits = Wya·h_top + by.
+    /// </summary>
+    private void StackStep(int x)
+    {
+        var p = _stack!.Data;
+        var d = _stack.Shape.Stack(1, 1);
+        int h = d.H;
+        for (int l = 0; l < d.Layers; l++)
+        {
+            var state = _state.AsSpan(l * d.StatePerLayer, d.StatePerLayer);
+            var below = l == 0 ? default : _state.AsSpan((l - 1) * d.StatePerLayer, h);
+            int inputs = d.InputsOf(l);
+            for (int g = 0; g < d.GH; g++)
+            {
+                float px = p[d.BOffset(l) + g];
+                if (l == 0 && x >= 0)
+                    px += p[d.WaxOffset(0) + g * inputs + x];
+                if (l > 0)
+                    px += TensorPrimitives.Dot(p.AsSpan(d.WaxOffset(l) + g * inputs, h), below);
+                _px[g] = px;
+                _pa[g] = TensorPrimitives.Dot(p.AsSpan(d.WaaOffset(l) + g * h, h), state[..h]);
+            }
+            bool lstm = d.Cell == Kernels.CellKind.Lstm;
+            CpuCells.Forward(d.Cell, h, h, _px, _pa, state[..h], lstm ? state[h..] : default, _act, _an,
+                _next.AsSpan(0, h), lstm ? _next.AsSpan(h) : default);
+            _next.CopyTo(state);
+        }
+        var top = _state.AsSpan((d.Layers - 1) * d.StatePerLayer, h);
+        for (int i = 0; i < h; i++)
+            _a[i] = top[i];
         for (int k = 0; k < _v; k++)
             _logits[k] = _by[k] + TensorPrimitives.Dot(_wya.AsSpan(k * _h, _h), _a);
     }

@@ -41,7 +41,7 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
     {
         if (moments)
         {
-            foreach (var name in Model.Parameters.Names)
+            foreach (var name in Model.Parameters.NamesOf(shape))
             {
                 var (offset, dims) = Model.Parameters.Layout(shape, name);
                 int n = dims.Aggregate(1, (a, b) => a * b);
@@ -50,7 +50,7 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
             }
         }
         if (carry)
-            yield return new Checkpoints.Tensor("state.carry", [state.Carry.Length / shape.H, shape.H], state.Carry);
+            yield return new Checkpoints.Tensor("state.carry", [state.Carry.Length / shape.StateSize, shape.StateSize], state.Carry);
     }
 
     /// <summary>The backend state a checkpoint holds (zeros for what it does not hold).</summary>
@@ -65,12 +65,12 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
             int offset = 0;
             int[] dims;
             if (t.Name == "state.carry")
-                (target, dims) = (carry = new float[t.Data.Length], [t.Data.Length / shape.H, shape.H]);
+                (target, dims) = (carry = new float[t.Data.Length], [t.Data.Length / shape.StateSize, shape.StateSize]);
             else if (t.Name.StartsWith("optimizer.m.", StringComparison.Ordinal) || t.Name.StartsWith("optimizer.v.", StringComparison.Ordinal))
             {
                 target = t.Name[10] == 'm' ? m : v;
                 string name = t.Name[12..];
-                if (!Model.Parameters.Names.Contains(name))
+                if (!Model.Parameters.NamesOf(shape).Contains(name))
                     throw new UserError($"--resume '{path}': unexpected tensor {t.Name}");
                 (offset, dims) = Model.Parameters.Layout(shape, name);
             }

@@ -41,7 +41,13 @@ public sealed record TrainOptions
     public bool KeepCase { get; init; }
     /// <summary>Longest name accepted, in characters.</summary>
     public int MaxNameLength { get; init; } = 1000;
-    /// <summary>H, hidden units.</summary>
+    /// <summary>The recurrent cell: rnn (the course's), gru or lstm.</summary>
+    public Kernels.CellKind Cell { get; init; } = Kernels.CellKind.Rnn;
+    /// <summary>Stacked recurrent layers, each of Hidden units.</summary>
+    public int Layers { get; init; } = 1;
+    /// <summary>Dropout rate on every layer's output while training (0: off); the mask is seeded by Seed.</summary>
+    public float Dropout { get; init; }
+    /// <summary>H, hidden units (per layer).</summary>
     public int Hidden { get; init; } = 192;
     /// <summary>B, names per mini-batch.</summary>
     public int Batch { get; init; } = 16;
@@ -153,6 +159,10 @@ public sealed record TrainOptions
     {
         Require(Hidden is >= 1 and <= 4096, $"--hidden must be between 1 and 4096 (got {Hidden})");
         Require(Batch >= 1, $"--batch must be at least 1 (got {Batch})");
+        Require(Layers is >= 1 and <= ModelShape.MaxLayers, $"--layers must be between 1 and {ModelShape.MaxLayers} (got {Layers})");
+        Require(float.IsFinite(Dropout) && Dropout is >= 0 and < 1, $"--dropout must be in [0, 1) (got {Dropout})");
+        Require(InitScheme != InitScheme.Numpy || (Cell == Kernels.CellKind.Rnn && Layers == 1),
+            "the course's numpy initialisation (--preset course) is for one rnn layer; use the default preset for --cell gru/lstm or --layers");
         Require(float.IsFinite(Lr) && Lr > 0, $"--lr must be a positive number (got {Lr})");
         Require(float.IsFinite(Clip) && Clip >= 0, $"--clip must be 0 (off) or positive (got {Clip})");
         Require(OptimizerKinds.ContainsKey(Optimizer), $"--optimizer '{Optimizer}' is not available (available: {string.Join(", ", OptimizerKinds.Keys)})");
@@ -193,6 +203,12 @@ public sealed record TrainOptions
 
     [JsonIgnore]
     public OptimizerConfig OptimizerConfig => new(OptimizerKinds[Optimizer], Momentum, Beta1, Beta2, Eps, WeightDecay, Alpha);
+
+    [JsonIgnore]
+    public DropoutConfig DropoutConfig => new(Dropout, Seed);
+
+    /// <summary>The model these options train on a vocabulary of v symbols.</summary>
+    public ModelShape Shape(int v) => new(Hidden, v, Cell, Layers);
 
     public LrSchedule Schedule(int totalIterations) => new(LrSchedule, Lr, Warmup, totalIterations, LrStepEvery, LrGamma, MinLr);
 

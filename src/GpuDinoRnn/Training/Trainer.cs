@@ -59,10 +59,10 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var (vocab, data, parameters) = Prepare();
 
         var coldStart = Stopwatch.StartNew();
-        using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info);
+        using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig);
         backend.Upload(parameters);
         _backend = backend;
-        _log.Info($"device {backend.Device}; {data.TrainCount} training {data.Unit}, {data.ValCount} validation; V = {vocab.Size}, H = {parameters.Shape.H}, " +
+        _log.Info($"device {backend.Device}; {data.TrainCount} training {data.Unit}, {data.ValCount} validation; V = {vocab.Size}, {Describe(parameters.Shape)}, " +
                   $"B = {options.Batch}; ready in {coldStart.Elapsed.TotalSeconds:F2} s");
 
         _data = data;
@@ -172,7 +172,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             throw new UserError($"data: '{path}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
         if (!dataVocab.SameAs(vocab))
             throw new UserError($"'{from}' has vocabulary {vocab.Display()} but the data '{path}' has {dataVocab.Display()}");
-        var shape = new ModelShape(init?.Parameters.Shape.H ?? options.Hidden, vocab.Size);
+        // A model given by --init or --resume keeps its own shape.
+        var shape = init?.Parameters.Shape ?? options.Shape(vocab.Size);
         var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
         if (continuous)
         {
@@ -268,13 +269,17 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             return "";
         var g = new float[_backend.Shape.ParameterCount];
         _backend.DownloadGradients(g);
-        var bad = Parameters.Names.Where(name =>
+        var bad = Parameters.NamesOf(_backend.Shape).Where(name =>
         {
             var (offset, dims) = Parameters.Layout(_backend.Shape, name);
             return !g.AsSpan(offset, dims.Aggregate(1, (a, b) => a * b)).ToArray().All(float.IsFinite);
         }).Select(n => "d" + n).ToList();
         return bad.Count == 0 ? "" : $"; non-finite gradient in {string.Join(", ", bad)}";
     }
+
+    /// <summary>The model for the log: "H = 192" for the course's cell, "lstm × 2, H = 128" otherwise.</summary>
+    public static string Describe(ModelShape shape) =>
+        shape.IsVanilla ? $"H = {shape.H}" : $"{shape.CellName} × {shape.Layers}, H = {shape.H}";
 
     /// <summary>Mean loss per predicted character, in bits, from a fresh state per name.</summary>
     public static double BitsPerChar(IBackend backend, IEnumerable<Batch> batches)

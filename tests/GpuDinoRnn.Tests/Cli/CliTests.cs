@@ -25,6 +25,29 @@ public class CliTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData("gru", "1", "0")]
+    [InlineData("lstm", "2", "0.2")]
+    public void GatedAndStackedModelsTrainSampleAndEvaluate(string cell, string layers, string dropout)
+    {
+        using var dir = new Hardening.CliRunner.TempDir();
+        string model = dir.File("m.safetensors");
+        var (code, stdout, stderr) = Run("train", "--data", TestData.BundledNames, "--device", "cpu", "--cell", cell, "--layers", layers, "--dropout", dropout,
+            "--hidden", "16", "--iterations", "40", "--sample-count", "3", "--checkpoint", model);
+        Assert.Equal(0, code);
+        Assert.Contains($"{cell} × {layers}, H = 16", stderr);
+        var loaded = GpuDinoRnn.Checkpoints.Checkpoint.Load(model);
+        Assert.Equal(cell, loaded.Metadata["cell"]);
+        Assert.Equal(layers, loaded.Metadata["layers"]);
+        Assert.Equal(GpuDinoRnn.Model.Parameters.NamesOf(loaded.Parameters.Shape), GpuDinoRnn.Checkpoints.SafeTensors.Read(model).Tensors.Select(t => t.Name).Where(n => !n.Contains('.') || n.StartsWith('l')));
+        (code, stdout, _) = Run("sample", "--model", model, "--count", "5", "--seed", "2");
+        Assert.Equal(0, code);
+        Assert.Equal(5, Lines(stdout).Length);
+        (code, stdout, _) = Run("eval", "--model", model, "--data", TestData.BundledNames);
+        Assert.Equal(0, code);
+        Assert.Contains("bits per character", stdout);
+    }
+
+    [Theory]
     [InlineData("train", "--hidden", "0")]
     [InlineData("train", "--batch", "0")]
     [InlineData("train", "--lr", "-1")]
@@ -33,6 +56,7 @@ public class CliTests(ITestOutputHelper output)
     [InlineData("train", "--val-fraction", "1.5")]
     [InlineData("train", "--carry-state", "--batch", "4")]
     [InlineData("train", "--preset", "bogus")]
+    [InlineData("train", "--cell", "mamba")]
     [InlineData("train", "--data", "/nonexistent/names.txt")]
     [InlineData("train", "--init", "/nonexistent/model.safetensors")]
     [InlineData("sample", "--model", "/nonexistent/model.safetensors")]

@@ -156,6 +156,9 @@ public class BadInputTests(ITestOutputHelper output)
     [InlineData("--device", "tpu", "device 'tpu' is not present; devices here: cpu")]
     [InlineData("--device", "9", "device 9 is not present")]
     [InlineData("--epochs", "2", "--iterations and --epochs contradict each other")]
+    [InlineData("--layers", "0", "--layers must be between 1 and 16")]
+    [InlineData("--dropout", "1", "--dropout must be in [0, 1)")]
+    [InlineData("--dropout", "-0.5", "--dropout must be in [0, 1)")]
     public void BadTrainOption(string option, string value, string message)
     {
         var quick = new List<string>(Quick);
@@ -164,6 +167,10 @@ public class BadInputTests(ITestOutputHelper output)
             quick.RemoveRange(given, 2);
         AssertOneLineError(["train", "--data", TestData.BundledNames, .. quick, option, value], 2, message);
     }
+
+    [Fact]
+    public void TheCoursePresetIsForOneVanillaLayer() =>
+        AssertOneLineError(["train", "--preset", "course", "--cell", "lstm", .. Quick], 2, "the course's numpy initialisation (--preset course) is for one rnn layer");
 
     [Theory]
     [InlineData("--temperature", "0", "--temperature must be a positive number")]

@@ -16,7 +16,9 @@ public class ResumeTests(ITestOutputHelper output)
     [InlineData("cpu", "adam", false)]
     [InlineData("ilgpu-cpu", "rmsprop", false)]
     [InlineData("cpu", "momentum", true)]
-    public void AnInterruptedAndResumedRunEndsWithTheSameWeights(string device, string optimizer, bool carry)
+    [InlineData("cpu", "adam", false, "lstm", 2, 0.2f)]
+    [InlineData("cpu", "sgd", true, "gru", 2, 0.1f)]
+    public void AnInterruptedAndResumedRunEndsWithTheSameWeights(string device, string optimizer, bool carry, string cell = "rnn", int layers = 1, float dropout = 0)
     {
         using var dir = new CliRunner.TempDir();
         var options = new TrainOptions
@@ -35,6 +37,9 @@ public class ResumeTests(ITestOutputHelper output)
             CarryState = carry,
             LrSchedule = LrScheduleKind.Cosine,
             Warmup = 5,
+            Cell = Model.CellNames.Parse(cell)!.Value,
+            Layers = layers,
+            Dropout = dropout,
         };
         var whole = new StringWriter();
         var uninterrupted = new Trainer(options, whole, TextWriter.Null).Run();
