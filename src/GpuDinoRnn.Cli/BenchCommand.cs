@@ -11,13 +11,13 @@ public static class BenchCommand
 {
     public static int Run(BenchVerb verb, TextWriter stdout, TextWriter stderr)
     {
-        var job = new BenchJob(verb.Hidden, verb.Batch, verb.Steps, verb.WarmUp, verb.Repetitions, verb.Seed, verb.Threads ?? 0, verb.Data);
+        var job = new BenchJob(verb.Hidden, verb.Batch, verb.Steps, verb.WarmUp, verb.Repetitions, verb.Seed, verb.Threads ?? 0, verb.Data, verb.Cell, verb.Layers);
         job.Validate();
         var devices = Benchmark.Select(verb.Devices, verb.Threads ?? Environment.ProcessorCount);
         var results = new List<BenchResult>();
         foreach (var id in devices)
         {
-            stderr.WriteLine($"bench: {id} (H {job.Hidden}, B {job.Batch}, {job.Steps} steps × {job.Repetitions})");
+            stderr.WriteLine($"bench: {id} ({job.Describe()}, {job.Steps} steps × {job.Repetitions})");
             results.Add(Benchmark.Run(id, job));
         }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stdout) });

@@ -15,7 +15,7 @@ public static class BenchPlot
         plot.Axes.Bottom.SetTicks(Enumerable.Range(0, results.Count).Select(i => (double)i).ToArray(), results.Select(r => r.DeviceId).ToArray());
         plot.Axes.Margins(bottom: 0);
         plot.YLabel("characters per second");
-        plot.Title($"GpuDinoRnn training speed (H {job.Hidden}, B {job.Batch}, {job.Steps} steps)");
+        plot.Title($"GpuDinoRnn training speed ({job.Describe()}, {job.Steps} steps)");
         plot.SavePng(path, 800, 500);
     }
 }

@@ -1,7 +1,9 @@
 // `gpudinornn sample`: names from a checkpoint, with temperature, top-k/top-p, a prefix, length
-// limits, an optional novelty filter, and a report of how novel and how repeated they are.
+// limits, an optional novelty filter, and a report of how novel and how repeated they are; drawn
+// on the host's cores or, with --device, on a GPU.
 using System.Globalization;
 using System.Text.Json;
+using GpuDinoRnn.Backends;
 using GpuDinoRnn.Checkpoints;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Sampling;
@@ -20,6 +22,8 @@ public static class SampleCommand
             throw new UserError($"--count must be 0 or more (got {verb.Count})");
         if (verb.Format is not ("text" or "jsonl"))
             throw new UserError($"--format must be text or jsonl (got '{verb.Format}')");
+        if (verb.Batch < 1)
+            throw new UserError($"--batch must be at least 1 (got {verb.Batch})");
         var options = new SampleOptions(verb.Temperature, verb.TopK, verb.TopP, verb.Prefix, verb.MinLength, verb.MaxLength);
         options.Validate();
         var model = Checkpoint.Load(verb.Model);
@@ -35,6 +39,7 @@ public static class SampleCommand
         if (verb.Novel && known is null)
             throw new UserError($"--novel needs the training names: '{verb.Model}' does not hold them; give them with --data FILE");
 
+        using var sampler = Devices.CreateSampler(verb.Device, model.Parameters, model.Vocabulary, verb.Threads ?? Environment.ProcessorCount, verb.Batch, stderr.WriteLine);
         var kept = new List<SampledName>();
         long drawn = 0;
         int novel = 0;
@@ -44,7 +49,7 @@ public static class SampleCommand
                 throw new UserError($"--novel: only {kept.Count} of {verb.Count} names were new after {drawn} draws; try a higher --temperature");
             // Without --novel every name drawn is kept, so the rates below describe the output.
             int chunk = (int)Math.Min(verb.Count - kept.Count + (verb.Novel ? 16 : 0), 1 << 16);
-            foreach (var s in Sampler.SampleMany(model.Parameters, model.Vocabulary, options, verb.Seed, drawn, chunk))
+            foreach (var s in sampler.Sample(options, verb.Seed, drawn, chunk))
             {
                 drawn++;
                 bool isNovel = known is not null && !known.Contains(s.Name);

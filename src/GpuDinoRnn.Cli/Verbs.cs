@@ -268,6 +268,15 @@ public sealed class SampleVerb
 
     [Option("format", Default = "text", HelpText = "text (one name a line) or jsonl (name, log_probability, novel).")]
     public string Format { get; set; } = "text";
+
+    [Option("device", Default = "cpu", HelpText = "Where to draw: cpu (every core), or a GPU (auto, cuda, opencl, …): a thread per name, for large --count.")]
+    public string Device { get; set; } = "cpu";
+
+    [Option("batch", Default = 65536, HelpText = "Names per device launch (the names do not depend on it).")]
+    public int Batch { get; set; }
+
+    [Option("threads", HelpText = "Threads for ilgpu-cpu (default: all cores).")]
+    public int? Threads { get; set; }
 }
 
 [Verb("bench", HelpText = "Time the same training job on each device, side by side.")]
@@ -275,6 +284,12 @@ public sealed class BenchVerb
 {
     [Option("devices", Default = "all", HelpText = "all (every usable device, ilgpu-cpu included) or a comma list such as cpu,cuda:0.")]
     public string Devices { get; set; } = "all";
+
+    [Option("cell", Default = GpuDinoRnn.Kernels.CellKind.Rnn, HelpText = "Recurrent cell of the job: rnn, gru or lstm.")]
+    public GpuDinoRnn.Kernels.CellKind Cell { get; set; }
+
+    [Option("layers", Default = 1, HelpText = "Stacked layers of the job.")]
+    public int Layers { get; set; }
 
     [Option("hidden", Default = 128, HelpText = "Hidden units H.")]
     public int Hidden { get; set; }

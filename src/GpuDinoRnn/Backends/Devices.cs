@@ -1,6 +1,8 @@
 // Finding devices and building the backend for --device. An ILGPU context is created only when
 // an ILGPU device is asked for (or auto must look for GPUs), never for --device cpu.
+using GpuDinoRnn.Data;
 using GpuDinoRnn.Model;
+using GpuDinoRnn.Sampling;
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -39,13 +41,24 @@ public static class Devices
     /// The backend for a --device value: auto, cpu, ilgpu-cpu, cuda, opencl, cuda:N, opencl:N or
     /// an index from List. Throws UserError (exit 3) naming the devices that exist.
     /// </summary>
-    public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null, DropoutConfig dropout = default)
+    public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null, DropoutConfig dropout = default) =>
+        Open<IBackend>(spec, threads, log,
+            // The course's model has its own fast backends; every other model runs the stack's.
+            () => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads) : new CpuStackBackend(shape, dropout),
+            (accelerator, context) => new IlgpuBackend(accelerator, shape, ownedContext: context));
+
+    /// <summary>Where `sample` draws names for a --device value: the host's cores for cpu, else a thread per name on the device.</summary>
+    public static INameSampler CreateSampler(string spec, Parameters parameters, Vocabulary vocabulary, int threads, int batchSize, Action<string>? log = null) =>
+        Open<INameSampler>(spec, threads, log,
+            () => new HostNameSampler(parameters, vocabulary),
+            (accelerator, context) => new IlgpuSampler(accelerator, parameters, vocabulary, batchSize, context));
+
+    /// <summary>Resolves a --device value and builds onCpu() or onDevice(accelerator, context) for it.</summary>
+    private static T Open<T>(string spec, int threads, Action<string>? log, Func<T> onCpu, Func<Accelerator, Context, T> onDevice)
     {
         spec = spec.Trim().ToLowerInvariant();
-        // The course's model has its own fast backends; every other model runs the stack's.
-        IBackend Cpu() => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads) : new CpuStackBackend(shape, dropout);
         if (spec == "cpu")
-            return Cpu();
+            return onCpu();
         if (int.TryParse(spec, out int index))
         {
             var all = List(threads);
@@ -53,7 +66,7 @@ public static class Devices
                 throw Absent($"device {index}", all);
             spec = all[index].Id;
             if (spec == "cpu")
-                return Cpu();
+                return onCpu();
         }
         var context = CreateContext(threads, includeUnsupported: false);
         try
@@ -72,7 +85,7 @@ public static class Devices
                 if (spec == "auto")
                 {
                     log?.Invoke("device auto: no CUDA or OpenCL GPU found, using cpu");
-                    return Cpu();
+                    return onCpu();
                 }
                 throw Absent($"device '{spec}'", List(threads));
             }
@@ -88,7 +101,7 @@ public static class Devices
             {
                 throw new UserError($"device {id} ({device.Name}) could not be started: {e.Message}; try --device cpu", UserError.DeviceError);
             }
-            return CompileOrExplain(id, device.Name, () => new IlgpuBackend(accelerator, shape, ownedContext: context), accelerator.Dispose);
+            return CompileOrExplain(id, device.Name, () => onDevice(accelerator, context), accelerator.Dispose);
         }
         catch
         {
@@ -101,7 +114,7 @@ public static class Devices
     /// Builds the backend (which compiles every kernel); a failure names the device and
     /// suggests the cpu backend instead of showing the compiler's trace.
     /// </summary>
-    internal static IBackend CompileOrExplain(string id, string name, Func<IBackend> build, Action cleanUp)
+    internal static T CompileOrExplain<T>(string id, string name, Func<T> build, Action cleanUp)
     {
         try
         {

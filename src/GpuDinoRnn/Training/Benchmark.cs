@@ -13,13 +13,19 @@ namespace GpuDinoRnn.Training;
 /// <param name="WarmUp">Untimed steps first (JIT, caches, GPU clocks).</param>
 public sealed record BenchJob(
     int Hidden = 128, int Batch = 32, int Steps = 50, int WarmUp = 5, int Repetitions = 5, int Seed = 1,
-    int Threads = 0, string? Data = null)
+    int Threads = 0, string? Data = null, Kernels.CellKind Cell = Kernels.CellKind.Rnn, int Layers = 1)
 {
     public void Validate()
     {
         if (Hidden < 1 || Batch < 1 || Steps < 1 || WarmUp < 0 || Repetitions < 1 || Threads < 0)
             throw new UserError("bench: --hidden, --batch, --steps and --repetitions must be at least 1, --warm-up and --threads at least 0");
+        if (Layers is < 1 or > ModelShape.MaxLayers)
+            throw new UserError($"bench: --layers must be between 1 and {ModelShape.MaxLayers} (got {Layers})");
     }
+
+    /// <summary>The job for messages: "H 128, B 32" or "lstm × 2, H 128, B 32".</summary>
+    public string Describe() =>
+        (Cell == Kernels.CellKind.Rnn && Layers == 1 ? "" : $"{CellNames.Of(Cell)} × {Layers}, ") + $"H {Hidden}, B {Batch}";
 }
 
 /// <param name="SecondsPerRepetition">Wall time of each timed repetition.</param>
@@ -59,7 +65,7 @@ public static class Benchmark
         var warmUp = Enumerable.Range(0, job.WarmUp).Select(_ => batcher.Next()).ToList();
         var batches = Enumerable.Range(0, job.Steps).Select(_ => batcher.Next()).ToList();
         long chars = batches.Sum(b => (long)b.Chars);
-        var shape = new ModelShape(job.Hidden, vocab.Size);
+        var shape = new ModelShape(job.Hidden, vocab.Size, job.Cell, job.Layers);
         var initial = Parameters.Initialize(shape, InitScheme.Small, job.Seed);
         var settings = new StepSettings(0.01f, 5f, ClipMode.Value, CarryState: false);
 

@@ -45,6 +45,11 @@ public class CliTests(ITestOutputHelper output)
         (code, stdout, _) = Run("eval", "--model", model, "--data", TestData.BundledNames);
         Assert.Equal(0, code);
         Assert.Contains("bits per character", stdout);
+        // Drawn on the device, a thread per name, in launches of 7: the host's names.
+        var (_, onHost, _) = Run("sample", "--model", model, "--count", "30", "--seed", "4");
+        var (deviceCode, onDevice, _) = Run("sample", "--model", model, "--count", "30", "--seed", "4", "--device", "ilgpu-cpu", "--batch", "7");
+        Assert.Equal(0, deviceCode);
+        Assert.Equal(onHost, onDevice);
     }
 
     [Theory]
@@ -57,6 +62,7 @@ public class CliTests(ITestOutputHelper output)
     [InlineData("train", "--carry-state", "--batch", "4")]
     [InlineData("train", "--preset", "bogus")]
     [InlineData("train", "--cell", "mamba")]
+    [InlineData("sample", "--model", "x.safetensors", "--batch", "0")]
     [InlineData("train", "--data", "/nonexistent/names.txt")]
     [InlineData("train", "--init", "/nonexistent/model.safetensors")]
     [InlineData("sample", "--model", "/nonexistent/model.safetensors")]

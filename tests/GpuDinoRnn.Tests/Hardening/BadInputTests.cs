@@ -202,7 +202,7 @@ public class BadInputTests(ITestOutputHelper output)
     public void AKernelThatFailsToCompileNamesTheDeviceAndSuggestsCpu()
     {
         bool cleaned = false;
-        var e = Assert.Throws<UserError>(() => GpuDinoRnn.Backends.Devices.CompileOrExplain("cuda:0", "NVIDIA H200",
+        var e = Assert.Throws<UserError>(() => GpuDinoRnn.Backends.Devices.CompileOrExplain<GpuDinoRnn.Backends.IBackend>("cuda:0", "NVIDIA H200",
             () => throw new NotSupportedException("Intrinsic 'Tanh' is not supported\non this backend"), () => cleaned = true));
         Assert.Equal(UserError.DeviceError, e.ExitCode);
         Assert.Equal("the kernels failed to compile for cuda:0 (NVIDIA H200): Intrinsic 'Tanh' is not supported on this backend; try --device cpu", e.Message);

@@ -1,0 +1,90 @@
+// Names drawn on an ILGPU device (SampleKernels.SampleNames, one thread per name), in launches of
+// up to BatchSize names; only the drawn ids come back. The weights are uploaded once.
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Kernels;
+using GpuDinoRnn.Model;
+using GpuDinoRnn.Sampling;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuDinoRnn.Backends;
+
+public sealed class IlgpuSampler : INameSampler
+{
+    private readonly Accelerator _acc;
+    private readonly IDisposable? _ownedContext;
+    private readonly Vocabulary _vocab;
+    private readonly StackDims _d;
+    private readonly int _batchSize;
+    private readonly Action<Index1D, StackDims, ArrayView<float>, SampleSettings, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>> _sample;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;
+    private MemoryBuffer1D<float, Stride1D.Dense>? _scratch, _logP;
+    private MemoryBuffer1D<int, Stride1D.Dense>? _ids, _lengths, _prefix;
+
+    /// <param name="accelerator">The device; disposed with the sampler.</param>
+    /// <param name="batchSize">Names per launch (and the scratch memory it needs); the names do not depend on it.</param>
+    /// <param name="ownedContext">The ILGPU context to dispose last.</param>
+    public IlgpuSampler(Accelerator accelerator, Parameters parameters, Vocabulary vocabulary, int batchSize, IDisposable? ownedContext = null)
+    {
+        if (parameters.Shape.V != vocabulary.Size)
+            throw new ArgumentException("the vocabulary does not match the model");
+        _acc = accelerator;
+        _ownedContext = ownedContext;
+        _vocab = vocabulary;
+        _d = parameters.Shape.Stack(1, 1);
+        _batchSize = batchSize;
+        _sample = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, SampleSettings, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(SampleKernels.SampleNames);
+        _p = _acc.Allocate1D(parameters.Data);
+    }
+
+    public string Device => $"{_acc.AcceleratorType.ToString().ToLowerInvariant()} ({_acc.Name})";
+
+    public SampledName[] Sample(SampleOptions options, int seed, long first, int count)
+    {
+        options.Validate();
+        var prefix = _vocab.Encode(options.Prefix);
+        var names = new SampledName[count];
+        for (int done = 0; done < count; done += _batchSize)
+        {
+            int n = Math.Min(_batchSize, count - done);
+            var s = new SampleSettings((float)options.Temperature, options.TopK ?? 0, (float)options.TopP, options.MinLength, options.MaxLength,
+                prefix.Length, unchecked((uint)seed), first + done);
+            Ensure(n, s.Capacity, prefix);
+            _sample(n, _d, _p.View, s, _prefix!.View, _scratch!.View, _ids!.View, _lengths!.View, _logP!.View);
+            var ids = new int[n * s.Capacity];
+            var lengths = new int[n];
+            var logP = new float[n];
+            _ids.View.SubView(0, ids.Length).CopyToCPU(ids);
+            _lengths.View.SubView(0, n).CopyToCPU(lengths);
+            _logP.View.SubView(0, n).CopyToCPU(logP);
+            for (int k = 0; k < n; k++)
+                names[done + k] = new SampledName(_vocab.Decode(ids.AsSpan(k * s.Capacity, lengths[k]).ToArray()), logP[k]);
+        }
+        return names;
+    }
+
+    /// <summary>Buffers for n names of up to capacity symbols; the prefix uploaded.</summary>
+    private void Ensure(int n, int capacity, int[] prefix)
+    {
+        if (_lengths is null || _lengths.Length < n || _ids!.Length < (long)n * capacity)
+        {
+            foreach (var b in new MemoryBuffer?[] { _scratch, _logP, _ids, _lengths })
+                b?.Dispose();
+            int size = Math.Max(n, (int)(_lengths?.Length ?? 0));
+            _scratch = _acc.Allocate1D<float>((long)size * SampleKernels.ScratchPerName(_d));
+            _ids = _acc.Allocate1D<int>((long)size * capacity);
+            _lengths = _acc.Allocate1D<int>(size);
+            _logP = _acc.Allocate1D<float>(size);
+        }
+        _prefix?.Dispose();
+        _prefix = _acc.Allocate1D(prefix.Length == 0 ? [0] : prefix);
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in new MemoryBuffer?[] { _p, _scratch, _logP, _ids, _lengths, _prefix })
+            b?.Dispose();
+        _acc.Dispose();
+        _ownedContext?.Dispose();
+    }
+}
