@@ -86,7 +86,7 @@ public static class Devices
             {
                 throw new UserError($"device {id} ({device.Name}) could not be started: {e.Message}; try --device cpu", UserError.DeviceError);
             }
-            return CompileOrExplain(id, device.Name, () => new IlgpuBackend(accelerator, shape, ownedContext: context), accelerator.Dispose);
+            return CompileOrExplain(id, device.Name, () => shape.IsVanilla && dropout.Rate == 0 ? new IlgpuBackend(accelerator, shape, ownedContext: context) : new IlgpuStackBackend(accelerator, shape, dropout, ownedContext: context), accelerator.Dispose);
         }
         catch
         {
