@@ -9,7 +9,7 @@ using Xunit.Abstractions;
 
 namespace GpuDinoRnn.Tests.Backends;
 
-public sealed class IlgpuCpuStackBackendTests(ITestOutputHelper output) : StackBackendTests(output)
+public sealed class IlgpuStackCpuBackendTests(ITestOutputHelper output) : StackBackendTests(output)
 {
     protected override (IBackend? Backend, string? Missing) Create(ModelShape shape, DropoutConfig dropout) =>
         (Devices.Create("ilgpu-cpu", shape, threads: 2, dropout: dropout), null);
@@ -23,6 +23,26 @@ public sealed class IlgpuCpuStackBackendTests(ITestOutputHelper output) : StackB
         Assert.IsType<IlgpuBackend>(vanilla);
         Assert.IsType<IlgpuStackBackend>(vanillaDropout);
         Assert.IsType<IlgpuStackBackend>(gru);
+    }
+
+    [Fact]
+    public void OneVanillaLayerWithDropoutKeepsTheCoursesLayoutAndMatchesTheReference()
+    {
+        // The suite's vanilla case has no dropout and so runs on IlgpuBackend; this one reaches
+        // the stack kernels with StackDims' course order (Wax, Waa, Wya, b, by).
+        var shape = new ModelShape(5, 7);
+        var drop = new DropoutConfig(0.3f, Seed: 9);
+        using var backend = Devices.Create("ilgpu-cpu", shape, threads: 2, dropout: drop);
+        Assert.IsType<IlgpuStackBackend>(backend);
+        var p = TestData.RandomParameters(shape, seed: 6);
+        backend.Upload(p);
+        var batch = Batch.FromEncoded(TestData.RandomNames(4, shape.V, seed: 3, minLength: 1, maxLength: 5));
+        var grad = new float[shape.ParameterCount];
+        float loss = backend.Gradients(batch, carryState: false, grad);
+        var expected = ReferenceStack.Run(TestData.ToDouble(p.Data), shape, batch, dropout: drop.ForUpdate(1));
+        Output.WriteLine($"loss {loss} vs reference {expected.Loss}");
+        Assert.Equal(expected.Loss, loss, expected.Loss * 1e-5);
+        TestData.AssertClose(Output, "every gradient", expected.Grad, grad, rtol: 1e-4, atol: 1e-5);
     }
 
     [Fact]
@@ -50,7 +70,7 @@ public sealed class IlgpuCpuStackBackendTests(ITestOutputHelper output) : StackB
     }
 }
 
-public sealed class CudaStackBackendTests(ITestOutputHelper output) : StackBackendTests(output)
+public sealed class IlgpuStackCudaBackendTests(ITestOutputHelper output) : StackBackendTests(output)
 {
     protected override (IBackend? Backend, string? Missing) Create(ModelShape shape, DropoutConfig dropout) => GpuOrNull("cuda", shape, dropout);
 
@@ -61,8 +81,8 @@ public sealed class CudaStackBackendTests(ITestOutputHelper output) : StackBacke
     }
 }
 
-public sealed class OpenClStackBackendTests(ITestOutputHelper output) : StackBackendTests(output)
+public sealed class IlgpuStackOpenClBackendTests(ITestOutputHelper output) : StackBackendTests(output)
 {
     protected override (IBackend? Backend, string? Missing) Create(ModelShape shape, DropoutConfig dropout) =>
-        CudaStackBackendTests.GpuOrNull("opencl", shape, dropout);
+        IlgpuStackCudaBackendTests.GpuOrNull("opencl", shape, dropout);
 }
