@@ -18,7 +18,8 @@ public static class DropoutMask
         key = Mix(key ^ ((ulong)(uint)layer << 40) ^ ((ulong)(uint)t << 20) ^ (uint)b);
         key = Mix(key ^ (ulong)(uint)i);
         // 24 high bits as a uniform number in [0, 1).
-        float u = (key >> 40) * (1f / 16777216f);
+        // (int) first: ulong → float would need float64, which some OpenCL devices lack.
+        float u = (int)(key >> 40) * (1f / 16777216f);
         return u < p ? 0f : 1f / (1f - p);
     }
 

@@ -45,7 +45,9 @@ public static class Devices
         Open<IBackend>(spec, threads, log,
             // The course's model has its own fast backends; every other model runs the stack's.
             () => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads) : new CpuStackBackend(shape, dropout),
-            (accelerator, context) => new IlgpuBackend(accelerator, shape, ownedContext: context));
+            (accelerator, context) => shape.IsVanilla && dropout.Rate == 0
+                ? new IlgpuBackend(accelerator, shape, ownedContext: context)
+                : new IlgpuStackBackend(accelerator, shape, dropout, ownedContext: context));
 
     /// <summary>Where `sample` draws names for a --device value: the host's cores for cpu, else a thread per name on the device.</summary>
     public static INameSampler CreateSampler(string spec, Parameters parameters, Vocabulary vocabulary, int threads, int batchSize, Action<string>? log = null) =>

@@ -29,7 +29,7 @@ public class KernelCompileTests(ITestOutputHelper output)
     }
 
     private static IEnumerable<MethodInfo> AllKernels() =>
-        new[] { typeof(RnnKernels), typeof(LossKernels), typeof(UpdateKernels) }
+        new[] { typeof(RnnKernels), typeof(LossKernels), typeof(UpdateKernels), typeof(StackKernels) }
             .SelectMany(t => t.GetMethods(BindingFlags.Public | BindingFlags.Static))
             .Where(m => m.ReturnType == typeof(void));
 
@@ -44,7 +44,9 @@ public class KernelCompileTests(ITestOutputHelper output)
     [Fact]
     public void EveryKernelIsListed()
     {
-        Assert.Equal(8, AllKernels().Count()); // forward and backward passes, weight gradients, carry, output layer, norm partials, update, batch loss
+        // Vanilla: forward and backward passes, weight gradients, carry, output layer, norm partials, update, batch loss.
+        // Stacks: start state, forward and backward passes, output layer, input gradients, weight gradients, carry.
+        Assert.Equal(15, AllKernels().Count());
     }
 
     [Theory]

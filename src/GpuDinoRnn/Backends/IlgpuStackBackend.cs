@@ -1,0 +1,348 @@
+// The ILGPU backend of every model beyond the course's one vanilla layer (gru, lstm, stacked
+// layers, dropout): buffers per layer, StackKernels loaded once, and the launch sequence of a
+// training step. As in IlgpuBackend, nothing is read back per step: each step's loss goes to a
+// device-side history that TakeLosses reads in one copy.
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Kernels;
+using GpuDinoRnn.Model;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace GpuDinoRnn.Backends;
+
+public sealed class IlgpuStackBackend : IBackend
+{
+    /// <summary>Steps whose losses the device keeps before the host must read them.</summary>
+    private const int HistoryCapacity = 1024;
+
+    private readonly Accelerator _acc;
+    private readonly bool _ownsAccelerator;
+    private readonly IDisposable? _ownedContext;
+    private readonly DropoutConfig _dropout;
+    private readonly int _groupSize; // threads per name in the forward and backward passes
+    private readonly Action<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>> _startState;
+    private readonly Action<KernelConfig, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings> _forwardPass;
+    private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
+        ArrayView<float>, ArrayView<float>, DropoutSettings> _outputLayer;
+    private readonly Action<KernelConfig, StackDims, ArrayView<float>, ArrayView<int>, int, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings> _backwardPass;
+    private readonly Action<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, DropoutSettings> _inputGradients;
+    private readonly Action<Index1D, StackDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<float>, ArrayView<float>> _weightGradients;
+    private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>> _carryState;
+    private readonly Action<Index1D, int, ArrayView<float>, ArrayView<float>> _normPartials;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings> _update;
+    private readonly Action<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int> _batchLoss;
+
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;        // parameters
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _g;        // gradients
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _m, _v;    // optimizer moments
+    private long _updates;                                            // updates applied (Adam's t)
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;  // norm partial sums
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;  // per-step losses
+    private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (names, StateSize) carried states
+    private int _carried;                                             // names (streams) whose state _carry holds
+    private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
+    private MemoryBuffer1D<float, Stride1D.Dense>? _h, _c;             // L × ((T+1), B, H) states (c: LSTM)
+    private MemoryBuffer1D<float, Stride1D.Dense>? _act;               // L × (T, B, G·H) gates
+    private MemoryBuffer1D<float, Stride1D.Dense>? _an;                // L × (T, B, H) the GRU's Waa_n·h₋
+    private MemoryBuffer1D<float, Stride1D.Dense>? _u;                 // L × (T, B, H) inputs 1 … L
+    private MemoryBuffer1D<float, Stride1D.Dense>? _dPx, _dPa;         // L × (T, B, G·H)
+    private MemoryBuffer1D<float, Stride1D.Dense>? _dhExt;             // (T, B, H) gradient handed to the layer below
+    private MemoryBuffer1D<float, Stride1D.Dense>? _dhc;               // (2, B, H) backward scratch
+    private MemoryBuffer1D<float, Stride1D.Dense>? _dy, _loss;         // (T, B, V), (T, B)
+    private int _rowCapacity;
+    private int _pending;
+    private readonly List<float> _drained = [];
+    private int _launches;
+
+    /// <param name="accelerator">The device; disposed with the backend when ownsAccelerator.</param>
+    /// <param name="shape">The model's cell, depth and size.</param>
+    /// <param name="dropout">Dropout while training (Step and Gradients; never EvaluateSum).</param>
+    /// <param name="ownsAccelerator">Dispose the accelerator with the backend.</param>
+    /// <param name="ownedContext">The ILGPU context to dispose last, when the backend made it.</param>
+    public IlgpuStackBackend(Accelerator accelerator, ModelShape shape, DropoutConfig dropout, bool ownsAccelerator = true, IDisposable? ownedContext = null)
+    {
+        _acc = accelerator;
+        _ownsAccelerator = ownsAccelerator;
+        _ownedContext = ownedContext;
+        _dropout = dropout;
+        Shape = shape;
+        int warp = Math.Max(1, _acc.WarpSize);
+        _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
+        _startState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>>(StackKernels.StartState);
+        _forwardPass = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.ForwardPass);
+        _outputLayer = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
+            ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.OutputLayer);
+        _backwardPass = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<int>, int, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.BackwardPass);
+        _inputGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.InputGradients);
+        _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+            ArrayView<float>, ArrayView<float>>(StackKernels.WeightGradients);
+        _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>>(StackKernels.CarryState);
+        _normPartials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
+        _update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
+        _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
+
+        _p = Allocate<float>(shape.ParameterCount);
+        _g = Allocate<float>(shape.ParameterCount);
+        _m = Allocate<float>(shape.ParameterCount);
+        _v = Allocate<float>(shape.ParameterCount);
+        _m.MemSetToZero();
+        _v.MemSetToZero();
+        _partial = Allocate<float>(UpdateKernels.NormPartials);
+        _history = Allocate<float>(HistoryCapacity);
+        _carry = Allocate<float>(shape.StateSize);
+        _carry.MemSetToZero();
+    }
+
+    public string Device => $"{_acc.AcceleratorType switch
+    {
+        AcceleratorType.Cuda => "cuda",
+        AcceleratorType.OpenCL => "opencl",
+        _ => "ilgpu-cpu",
+    }} ({_acc.Name})";
+
+    public int LaunchesPerStep => _launches;
+
+    /// <summary>Bytes of device memory allocated so far (buffers grow only for a larger batch).</summary>
+    internal long DeviceBytes { get; private set; }
+
+    public ModelShape Shape { get; }
+
+    public void Upload(Parameters parameters) => _p.View.CopyFromCPU(parameters.Data);
+
+    public void Download(Parameters parameters) => _p.View.CopyToCPU(parameters.Data);
+
+    public void ResetState()
+    {
+        _carry.MemSetToZero();
+        _carried = 0;
+    }
+
+    public float LastGradientNorm()
+    {
+        var partial = _partial.GetAsArray1D();
+        return MathF.Sqrt(partial.Sum());
+    }
+
+    public void DownloadGradients(Span<float> gradients) => ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+
+    public BackendState SaveState()
+    {
+        var carry = new float[_carried * Shape.StateSize];
+        if (carry.Length > 0)
+            ((ArrayView<float>)_carry.View).SubView(0, carry.Length).CopyToCPU(carry);
+        return new(_updates, _m.GetAsArray1D(), _v.GetAsArray1D(), carry);
+    }
+
+    public void LoadState(BackendState state)
+    {
+        _updates = state.Updates;
+        _m.View.CopyFromCPU(state.M);
+        _v.View.CopyFromCPU(state.V);
+        _carried = state.Carry.Length / Shape.StateSize;
+        EnsureCarry(_carried);
+        _carry.MemSetToZero();
+        if (state.Carry.Length > 0)
+            ((ArrayView<float>)_carry.View).SubView(0, state.Carry.Length).CopyFromCPU(state.Carry);
+    }
+
+    public void Step(Batch batch, StepSettings s)
+    {
+        var d = Shape.Stack(batch.B, batch.T);
+        _launches = 0;
+        ForwardAndBackward(batch, d, s.CarryState, _dropout.ForUpdate(_updates + 1));
+        // The norm's partial sums serve norm clipping, the NaN guard and the logged gradient norm.
+        // The loss is recorded before the update, which it guards.
+        Launch(() => _normPartials(UpdateKernels.NormPartials, d.ParameterCount, _g.View, _partial.View));
+        Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _partial.View, _history.View, _pending));
+        var update = s.ForUpdate(++_updates);
+        Launch(() => _update(d.ParameterCount, _p.View, _g.View, _m.View, _v.View, _partial.View, _history.View, _pending, update));
+        if (s.CarryState)
+        {
+            Launch(() => _carryState(d.B * Shape.StateSize, d, _h!.View, _c!.View, _carry.View));
+            _carried = d.B;
+        }
+        if (++_pending == HistoryCapacity)
+            Drain();
+    }
+
+    public float[] TakeLosses()
+    {
+        Drain();
+        var result = _drained.ToArray();
+        _drained.Clear();
+        return result;
+    }
+
+    /// <summary>The next update's gradient, with its dropout mask, without counting an update.</summary>
+    public float Gradients(Batch batch, bool carryState, Span<float> gradients)
+    {
+        var d = Shape.Stack(batch.B, batch.T);
+        ForwardAndBackward(batch, d, carryState, _dropout.ForUpdate(_updates + 1));
+        ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+        var rowLoss = new float[d.Rows];
+        _loss!.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
+        return (float)(rowLoss.Sum(v => (double)v) / d.B);
+    }
+
+    public double EvaluateSum(Batch batch)
+    {
+        var d = Shape.Stack(batch.B, batch.T);
+        UploadBatch(batch, d);
+        int launches = _launches; // LaunchesPerStep counts training steps only
+        Forward(d, carryState: false, DropoutSettings.None, gradScale: 0f);
+        _launches = launches;
+        var rowLoss = new float[d.Rows];
+        _loss!.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
+        return rowLoss.Sum(v => (double)v);
+    }
+
+    public void Dispose()
+    {
+        foreach (var buffer in new MemoryBuffer?[] { _p, _g, _m, _v, _partial, _history, _carry, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
+            buffer?.Dispose();
+        if (_ownsAccelerator)
+            _acc.Dispose();
+        _ownedContext?.Dispose();
+    }
+
+    /// <summary>
+    /// Initial state, L forward passes, output layer, L backward passes with L − 1 input
+    /// gradients between them, weight gradients: 3L + 1 launches whatever T and B.
+    /// </summary>
+    private void ForwardAndBackward(Batch batch, StackDims d, bool carryState, DropoutSettings drop)
+    {
+        UploadBatch(batch, d);
+        Forward(d, carryState, drop, gradScale: 1f / d.B);
+        var config = new KernelConfig(d.B, _groupSize);
+        for (int l = d.Layers - 1; l >= 0; l--)
+        {
+            int layer = l;
+            Launch(() => _backwardPass(config, d, _p.View, _y!.View, layer, H(d, layer), C(d, layer), Act(d, layer), An(d, layer),
+                _dy!.View, _dhExt!.View, _dhc!.View, DPx(d, layer), DPa(d, layer), drop));
+            if (layer > 0)
+                Launch(() => _inputGradients(d.Rows * d.H, d, _p.View, layer, DPx(d, layer), _dhExt!.View, drop));
+        }
+        Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _h!.View, _u!.View, _dy!.View, _dPx!.View, _dPa!.View, _g.View));
+    }
+
+    /// <summary>Initial state, every layer's forward pass and the output layer (L + 2 launches).</summary>
+    private void Forward(StackDims d, bool carryState, DropoutSettings drop, float gradScale)
+    {
+        if (carryState)
+            EnsureCarry(d.B);
+        Launch(() => _startState(d.B * Shape.StateSize, d, _carry.View, carryState ? 1 : 0, _h!.View, _c!.View));
+        var config = new KernelConfig(d.B, _groupSize);
+        for (int l = 0; l < d.Layers; l++)
+        {
+            int layer = l;
+            var below = layer > 0 ? H(d, layer - 1) : H(d, layer);
+            Launch(() => _forwardPass(config, d, _p.View, _x!.View, _y!.View, layer, below, H(d, layer), C(d, layer), Act(d, layer),
+                An(d, layer), U(d, layer), drop));
+        }
+        Launch(() => _outputLayer(d.Rows, d, _p.View, _y!.View, H(d, d.Layers - 1), U(d, d.Layers), gradScale, _dy!.View, _loss!.View, drop));
+    }
+
+    // Each layer's view of the per-layer buffers, cut for this step's T and B.
+    private ArrayView<float> H(StackDims d, int layer) => _h!.View.SubView((long)layer * (d.Rows + d.B) * d.H, (long)(d.Rows + d.B) * d.H);
+
+    private ArrayView<float> C(StackDims d, int layer) => d.Cell == CellKind.Lstm ? _c!.View.SubView((long)layer * (d.Rows + d.B) * d.H, (long)(d.Rows + d.B) * d.H) : _c!.View;
+
+    private ArrayView<float> Act(StackDims d, int layer) => _act!.View.SubView((long)layer * d.Rows * d.GH, (long)d.Rows * d.GH);
+
+    private ArrayView<float> An(StackDims d, int layer) => d.Cell == CellKind.Gru ? _an!.View.SubView((long)layer * d.Rows * d.H, (long)d.Rows * d.H) : _an!.View;
+
+    /// <summary>Input `input` (1 … L) at (input − 1)·T·B·H; layer 0 has none and gets a view it never reads.</summary>
+    private ArrayView<float> U(StackDims d, int input) => _u!.View.SubView((long)Math.Max(0, input - 1) * d.Rows * d.H, (long)d.Rows * d.H);
+
+    private ArrayView<float> DPx(StackDims d, int layer) => _dPx!.View.SubView((long)layer * d.Rows * d.GH, (long)d.Rows * d.GH);
+
+    private ArrayView<float> DPa(StackDims d, int layer) => _dPa!.View.SubView((long)layer * d.Rows * d.GH, (long)d.Rows * d.GH);
+
+    /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
+    private void EnsureCarry(int b)
+    {
+        if (_carry.Length >= (long)b * Shape.StateSize)
+            return;
+        var grown = Allocate<float>((long)b * Shape.StateSize);
+        grown.MemSetToZero();
+        _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
+        _carry.Dispose();
+        _carry = grown;
+    }
+
+    private void UploadBatch(Batch batch, StackDims d)
+    {
+        int rows = d.Rows;
+        if (rows > _rowCapacity || _h is null)
+        {
+            int capacity = Math.Max(rows, 2 * _rowCapacity);
+            foreach (var buffer in new MemoryBuffer?[] { _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
+                buffer?.Dispose();
+            long L = d.Layers, H = d.H, GH = d.GH;
+            _x = Allocate<int>(capacity);
+            _y = Allocate<int>(capacity);
+            // (T+1)·B·H ≤ (rows + B)·H ≤ 2·rows·H per layer.
+            _h = Allocate<float>(L * 2 * capacity * H);
+            _c = Allocate<float>(d.Cell == CellKind.Lstm ? L * 2 * capacity * H : 1);
+            _act = Allocate<float>(L * capacity * GH);
+            _an = Allocate<float>(d.Cell == CellKind.Gru ? L * capacity * H : 1);
+            _u = Allocate<float>(L * capacity * H);
+            _dPx = Allocate<float>(L * capacity * GH);
+            _dPa = Allocate<float>(L * capacity * GH);
+            _dhExt = Allocate<float>(capacity * H);
+            _dhc = Allocate<float>(2 * capacity * H); // B ≤ rows
+            _dy = Allocate<float>((long)capacity * d.V);
+            _loss = Allocate<float>(capacity);
+            _rowCapacity = capacity;
+        }
+        _x!.View.SubView(0, rows).CopyFromCPU(batch.X);
+        _y!.View.SubView(0, rows).CopyFromCPU(batch.Y);
+    }
+
+    /// <summary>
+    /// Device memory, with running out of it turned into an error that names the size asked
+    /// for and what the device has.
+    /// </summary>
+    internal MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length)
+        where T : unmanaged
+    {
+        try
+        {
+            var buffer = _acc.Allocate1D<T>(length);
+            DeviceBytes += buffer.LengthInBytes;
+            return buffer;
+        }
+        catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or ArgumentOutOfRangeException)
+        {
+            long bytes = length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+            string free = _acc is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? $", {Gib(cuda.GetFreeMemory())} free" : "";
+            string total = _acc.MemorySize >= 1L << 50 ? "no fixed size" : Gib(_acc.MemorySize);
+            throw new UserError(
+                $"{Device}: out of device memory allocating {Gib(bytes)} (the device has {total}{free}); " +
+                "try a smaller --hidden, --batch or --layers, or --device cpu", UserError.DeviceError);
+        }
+    }
+
+    private static string Gib(long bytes) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):F2} GiB");
+
+    private void Drain()
+    {
+        if (_pending == 0)
+            return;
+        var losses = new float[_pending];
+        _history.View.SubView(0, _pending).CopyToCPU(losses);
+        _drained.AddRange(losses);
+        _pending = 0;
+    }
+
+    private void Launch(Action launch)
+    {
+        launch();
+        _launches++;
+    }
+}
