@@ -91,7 +91,7 @@ public static class SampleKernels
                 z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
                 z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
                 z ^= z >> 31;
-                float u = (z >> 40) * (1f / 16777216f);
+                float u = (int)(z >> 40) * (1f / 16777216f); // via int: ulong → float needs float64
                 id = Choose(d.V, s, logits, probs, kept, length < s.MinLength, u);
             }
             logP += LogSoftmax(d.V, logits, id);

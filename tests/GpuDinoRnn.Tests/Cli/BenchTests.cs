@@ -40,6 +40,21 @@ public class BenchTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AStackedLstmJobEndsWithTheSameLossOnEveryDevice()
+    {
+        using var dir = new CliRunner.TempDir();
+        string json = dir.File("b.json");
+        var (code, stdout, _) = CliRunner.Run(output, "bench", "--devices", "cpu,ilgpu-cpu", "--cell", "lstm", "--layers", "2", "--hidden", "8",
+            "--batch", "4", "--steps", "3", "--warm-up", "1", "--repetitions", "1", "--threads", "2", "--json", json);
+        Assert.Equal(0, code);
+        var results = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToList();
+        double cpuLoss = results[0].GetProperty("final_loss").GetDouble(), gpuLoss = results[1].GetProperty("final_loss").GetDouble();
+        output.WriteLine($"final loss: cpu {cpuLoss}, ilgpu-cpu {gpuLoss}");
+        Assert.Equal(cpuLoss, gpuLoss, cpuLoss * 1e-4);
+        Assert.Equal(11, results[1].GetProperty("launches_per_step").GetInt32()); // 3L + 5
+    }
+
+    [Fact]
     public void BadBenchOptionsAreOneLineErrors()
     {
         var (code, _, stderr) = CliRunner.Run(output, "bench", "--devices", "cpu", "--steps", "0");

@@ -18,6 +18,7 @@ public class ResumeTests(ITestOutputHelper output)
     [InlineData("cpu", "momentum", true)]
     [InlineData("cpu", "adam", false, "lstm", 2, 0.2f)]
     [InlineData("cpu", "sgd", true, "gru", 2, 0.1f)]
+    [InlineData("ilgpu-cpu", "adam", false, "lstm", 2, 0.2f)]
     public void AnInterruptedAndResumedRunEndsWithTheSameWeights(string device, string optimizer, bool carry, string cell = "rnn", int layers = 1, float dropout = 0)
     {
         using var dir = new CliRunner.TempDir();
