@@ -112,7 +112,7 @@ public sealed record TrainOptions
     public LogFormat LogFormat { get; init; } = LogFormat.Text;
     /// <summary>Validation bits per character every N iterations (0: only at the end).</summary>
     public int EvalEvery { get; init; }
-    /// <summary>The checkpoint follows the lowest validation loss instead of the last iteration.</summary>
+    /// <summary>The run ends with the model of the lowest validation loss (checkpoint, samples, summary), not the last iteration's.</summary>
     public bool KeepBest { get; init; }
     /// <summary>Stop after this many evaluations without a better validation loss (0: never).</summary>
     public int Patience { get; init; }
@@ -182,7 +182,6 @@ public sealed record TrainOptions
         Require(MaxNameLength >= 1, $"--max-name-length must be at least 1 (got {MaxNameLength})");
         Require(MaxVocab >= 2, $"--max-vocab must be at least 2 (got {MaxVocab})");
         Require(EvalEvery >= 0 && Patience >= 0, "--eval-every and --patience must be 0 or more");
-        Require(!KeepBest || Checkpoint is not null, "--keep-best needs --checkpoint FILE");
         Require(!(KeepBest || Patience > 0) || ValFraction > 0, "--keep-best and --patience need a validation split (--val-fraction above 0)");
         Require(!(KeepBest || Patience > 0) || EvalEvery > 0, "--keep-best and --patience need --eval-every N");
         Require(!KeepBest || CheckpointEvery == 0, "--keep-best and --checkpoint-every contradict each other: the checkpoint follows the best model");

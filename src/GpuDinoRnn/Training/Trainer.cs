@@ -39,6 +39,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private int _lastCheckpoint = -1;                 // iteration of the last checkpoint written
     private double _bestVal = double.PositiveInfinity; // lowest validation bits/char so far
     private int _bestIteration = -1, _evalsWithoutGain;
+    private Parameters? _best;                        // --keep-best: the weights of the best evaluation
     private KeyValuePair<string, string>[] _namesMetadata = [];
     private TrainingData? _data;
     private long _samplesDrawn;      // names sampled so far: the index into the seeded sample stream
@@ -137,12 +138,20 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             throw Diverged(_losses.Count - 1, float.NaN);
         if (interrupted)
             _log.Info($"interrupted after {done} of {iterations} iterations");
-        double trainBpc = BitsPerChar(backend, data.TrainBatches());
         double? valBpc = data.ValCount > 0 ? BitsPerChar(backend, data.ValBatches()) : null;
-        if (options.Checkpoint is not null && !(options.KeepBest && valBpc >= _bestVal))
+        bool keepBest = options.KeepBest && _best is not null && valBpc >= _bestVal;
+        if (keepBest)
+        {
+            // The run ends with the best model: its weights for the summary, the samples and the result.
+            _best!.Data.CopyTo(parameters.Data, 0);
+            backend.Upload(parameters);
+            valBpc = _bestVal;
+            _log.Info($"keeping the best model: iteration {_bestIteration}, validation {_bestVal:F4} bits/char" +
+                (options.Checkpoint is null ? "" : $" (in '{options.Checkpoint}')"));
+        }
+        double trainBpc = BitsPerChar(backend, data.TrainBatches());
+        if (options.Checkpoint is not null && !keepBest)
             Save(parameters, vocab, done);
-        else if (options.KeepBest)
-            _log.Info($"'{options.Checkpoint}' keeps the best model: iteration {_bestIteration}, validation {_bestVal:F4} bits/char");
         var result = new TrainResult(backend.Device, done, chars, timer.Elapsed.TotalSeconds, _smoothed,
             trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly);
         _log.Summary(result);
@@ -214,7 +223,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     }
 
     /// <summary>
-    /// Validation bits per character; with --keep-best the checkpoint follows the best model, and
+    /// Validation bits per character; with --keep-best the best model is kept (and the checkpoint follows it), and
     /// with --patience K, K evaluations without a new best stop training (returns true).
     /// </summary>
     private bool Evaluate(IBackend backend, Parameters parameters, Vocabulary vocab, TrainingData data, int iteration)
@@ -225,7 +234,12 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         {
             (_bestVal, _bestIteration, _evalsWithoutGain) = (bpc, iteration, 0);
             if (options.KeepBest)
-                SavePeriodic(backend, parameters, vocab, iteration);
+            {
+                backend.Download(parameters);
+                _best = parameters.Clone();
+                if (options.Checkpoint is not null)
+                    SavePeriodic(backend, parameters, vocab, iteration);
+            }
         }
         else
         {

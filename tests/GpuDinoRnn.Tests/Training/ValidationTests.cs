@@ -54,6 +54,29 @@ public class ValidationTests(ITestOutputHelper output)
         var (code, evalOut, _) = CliRunner.Run(output, "eval", "--model", path, "--data", TestData.BundledNames, "--format", "jsonl");
         Assert.Equal(0, code);
         Assert.True(JsonDocument.Parse(evalOut).RootElement.GetProperty("bits_per_char").GetDouble() > 0);
+        // The run itself ends with the best model too: its summary and its weights are the checkpoint's.
+        Assert.Equal(best.GetProperty("val_bits_per_char").GetDouble(), result.ValBitsPerChar!.Value, 1e-5);
+        Assert.Equal(kept.Parameters.Data, result.Parameters.Data);
+    }
+
+    [Fact]
+    public void KeepBestWithoutACheckpointEndsWithTheBestModel()
+    {
+        var stdout = new StringWriter();
+        var result = new Trainer(Options(null!) with { Checkpoint = null, KeepBest = true, Patience = 3 }, stdout, TextWriter.Null).Run();
+        var evals = Evals(stdout);
+        double best = evals.Min(e => e.GetProperty("val_bits_per_char").GetDouble());
+        double last = evals[^1].GetProperty("val_bits_per_char").GetDouble();
+        output.WriteLine($"best {best:F4}, last evaluation {last:F4}, the run's result {result.ValBitsPerChar:F4}");
+        Assert.True(result.StoppedEarly && best < last, "this run must overfit and stop early for the test to mean anything");
+        Assert.Equal(best, result.ValBitsPerChar!.Value, 1e-5);
+        // The result's weights give that validation loss again.
+        using var backend = GpuDinoRnn.Backends.Devices.Create("cpu", result.Parameters.Shape, 1);
+        backend.Upload(result.Parameters);
+        var vocab = result.Vocabulary;
+        var (_, val) = GpuDinoRnn.Data.Dataset.Load(TestData.BundledNames).Split(0.1, 1);
+        double again = Trainer.BitsPerChar(backend, GpuDinoRnn.Data.Batcher.Cover(val.Select(vocab.Encode).ToList(), 256));
+        Assert.Equal(best, again, 1e-4);
     }
 
     [Fact]
@@ -79,7 +102,7 @@ public class ValidationTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData("--keep-best", "--keep-best needs --checkpoint FILE")]
+    [InlineData("--keep-best", "--keep-best and --patience need --eval-every N")]
     [InlineData("--patience 2", "--keep-best and --patience need --eval-every N")]
     [InlineData("--patience 2 --eval-every 10 --val-fraction 0", "need a validation split")]
     [InlineData("--keep-best --eval-every 10 --checkpoint x.safetensors --checkpoint-every 5", "contradict each other")]
