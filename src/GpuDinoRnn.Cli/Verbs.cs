@@ -9,7 +9,7 @@ namespace GpuDinoRnn.Cli;
 [Verb("train", HelpText = "Train a model on a file of names and print new ones.")]
 public sealed class TrainVerb
 {
-    [Option("preset", HelpText = "Start from a preset: default, or course (the Dinosaurus Island recipe exactly).")]
+    [Option("preset", HelpText = "Start from a preset: default; course (the Dinosaurus Island recipe exactly); quality (2 GRU layers with dropout, kept at the best validation).")]
     public string? Preset { get; set; }
 
     [Option("data", HelpText = "Names file, one name per line (default: the bundled data/dinos.txt).")]

@@ -8,7 +8,10 @@
 // below and every weight gradient are one product over all rows. Weights are kept flat (the
 // checkpoint's layout, which the optimizer updates) with padded copies for the products, each
 // gate's block starting at a multiple of the vector width (gs = Hp), refreshed after each update.
-// One thread: the products are the bulk of the work and a split would change no result.
+//
+// Threads (as CpuBackend): the recurrences split the names, the all-row products split the rows,
+// the weight gradients split their output rows; every output element is summed by one thread in
+// a fixed order, so results do not depend on the thread count.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
@@ -19,10 +22,20 @@ namespace GpuDinoRnn.Backends;
 
 public sealed unsafe class CpuStackBackend : IBackend
 {
+    // Below this much recurrence work (multiply-adds) per step, one thread beats waking others.
+    private const long ParallelWork = 100_000;
+
     private readonly StackDims _d;
     private readonly int _h, _v, _hp, _vp, _ghp, _layers;
     private readonly CellKind _cell;
     private readonly DropoutConfig _dropout;
+    private readonly CpuTeam _team;
+    private int _members;                  // threads working on this batch
+    private readonly int[] _names;         // (threads + 1) each member's names in the recurrences
+    private int _layer;                    // the layer the running phase works on
+    private DropoutSettings _drop;         // the running step's dropout
+    private bool _carryIn, _withGradients;
+    private readonly Action<int> _inputPhase, _forwardPhase, _outputPhase, _outputWeightPhase, _backwardPhase, _weightPhase, _inputGradientPhase;
 
     private readonly float[] _p, _g, _m1, _m2;   // flat, in the layout of StackDims
     private long _updates;
@@ -41,7 +54,7 @@ public sealed unsafe class CpuStackBackend : IBackend
     private PinnedFloats _top = new(0), _px = new(0), _pa = new(0), _dy = new(0);  // _top: the output layer's input
     private PinnedFloats _gh = new(0), _gc = new(0), _dpx = new(0), _dpa = new(0);
     private double[] _rowLoss = [];
-    private int[] _x = [], _y = [], _active = [], _start = [];
+    private int[] _x = [], _y = [], _rowT = [], _rowB = [], _active = [], _start = [];
     private Batch _batch = null!;
     private int _rows;
 
@@ -49,7 +62,7 @@ public sealed unsafe class CpuStackBackend : IBackend
     private int _carried;
     private readonly List<float> _losses = [];
 
-    public CpuStackBackend(ModelShape shape, DropoutConfig dropout)
+    public CpuStackBackend(ModelShape shape, DropoutConfig dropout, int threads = 1)
     {
         Shape = shape;
         _d = shape.Stack(1, 1);
@@ -80,10 +93,19 @@ public sealed unsafe class CpuStackBackend : IBackend
         _gWya = new PinnedFloats(_v * _hp);
         _gBy = new PinnedFloats(_vp);
         _carry = [];
+        _team = new CpuTeam(threads);
+        _names = new int[_team.Size + 1];
+        _inputPhase = m => InputProjection(RowsOf(m), RowsOf(m + 1));
+        _forwardPhase = m => ForwardSteps(_names[m], _names[m + 1]);
+        _outputPhase = m => OutputLayer(RowsOf(m), RowsOf(m + 1));
+        _outputWeightPhase = OutputWeightGradients;
+        _backwardPhase = m => BackwardSteps(_names[m], _names[m + 1]);
+        _weightPhase = WeightGradients;
+        _inputGradientPhase = m => InputGradients(RowsOf(m), RowsOf(m + 1));
         RefreshCopies();
     }
 
-    public string Device => "cpu (1 thread)";
+    public string Device => $"cpu ({_team.Size} thread{(_team.Size == 1 ? "" : "s")})";
     public int LaunchesPerStep => 0;
     public ModelShape Shape { get; }
 
@@ -152,38 +174,57 @@ public sealed unsafe class CpuStackBackend : IBackend
 
     public double EvaluateSum(Batch batch)
     {
-        Forward(batch, carryIn: false, DropoutSettings.None);
-        OutputLayer(withGradients: false);
+        Prepare(batch, carryIn: false, withGradients: false, DropoutSettings.None);
+        Forward();
+        RunPhase(_outputPhase);
+        return SumLoss();
+    }
+
+    public void Dispose() => _team.Dispose();
+
+    private double ForwardAndBackward(Batch batch, bool carryIn, DropoutSettings drop)
+    {
+        if (carryIn)
+            EnsureCarry(batch.B);
+        Prepare(batch, carryIn, withGradients: true, drop);
+        Forward();
+        RunPhase(_outputPhase);
+        Backward();
+        return SumLoss() / batch.B;
+    }
+
+    private double SumLoss()
+    {
         double total = 0;
         for (int r = 0; r < _rows; r++)
             total += _rowLoss[r];
         return total;
     }
 
-    public void Dispose()
+    private void RunPhase(Action<int> phase)
     {
+        if (_members == 1)
+            phase(0);
+        else
+            _team.Run(phase);
     }
 
-    private double ForwardAndBackward(Batch batch, bool carryIn, DropoutSettings drop)
-    {
-        Forward(batch, carryIn, drop);
-        OutputLayer(withGradients: true);
-        Backward(drop);
-        double total = 0;
-        for (int r = 0; r < _rows; r++)
-            total += _rowLoss[r];
-        return total / batch.B;
-    }
+    private int RowsOf(int member) => (int)((long)_rows * member / _members);
+
+    /// <summary>Output rows m0 … m1 of a weight gradient with `total` rows for a member (runs of 4, as CpuBackend).</summary>
+    private (int, int) OutputRowsOf(int member, int total) =>
+        ((int)((long)total * member / _members) & ~3, member + 1 == _members ? total : (int)((long)total * (member + 1) / _members) & ~3);
 
     private float* Row(PinnedFloats buffer, int row, int width) => buffer.Ptr + (long)row * width;
 
     private Span<float> RowSpan(PinnedFloats buffer, int row, int width) => new(Row(buffer, row, width), width);
 
-    /// <summary>Packs the batch's rows and makes room for them; allocates only for a batch larger than any before.</summary>
-    private void Prepare(Batch batch)
+    /// <summary>Packs the batch's rows, makes room for them and splits the work; allocates only for a batch larger than any before.</summary>
+    private void Prepare(Batch batch, bool carryIn, bool withGradients, DropoutSettings drop)
     {
         _batch = batch;
         _rows = batch.Chars;
+        (_carryIn, _withGradients, _drop) = (carryIn, withGradients, drop);
         if (_rows > _capacity)
         {
             int n = Math.Max(_rows, _capacity * 3 / 2);
@@ -207,6 +248,8 @@ public sealed unsafe class CpuStackBackend : IBackend
             _rowLoss = new double[n];
             _x = new int[n];
             _y = new int[n];
+            _rowT = new int[n];
+            _rowB = new int[n];
             _capacity = n;
         }
         if (_active.Length < batch.T)
@@ -223,96 +266,132 @@ public sealed unsafe class CpuStackBackend : IBackend
             {
                 _x[row] = batch.X[t * batch.B + b];
                 _y[row] = batch.Y[t * batch.B + b];
+                (_rowT[row], _rowB[row]) = (t, b);
             }
+        }
+        // Threads only when a step's recurrence work is worth waking them for.
+        long work = (long)batch.B * _h * _ghp * _layers;
+        _members = work >= ParallelWork ? Math.Min(_team.Size, batch.B) : 1;
+        // Names in contiguous ranges of about equal characters (names are sorted longest first).
+        _names[0] = 0;
+        int name = 0, chars = 0;
+        for (int m = 1; m < _members; m++)
+        {
+            long target = (long)_rows * m / _members;
+            while (name < batch.B && chars < target)
+                chars += batch.Lengths[name++];
+            _names[m] = name;
+        }
+        _names[_members] = batch.B;
+    }
+
+    /// <summary>Every layer over all steps, bottom to top: its input projection, then its recurrence.</summary>
+    private void Forward()
+    {
+        for (_layer = 0; _layer < _layers; _layer++)
+        {
+            RunPhase(_inputPhase);
+            RunPhase(_forwardPhase);
         }
     }
 
-    /// <summary>Every layer over all steps, bottom to top; the top layer's output (dropped out) in _top.</summary>
+    /// <summary>Rows r0 ≤ r &lt; r1 of the layer's input u (above layer 0: h below, dropped out) and px = Wax·u + b.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Forward(Batch batch, bool carryIn, DropoutSettings drop)
+    private void InputProjection(int r0, int r1)
     {
-        Prepare(batch);
-        if (carryIn)
-            EnsureCarry(batch.B);
-        int hp = _hp, ghp = _ghp, rows = _rows;
-        for (int l = 0; l < _layers; l++)
+        int l = _layer, ghp = _ghp, n = r1 - r0;
+        if (n <= 0)
+            return;
+        for (int r = r0; r < r1; r++)
         {
-            // The input projection px = Wax·u + b of every row at once.
-            for (int r = 0; r < rows; r++)
+            _bias[l].Span.CopyTo(RowSpan(_px, r, ghp));
+            if (l == 0 && _x[r] >= 0)
+                CpuKernels.Add(Row(_px, r, ghp), Row(_waxT[0], _x[r], ghp), Row(_px, r, ghp), ghp);
+        }
+        if (l == 0)
+            return;
+        Dropout(_hs[l - 1], _u[l], l, r0, r1);
+        CpuKernels.AddProduct(Row(_px, r0, ghp), ghp, Row(_u[l], r0, _hp), _hp, _waxT[l].Ptr, ghp, n, _h, ghp);
+    }
+
+    /// <summary>The layer's recurrence for names lo ≤ b &lt; hi, step by step: pa = Waa·h₋, then the cell.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ForwardSteps(int lo, int hi)
+    {
+        int l = _layer, hp = _hp, ghp = _ghp;
+        bool lstm = _cell == CellKind.Lstm, gru = _cell == CellKind.Gru;
+        for (int t = 0; t < _batch.T; t++)
+        {
+            int n = Math.Min(hi, _active[t]) - lo;
+            if (n <= 0)
+                break;
+            int r0 = _start[t] + lo;
+            // The state each row starts from: the name's previous row, or the initial state.
+            if (t > 0)
             {
-                _bias[l].Span.CopyTo(RowSpan(_px, r, ghp));
-                if (l == 0 && _x[r] >= 0)
-                    CpuKernels.Add(Row(_px, r, ghp), Row(_waxT[0], _x[r], ghp), Row(_px, r, ghp), ghp);
+                new Span<float>(Row(_hs[l], _start[t - 1] + lo, hp), n * hp).CopyTo(new Span<float>(Row(_prevH[l], r0, hp), n * hp));
+                if (lstm)
+                    new Span<float>(Row(_cs[l], _start[t - 1] + lo, hp), n * hp).CopyTo(new Span<float>(Row(_prevC[l], r0, hp), n * hp));
             }
-            if (l > 0)
+            else
             {
-                Dropout(_hs[l - 1], _u[l], l, drop);
-                CpuKernels.AddProduct(_px.Ptr, ghp, _u[l].Ptr, hp, _waxT[l].Ptr, ghp, rows, _h, ghp);
-            }
-            for (int t = 0; t < batch.T; t++)
-            {
-                int n = _active[t], r0 = _start[t];
-                // The state each row starts from: the name's previous row, or the initial state.
-                for (int b = 0; b < n; b++)
+                for (int b = lo; b < lo + n; b++)
                 {
-                    var prevH = RowSpan(_prevH[l], r0 + b, hp);
-                    var prevC = _cell == CellKind.Lstm ? RowSpan(_prevC[l], r0 + b, hp) : default;
-                    if (t > 0)
-                    {
-                        RowSpan(_hs[l], _start[t - 1] + b, hp).CopyTo(prevH);
-                        if (_cell == CellKind.Lstm)
-                            RowSpan(_cs[l], _start[t - 1] + b, hp).CopyTo(prevC);
-                        continue;
-                    }
+                    var prevH = RowSpan(_prevH[l], r0 + b - lo, hp);
+                    var prevC = lstm ? RowSpan(_prevC[l], r0 + b - lo, hp) : default;
                     prevH.Clear();
                     prevC.Clear();
-                    if (carryIn)
-                    {
-                        var state = _carry.AsSpan(b * Shape.StateSize + l * _d.StatePerLayer, _d.StatePerLayer);
-                        state[.._h].CopyTo(prevH);
-                        if (_cell == CellKind.Lstm)
-                            state[_h..].CopyTo(prevC);
-                    }
+                    if (!_carryIn)
+                        continue;
+                    var state = _carry.AsSpan(b * Shape.StateSize + l * _d.StatePerLayer, _d.StatePerLayer);
+                    state[.._h].CopyTo(prevH);
+                    if (lstm)
+                        state[_h..].CopyTo(prevC);
                 }
-                new Span<float>(Row(_pa, r0, ghp), n * ghp).Clear();
-                CpuKernels.AddProduct(Row(_pa, r0, ghp), ghp, Row(_prevH[l], r0, hp), hp, _waaT[l].Ptr, ghp, n, _h, ghp);
-                for (int r = r0; r < r0 + n; r++)
-                {
-                    bool lstm = _cell == CellKind.Lstm, gru = _cell == CellKind.Gru;
-                    CpuCells.Forward(_cell, _h, hp, RowSpan(_px, r, ghp), RowSpan(_pa, r, ghp), RowSpan(_prevH[l], r, hp),
-                        lstm ? RowSpan(_prevC[l], r, hp) : default, RowSpan(_act[l], r, ghp), gru ? RowSpan(_an[l], r, hp) : default,
-                        RowSpan(_hs[l], r, hp), lstm ? RowSpan(_cs[l], r, hp) : default);
-                }
+            }
+            new Span<float>(Row(_pa, r0, ghp), n * ghp).Clear();
+            CpuKernels.AddProduct(Row(_pa, r0, ghp), ghp, Row(_prevH[l], r0, hp), hp, _waaT[l].Ptr, ghp, n, _h, ghp);
+            for (int r = r0; r < r0 + n; r++)
+            {
+                CpuCells.Forward(_cell, _h, hp, RowSpan(_px, r, ghp), RowSpan(_pa, r, ghp), RowSpan(_prevH[l], r, hp),
+                    lstm ? RowSpan(_prevC[l], r, hp) : default, RowSpan(_act[l], r, ghp), gru ? RowSpan(_an[l], r, hp) : default,
+                    RowSpan(_hs[l], r, hp), lstm ? RowSpan(_cs[l], r, hp) : default);
             }
         }
-        Dropout(_hs[_layers - 1], _top, _layers, drop);
     }
 
-    /// <summary>dst = src ⊙ the dropout factors of input `input` for every row (a copy without dropout).</summary>
-    private void Dropout(PinnedFloats src, PinnedFloats dst, int input, DropoutSettings drop)
+    /// <summary>Rows r0 ≤ r &lt; r1: dst = src ⊙ the dropout factors of input `input` (a copy without dropout).</summary>
+    private void Dropout(PinnedFloats src, PinnedFloats dst, int input, int r0, int r1)
     {
-        new Span<float>(src.Ptr, _rows * _hp).CopyTo(new Span<float>(dst.Ptr, _rows * _hp));
-        if (drop.P <= 0f)
+        if (src != dst)
+            new Span<float>(Row(src, r0, _hp), (r1 - r0) * _hp).CopyTo(new Span<float>(Row(dst, r0, _hp), (r1 - r0) * _hp));
+        if (_drop.P <= 0f)
             return;
-        for (int t = 0; t < _batch.T; t++)
-            for (int b = 0; b < _active[t]; b++)
-            {
-                float* row = Row(dst, _start[t] + b, _hp);
-                for (int i = 0; i < _h; i++)
-                    row[i] *= drop.Factor(input, t, b, i);
-            }
+        for (int r = r0; r < r1; r++)
+        {
+            float* row = Row(dst, r, _hp);
+            for (int i = 0; i < _h; i++)
+                row[i] *= _drop.Factor(input, _rowT[r], _rowB[r], i);
+        }
     }
 
-    /// <summary>Logits = Wya·top + by, softmax, cross-entropy and dy = (softmax − onehot)/B for all rows (as CpuBackend.OutputLayer).</summary>
+    /// <summary>
+    /// Rows r0 ≤ r &lt; r1: the top layer's output, dropped out; logits = Wya·top + by, softmax,
+    /// cross-entropy and dy = (softmax − onehot)/B (as CpuBackend.OutputLayer); when training also
+    /// the top layer's gradient Wyaᵀ·dy through the same dropout.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void OutputLayer(bool withGradients)
+    private void OutputLayer(int r0, int r1)
     {
-        int vp = _vp, rows = _rows;
+        int vp = _vp, hp = _hp, n = r1 - r0;
+        if (n <= 0)
+            return;
+        Dropout(_hs[_layers - 1], _top, _layers, r0, r1);
         float gradScale = 1f / _batch.B;
-        for (int r = 0; r < rows; r++)
+        for (int r = r0; r < r1; r++)
             _byRow.Span.CopyTo(RowSpan(_dy, r, vp));
-        CpuKernels.AddProduct(_dy.Ptr, vp, _top.Ptr, _hp, _wyaT.Ptr, vp, rows, _h, vp);
-        for (int r = 0; r < rows; r++)
+        CpuKernels.AddProduct(Row(_dy, r0, vp), vp, Row(_top, r0, hp), hp, _wyaT.Ptr, vp, n, _h, vp);
+        for (int r = r0; r < r1; r++)
         {
             float* z = Row(_dy, r, vp);
             float max = z[0];
@@ -325,69 +404,127 @@ public sealed unsafe class CpuStackBackend : IBackend
             for (int k = _v; k < vp; k++)
                 z[k] = 0f;
             _rowLoss[r] = MathF.Log(sum) - target;
-            if (!withGradients)
+            if (!_withGradients)
                 continue;
             float scale = gradScale / sum;
             for (int k = 0; k < _v; k++)
                 z[k] *= scale;
             z[_y[r]] -= gradScale;
         }
+        if (!_withGradients)
+            return;
+        new Span<float>(Row(_gh, r0, hp), n * hp).Clear();
+        CpuKernels.AddProduct(Row(_gh, r0, hp), hp, Row(_dy, r0, vp), vp, _wya.Ptr, hp, n, _v, hp);
+        Dropout(_gh, _gh, _layers, r0, r1);
     }
 
     /// <summary>Backpropagation through time, top layer first, then every gradient into the flat buffer.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void Backward(DropoutSettings drop)
+    private void Backward()
     {
-        int hp = _hp, ghp = _ghp, rows = _rows;
-        bool lstm = _cell == CellKind.Lstm, gru = _cell == CellKind.Gru;
-        // The output layer: dWya = Σ dy·topᵀ, dby = Σ dy, and the top layer's gradient Wyaᵀ·dy, dropped out.
-        _gWya.Span.Clear();
-        CpuKernels.AddTransposedProduct(_gWya.Ptr, hp, 0, _v, _dy.Ptr, _vp, _top.Ptr, hp, rows, hp);
-        _gBy.Span.Clear();
-        for (int r = 0; r < rows; r++)
-            CpuKernels.Add(_gBy.Ptr, Row(_dy, r, _vp), _gBy.Ptr, _vp);
-        new Span<float>(_gh.Ptr, rows * hp).Clear();
-        CpuKernels.AddProduct(_gh.Ptr, hp, _dy.Ptr, _vp, _wya.Ptr, hp, rows, _v, hp);
-        Dropout(_gh, _gh, _layers, drop);
-
-        for (int l = _layers - 1; l >= 0; l--)
+        RunPhase(_outputWeightPhase);
+        for (_layer = _layers - 1; _layer >= 0; _layer--)
         {
-            if (lstm)
-                new Span<float>(_gc.Ptr, rows * hp).Clear();
-            for (int t = _batch.T - 1; t >= 0; t--)
-            {
-                int n = _active[t], r0 = _start[t];
-                for (int b = 0; b < n; b++)
-                {
-                    int r = r0 + b, prev = t > 0 ? _start[t - 1] + b : -1;
-                    CpuCells.Backward(_cell, _h, hp, RowSpan(_act[l], r, ghp), gru ? RowSpan(_an[l], r, hp) : default,
-                        RowSpan(_prevH[l], r, hp), lstm ? RowSpan(_prevC[l], r, hp) : default, lstm ? RowSpan(_cs[l], r, hp) : default,
-                        RowSpan(_gh, r, hp), lstm ? RowSpan(_gc, r, hp) : default, RowSpan(_dpx, r, ghp), RowSpan(_dpa, r, ghp),
-                        prev >= 0 ? RowSpan(_gh, prev, hp) : default, prev >= 0 && lstm ? RowSpan(_gc, prev, hp) : default);
-                }
-                if (t > 0)
-                    CpuKernels.AddProduct(Row(_gh, _start[t - 1], hp), hp, Row(_dpa, r0, ghp), ghp, _waa[l].Ptr, hp, n, ghp, hp);
-            }
-            // This layer's weight gradients, summed over all rows at once.
-            _gWaaT[l].Span.Clear();
-            CpuKernels.AddTransposedProduct(_gWaaT[l].Ptr, ghp, 0, _h, _prevH[l].Ptr, hp, _dpa.Ptr, ghp, rows, ghp);
-            _gBias[l].Span.Clear();
-            _gWaxT[l].Span.Clear();
-            for (int r = 0; r < rows; r++)
-            {
-                CpuKernels.Add(_gBias[l].Ptr, Row(_dpx, r, ghp), _gBias[l].Ptr, ghp);
-                if (l == 0 && _x[r] >= 0)
-                    CpuKernels.Add(Row(_gWaxT[0], _x[r], ghp), Row(_dpx, r, ghp), Row(_gWaxT[0], _x[r], ghp), ghp);
-            }
-            if (l == 0)
-                continue;
-            CpuKernels.AddTransposedProduct(_gWaxT[l].Ptr, ghp, 0, _h, _u[l].Ptr, hp, _dpx.Ptr, ghp, rows, ghp);
-            // The layer below's gradient: Waxᵀ·dpx, through the same dropout as its output.
-            new Span<float>(_gh.Ptr, rows * hp).Clear();
-            CpuKernels.AddProduct(_gh.Ptr, hp, _dpx.Ptr, ghp, _wax[l].Ptr, hp, rows, ghp, hp);
-            Dropout(_gh, _gh, l, drop);
+            if (_cell == CellKind.Lstm)
+                new Span<float>(_gc.Ptr, _rows * _hp).Clear();
+            RunPhase(_backwardPhase);
+            RunPhase(_weightPhase);
+            if (_layer > 0)
+                RunPhase(_inputGradientPhase);
         }
         GatherGradients();
+    }
+
+    /// <summary>dWya = Σ dy·topᵀ split by output rows; dby = Σ dy by the last member.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void OutputWeightGradients(int member)
+    {
+        var (k0, k1) = OutputRowsOf(member, _v);
+        if (k1 > k0)
+        {
+            new Span<float>(Row(_gWya, k0, _hp), (k1 - k0) * _hp).Clear();
+            CpuKernels.AddTransposedProduct(_gWya.Ptr, _hp, k0, k1, _dy.Ptr, _vp, _top.Ptr, _hp, _rows, _hp);
+        }
+        if (member + 1 != _members)
+            return;
+        _gBy.Span.Clear();
+        for (int r = 0; r < _rows; r++)
+            CpuKernels.Add(_gBy.Ptr, Row(_dy, r, _vp), _gBy.Ptr, _vp);
+    }
+
+    /// <summary>
+    /// The layer's backward recurrence for names lo ≤ b &lt; hi, last step first: the cell's backward
+    /// from dh (which holds the gradient from above plus, once step t+1 is done, the recurrent
+    /// part), then dh₋ += Waaᵀ·dpa for the rows of step t − 1.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void BackwardSteps(int lo, int hi)
+    {
+        int l = _layer, hp = _hp, ghp = _ghp;
+        bool lstm = _cell == CellKind.Lstm, gru = _cell == CellKind.Gru;
+        for (int t = _batch.T - 1; t >= 0; t--)
+        {
+            int n = Math.Min(hi, _active[t]) - lo;
+            if (n <= 0)
+                continue;
+            int r0 = _start[t] + lo;
+            for (int b = lo; b < lo + n; b++)
+            {
+                int r = _start[t] + b, prev = t > 0 ? _start[t - 1] + b : -1;
+                CpuCells.Backward(_cell, _h, hp, RowSpan(_act[l], r, ghp), gru ? RowSpan(_an[l], r, hp) : default,
+                    RowSpan(_prevH[l], r, hp), lstm ? RowSpan(_prevC[l], r, hp) : default, lstm ? RowSpan(_cs[l], r, hp) : default,
+                    RowSpan(_gh, r, hp), lstm ? RowSpan(_gc, r, hp) : default, RowSpan(_dpx, r, ghp), RowSpan(_dpa, r, ghp),
+                    prev >= 0 ? RowSpan(_gh, prev, hp) : default, prev >= 0 && lstm ? RowSpan(_gc, prev, hp) : default);
+            }
+            if (t > 0)
+                CpuKernels.AddProduct(Row(_gh, _start[t - 1] + lo, hp), hp, Row(_dpa, r0, ghp), ghp, _waa[l].Ptr, hp, n, ghp, hp);
+        }
+    }
+
+    /// <summary>
+    /// The layer's weight gradients summed over all rows: dWaaᵀ = Σ h₋ᵀ·dpa and (above layer 0)
+    /// dWaxᵀ = Σ uᵀ·dpx split by output rows; db and layer 0's dWax (a scatter by input id) by the last member.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void WeightGradients(int member)
+    {
+        int l = _layer, hp = _hp, ghp = _ghp, rows = _rows;
+        // Output rows 0 … H−1 are dWaaᵀ's, H … 2H−1 dWaxᵀ's (above layer 0).
+        var (m0, m1) = OutputRowsOf(member, l == 0 ? _h : 2 * _h);
+        int waa0 = Math.Min(m0, _h), waa1 = Math.Min(m1, _h);
+        if (waa1 > waa0)
+        {
+            new Span<float>(Row(_gWaaT[l], waa0, ghp), (waa1 - waa0) * ghp).Clear();
+            CpuKernels.AddTransposedProduct(_gWaaT[l].Ptr, ghp, waa0, waa1, _prevH[l].Ptr, hp, _dpa.Ptr, ghp, rows, ghp);
+        }
+        int wax0 = Math.Max(m0, _h) - _h, wax1 = Math.Max(m1, _h) - _h;
+        if (l > 0 && wax1 > wax0)
+        {
+            new Span<float>(Row(_gWaxT[l], wax0, ghp), (wax1 - wax0) * ghp).Clear();
+            CpuKernels.AddTransposedProduct(_gWaxT[l].Ptr, ghp, wax0, wax1, _u[l].Ptr, hp, _dpx.Ptr, ghp, rows, ghp);
+        }
+        if (member + 1 != _members)
+            return;
+        _gBias[l].Span.Clear();
+        if (l == 0)
+            _gWaxT[0].Span.Clear();
+        for (int r = 0; r < rows; r++)
+        {
+            CpuKernels.Add(_gBias[l].Ptr, Row(_dpx, r, ghp), _gBias[l].Ptr, ghp);
+            if (l == 0 && _x[r] >= 0)
+                CpuKernels.Add(Row(_gWaxT[0], _x[r], ghp), Row(_dpx, r, ghp), Row(_gWaxT[0], _x[r], ghp), ghp);
+        }
+    }
+
+    /// <summary>Rows r0 ≤ r &lt; r1 of the layer below's gradient: Waxᵀ·dpx, through the same dropout as its output.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void InputGradients(int r0, int r1)
+    {
+        int n = r1 - r0;
+        if (n <= 0)
+            return;
+        new Span<float>(Row(_gh, r0, _hp), n * _hp).Clear();
+        CpuKernels.AddProduct(Row(_gh, r0, _hp), _hp, Row(_dpx, r0, _ghp), _ghp, _wax[_layer].Ptr, _hp, n, _ghp, _hp);
+        Dropout(_gh, _gh, _layer, r0, r1);
     }
 
     /// <summary>The padded gradients into the flat buffer.</summary>

@@ -44,7 +44,7 @@ public static class Devices
     public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null, DropoutConfig dropout = default) =>
         Open<IBackend>(spec, threads, log,
             // The course's model has its own fast backends; every other model runs the stack's.
-            () => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads) : new CpuStackBackend(shape, dropout),
+            () => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads) : new CpuStackBackend(shape, dropout, threads),
             (accelerator, context) => shape.IsVanilla && dropout.Rate == 0
                 ? new IlgpuBackend(accelerator, shape, ownedContext: context)
                 : new IlgpuStackBackend(accelerator, shape, dropout, ownedContext: context));

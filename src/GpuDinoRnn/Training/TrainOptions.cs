@@ -147,11 +147,30 @@ public sealed record TrainOptions
         CourseSampling = true,
     };
 
+    /// <summary>
+    /// The lowest validation loss found on the bundled names (README, "Models"): two GRU layers
+    /// with dropout, stopped at the best validation. Slower than the default; needs the split.
+    /// </summary>
+    public static TrainOptions Quality { get; } = new()
+    {
+        Preset = "quality",
+        Cell = Kernels.CellKind.Gru,
+        Layers = 2,
+        Hidden = 192,
+        Dropout = 0.3f,
+        Lr = 0.003f,
+        Epochs = 30,
+        EvalEvery = 75,
+        Patience = 5,
+        KeepBest = true,
+    };
+
     public static TrainOptions ForPreset(string? preset) => preset?.ToLowerInvariant() switch
     {
         null or "" or "default" => new TrainOptions(),
         "course" => Course,
-        _ => throw new UserError($"unknown preset '{preset}' (known: default, course)"),
+        "quality" => Quality,
+        _ => throw new UserError($"unknown preset '{preset}' (known: default, course, quality)"),
     };
 
     /// <summary>Checks ranges and combinations; throws UserError naming the option.</summary>

@@ -248,5 +248,33 @@ public abstract class StackBackendTests(ITestOutputHelper output)
 
 public sealed class CpuStackBackendTests(ITestOutputHelper output) : StackBackendTests(output)
 {
-    protected override (IBackend?, string?) Create(ModelShape shape, DropoutConfig dropout) => (new CpuStackBackend(shape, dropout), null);
+    protected override (IBackend?, string?) Create(ModelShape shape, DropoutConfig dropout) => (new CpuStackBackend(shape, dropout, threads: 1), null);
+}
+
+public sealed class CpuStackBackendTwoThreadTests(ITestOutputHelper output) : StackBackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape, DropoutConfig dropout) => (new CpuStackBackend(shape, dropout, threads: 2), null);
+
+    [Theory]
+    [InlineData(CellKind.Gru, 2, 32)]
+    [InlineData(CellKind.Lstm, 3, 16)]
+    public void ResultsDoNotDependOnTheThreadCount(CellKind cell, int layers, int batch)
+    {
+        // Large enough that the work is split (B·H·G·H per layer above the threshold).
+        var shape = new ModelShape(40, 11, cell, layers);
+        var drop = new DropoutConfig(0.2f, 3);
+        float[] Train(int threads)
+        {
+            using var backend = new CpuStackBackend(shape, drop, threads);
+            backend.Upload(TestData.RandomParameters(shape, seed: 9, scale: 0.2));
+            var settings = new StepSettings(0.01f, 1f, ClipMode.Norm, CarryState: false, new OptimizerConfig(OptimizerKind.Adam));
+            for (int i = 0; i < 3; i++)
+                backend.Step(Batch.FromEncoded(TestData.RandomNames(batch, shape.V, seed: i, minLength: 1, maxLength: 9)), settings);
+            Output.WriteLine(backend.Device);
+            var p = new Parameters(shape);
+            backend.Download(p);
+            return [.. p.Data, .. backend.TakeLosses()];
+        }
+        Assert.Equal(Train(1), Train(2));
+    }
 }
