@@ -75,16 +75,18 @@ public abstract class StackBackendTests(ITestOutputHelper output)
     }
 
     [SkippableTheory]
-    [InlineData(CellKind.Gru, 70)]
-    [InlineData(CellKind.Lstm, 130)]
-    public void WideLayersWork(CellKind cell, int h)
+    [InlineData(CellKind.Gru, 70, 2)]
+    [InlineData(CellKind.Lstm, 130, 2)]
+    [InlineData(CellKind.Lstm, 1024, 1)]
+    [InlineData(CellKind.Gru, 1, 3)]
+    public void WideAndNarrowLayersWork(CellKind cell, int h, int layers)
     {
-        // More units than a GPU group has threads, and weights beyond a group's shared memory.
-        var shape = new ModelShape(h, 6, cell, 2);
+        // More units than a GPU group has threads, weights beyond a group's shared memory, and a single unit.
+        var shape = new ModelShape(h, 6, cell, layers);
         using var backend = CreateOrSkip(shape);
-        var p = TestData.RandomParameters(shape, seed: 2, scale: 0.1);
+        var p = TestData.RandomParameters(shape, seed: 2, scale: h > 500 ? 0.03 : 0.1);
         backend.Upload(p);
-        var batch = Batch.FromEncoded(TestData.RandomNames(3, shape.V, seed: 1, minLength: 1, maxLength: 4));
+        var batch = Batch.FromEncoded(TestData.RandomNames(h > 500 ? 2 : 3, shape.V, seed: 1, minLength: 1, maxLength: h > 500 ? 2 : 4));
         var grad = new float[shape.ParameterCount];
         float loss = backend.Gradients(batch, carryState: false, grad);
         AssertGradients(shape, ReferenceStack.Run(TestData.ToDouble(p.Data), shape, batch), loss, grad);
