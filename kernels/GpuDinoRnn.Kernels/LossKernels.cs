@@ -48,21 +48,30 @@ public static class LossKernels
                 zTarget = z;
             max = XMath.Max(max, z);
         }
+        loss[r] = SoftmaxCrossEntropy(dy, row, d.V, target, zTarget, max, gradScale);
+    }
+
+    /// <summary>
+    /// The fused tail of an output layer, shared with StackKernels.OutputLayer: dy[row …] holds
+    /// the V logits (max their largest, zTarget the target's) and becomes (softmax − onehot)·gradScale;
+    /// returns −log softmax[target] = log Σ exp(z − max) − (zTarget − max), finite even when p underflows.
+    /// </summary>
+    public static float SoftmaxCrossEntropy(ArrayView<float> dy, int row, int v, int target, float zTarget, float max, float gradScale)
+    {
         float sum = 0f;
-        for (int k = 0; k < d.V; k++)
+        for (int k = 0; k < v; k++)
         {
             float e = XMath.Exp(dy[row + k] - max);
             dy[row + k] = e;
             sum += e;
         }
         float inv = 1f / sum;
-        // −log p[target] = log Σ exp(z − max) − (z_target − max): finite even when p underflows.
-        loss[r] = XMath.Log(sum) - (zTarget - max);
-        for (int k = 0; k < d.V; k++)
+        for (int k = 0; k < v; k++)
         {
             float prob = dy[row + k] * inv;
             dy[row + k] = (k == target ? prob - 1f : prob) * gradScale;
         }
+        return XMath.Log(sum) - (zTarget - max);
     }
 
     /// <summary>

@@ -238,21 +238,7 @@ public static class StackKernels
                 zTarget = z;
             max = XMath.Max(max, z);
         }
-        float sum = 0f;
-        for (int k = 0; k < d.V; k++)
-        {
-            float e = XMath.Exp(dy[row + k] - max);
-            dy[row + k] = e;
-            sum += e;
-        }
-        float inv = 1f / sum;
-        // −log p[target] = log Σ exp(z − max) − (z_target − max): finite even when p underflows.
-        loss[r] = XMath.Log(sum) - (zTarget - max);
-        for (int k = 0; k < d.V; k++)
-        {
-            float prob = dy[row + k] * inv;
-            dy[row + k] = (k == target ? prob - 1f : prob) * gradScale;
-        }
+        loss[r] = LossKernels.SoftmaxCrossEntropy(dy, row, d.V, target, zTarget, max, gradScale);
     }
 
     /// <summary>

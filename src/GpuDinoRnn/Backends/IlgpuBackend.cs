@@ -15,6 +15,7 @@ public sealed class IlgpuBackend : IBackend
     private const int HistoryCapacity = 1024;
 
     private readonly Accelerator _acc;
+    private readonly DeviceMemory _memory;
     private readonly bool _ownsAccelerator;
     private readonly IDisposable? _ownedContext;
     private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int> _forwardPass;
@@ -50,6 +51,7 @@ public sealed class IlgpuBackend : IBackend
     public IlgpuBackend(Accelerator accelerator, ModelShape shape, bool ownsAccelerator = true, IDisposable? ownedContext = null)
     {
         _acc = accelerator;
+        _memory = new DeviceMemory(accelerator);
         _ownsAccelerator = ownsAccelerator;
         _ownedContext = ownedContext;
         Shape = shape;
@@ -77,17 +79,12 @@ public sealed class IlgpuBackend : IBackend
         _carry.MemSetToZero();
     }
 
-    public string Device => $"{_acc.AcceleratorType switch
-    {
-        AcceleratorType.Cuda => "cuda",
-        AcceleratorType.OpenCL => "opencl",
-        _ => "ilgpu-cpu",
-    }} ({_acc.Name})";
+    public string Device => DeviceMemory.Name(_acc);
 
     public int LaunchesPerStep => _launches;
 
     /// <summary>Bytes of device memory allocated so far (buffers grow only for a longer batch).</summary>
-    internal long DeviceBytes { get; private set; }
+    internal long DeviceBytes => _memory.Bytes;
     public ModelShape Shape { get; }
 
     public void Upload(Parameters parameters) => _p.View.CopyFromCPU(parameters.Data);
@@ -244,31 +241,9 @@ public sealed class IlgpuBackend : IBackend
         _y!.View.SubView(0, rows).CopyFromCPU(batch.Y);
     }
 
-    /// <summary>
-    /// Device memory, with running out of it turned into an error that names the size asked
-    /// for and what the device has.
-    /// </summary>
+    /// <summary>Device memory; running out of it is a UserError naming the size and what to make smaller.</summary>
     internal MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length)
-        where T : unmanaged
-    {
-        try
-        {
-            var buffer = _acc.Allocate1D<T>(length);
-            DeviceBytes += buffer.LengthInBytes;
-            return buffer;
-        }
-        catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or ArgumentOutOfRangeException)
-        {
-            long bytes = length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-            string free = _acc is ILGPU.Runtime.Cuda.CudaAccelerator cuda ? $", {Gib(cuda.GetFreeMemory())} free" : "";
-            string total = _acc.MemorySize >= 1L << 50 ? "no fixed size" : Gib(_acc.MemorySize);
-            throw new UserError(
-                $"{Device}: out of device memory allocating {Gib(bytes)} (the device has {total}{free}); " +
-                "try a smaller --hidden or --batch, or --device cpu", UserError.DeviceError);
-        }
-    }
-
-    private static string Gib(long bytes) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):F2} GiB");
+        where T : unmanaged => _memory.Allocate<T>(length, "--hidden or --batch");
 
     private void Drain()
     {

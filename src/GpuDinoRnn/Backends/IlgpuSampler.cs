@@ -12,10 +12,12 @@ namespace GpuDinoRnn.Backends;
 public sealed class IlgpuSampler : INameSampler
 {
     private readonly Accelerator _acc;
+    private readonly DeviceMemory _memory;
     private readonly IDisposable? _ownedContext;
     private readonly Vocabulary _vocab;
     private readonly StackDims _d;
     private readonly int _batchSize;
+    private const string Hint = "--batch or --max-length";
     private readonly Action<Index1D, StackDims, ArrayView<float>, SampleSettings, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>> _sample;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;
     private MemoryBuffer1D<float, Stride1D.Dense>? _scratch, _logP;
@@ -29,15 +31,17 @@ public sealed class IlgpuSampler : INameSampler
         if (parameters.Shape.V != vocabulary.Size)
             throw new ArgumentException("the vocabulary does not match the model");
         _acc = accelerator;
+        _memory = new DeviceMemory(accelerator);
         _ownedContext = ownedContext;
         _vocab = vocabulary;
         _d = parameters.Shape.Stack(1, 1);
         _batchSize = batchSize;
         _sample = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, SampleSettings, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>>(SampleKernels.SampleNames);
-        _p = _acc.Allocate1D(parameters.Data);
+        _p = _memory.Allocate<float>(parameters.Data.Length, "model");
+        _p.View.CopyFromCPU(parameters.Data);
     }
 
-    public string Device => $"{_acc.AcceleratorType.ToString().ToLowerInvariant()} ({_acc.Name})";
+    public string Device => DeviceMemory.Name(_acc);
 
     public SampledName[] Sample(SampleOptions options, int seed, long first, int count)
     {
@@ -71,13 +75,15 @@ public sealed class IlgpuSampler : INameSampler
             foreach (var b in new MemoryBuffer?[] { _scratch, _logP, _ids, _lengths })
                 b?.Dispose();
             int size = Math.Max(n, (int)(_lengths?.Length ?? 0));
-            _scratch = _acc.Allocate1D<float>((long)size * SampleKernels.ScratchPerName(_d));
-            _ids = _acc.Allocate1D<int>((long)size * capacity);
-            _lengths = _acc.Allocate1D<int>(size);
-            _logP = _acc.Allocate1D<float>(size);
+            _scratch = _memory.Allocate<float>((long)size * SampleKernels.ScratchPerName(_d), Hint);
+            _ids = _memory.Allocate<int>((long)size * capacity, Hint);
+            _lengths = _memory.Allocate<int>(size, Hint);
+            _logP = _memory.Allocate<float>(size, Hint);
         }
         _prefix?.Dispose();
-        _prefix = _acc.Allocate1D(prefix.Length == 0 ? [0] : prefix);
+        _prefix = _memory.Allocate<int>(Math.Max(1, prefix.Length), Hint);
+        if (prefix.Length > 0)
+            _prefix.View.CopyFromCPU(prefix);
     }
 
     public void Dispose()

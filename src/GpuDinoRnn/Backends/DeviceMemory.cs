@@ -1,0 +1,46 @@
+// Device memory for the ILGPU backends and the device sampler: one place that counts what was
+// allocated and turns running out of memory into an error naming the size asked for and what
+// the device has.
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+
+namespace GpuDinoRnn.Backends;
+
+internal sealed class DeviceMemory(Accelerator accelerator)
+{
+    /// <summary>Bytes allocated so far (buffers grow only for a longer batch).</summary>
+    public long Bytes { get; private set; }
+
+    /// <summary>How logs name the device: "cuda (NVIDIA H200)", "opencl (…)", "ilgpu-cpu (CPUAccelerator)".</summary>
+    public static string Name(Accelerator accelerator) => $"{accelerator.AcceleratorType switch
+    {
+        AcceleratorType.Cuda => "cuda",
+        AcceleratorType.OpenCL => "opencl",
+        _ => "ilgpu-cpu",
+    }} ({accelerator.Name})";
+
+    /// <param name="length">Elements.</param>
+    /// <param name="hint">What the user can make smaller, e.g. "--hidden or --batch".</param>
+    public MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length, string hint)
+        where T : unmanaged
+    {
+        try
+        {
+            var buffer = accelerator.Allocate1D<T>(length);
+            Bytes += buffer.LengthInBytes;
+            return buffer;
+        }
+        catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or ArgumentOutOfRangeException)
+        {
+            long bytes = length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+            string free = accelerator is CudaAccelerator cuda ? $", {Gib(cuda.GetFreeMemory())} free" : "";
+            string total = accelerator.MemorySize >= 1L << 50 ? "no fixed size" : Gib(accelerator.MemorySize);
+            throw new UserError(
+                $"{Name(accelerator)}: out of device memory allocating {Gib(bytes)} (the device has {total}{free}); " +
+                $"try a smaller {hint}, or --device cpu", UserError.DeviceError);
+        }
+    }
+
+    private static string Gib(long bytes) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):F2} GiB");
+}
