@@ -1,6 +1,7 @@
-// One backend for every ILGPU accelerator (CUDA, OpenCL, the CPU emulator): buffers, kernels
-// loaded once, and the launch sequence of a training step. Nothing is read back per step: each
-// step's loss goes to a device-side history that TakeLosses reads in one copy.
+// One backend for every ILGPU accelerator (CUDA, OpenCL, the CPU emulator) for the course's model:
+// buffers, RnnKernels loaded once, and the launch sequence of a training step. The optimizer
+// state, the loss history and the step's tail (norm, recorded loss, fused update) are
+// DeviceTrainingState's, shared with IlgpuStackBackend; nothing is read back per step.
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Kernels;
 using GpuDinoRnn.Model;
@@ -11,9 +12,6 @@ namespace GpuDinoRnn.Backends;
 
 public sealed class IlgpuBackend : IBackend
 {
-    /// <summary>Steps whose losses the device keeps before the host must read them.</summary>
-    private const int HistoryCapacity = 1024;
-
     private readonly Accelerator _acc;
     private readonly DeviceMemory _memory;
     private readonly bool _ownsAccelerator;
@@ -25,23 +23,13 @@ public sealed class IlgpuBackend : IBackend
     private readonly bool _waaShared;  // Waa fits in a group's shared memory
     private readonly Action<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _weightGradients;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _carryState;
-    private readonly Action<Index1D, int, ArrayView<float>, ArrayView<float>> _normPartials;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings> _update;
-    private readonly Action<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int> _batchLoss;
 
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;        // parameters
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _g;        // gradients
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _m, _v;    // optimizer moments
-    private long _updates;                                            // updates applied (Adam's t)
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;  // norm partial sums
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;  // per-step losses
+    private readonly DeviceTrainingState _state;                      // parameters, gradients, moments, loss history
     private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (B, H) carried state
     private int _carried;                                             // names (streams) whose state _carry holds
     private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
     private MemoryBuffer1D<float, Stride1D.Dense>? _a, _dy, _dz, _loss;
     private int _rowCapacity;
-    private int _pending;
-    private readonly List<float> _drained = [];
     private int _launches;
 
     /// <param name="accelerator">The device; disposed with the backend when ownsAccelerator.</param>
@@ -63,18 +51,8 @@ public sealed class IlgpuBackend : IBackend
         _waaShared = (long)shape.H * shape.H * sizeof(float) <= _acc.MaxSharedMemoryPerGroup;
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
-        _normPartials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
-        _update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
-        _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
 
-        _p = Allocate<float>(shape.ParameterCount);
-        _g = Allocate<float>(shape.ParameterCount);
-        _m = Allocate<float>(shape.ParameterCount);
-        _v = Allocate<float>(shape.ParameterCount);
-        _m.MemSetToZero();
-        _v.MemSetToZero();
-        _partial = Allocate<float>(UpdateKernels.NormPartials);
-        _history = Allocate<float>(HistoryCapacity);
+        _state = new DeviceTrainingState(_acc, shape.ParameterCount, Allocate<float>);
         _carry = Allocate<float>(shape.H);
         _carry.MemSetToZero();
     }
@@ -87,12 +65,9 @@ public sealed class IlgpuBackend : IBackend
     internal long DeviceBytes => _memory.Bytes;
     public ModelShape Shape { get; }
 
-    public void Upload(Parameters parameters) => _p.View.CopyFromCPU(parameters.Data);
+    public void Upload(Parameters parameters) => _state.Upload(parameters.Data);
 
-    public void Download(Parameters parameters)
-    {
-        _p.View.CopyToCPU(parameters.Data);
-    }
+    public void Download(Parameters parameters) => _state.Download(parameters.Data);
 
     public void ResetState()
     {
@@ -100,27 +75,23 @@ public sealed class IlgpuBackend : IBackend
         _carried = 0;
     }
 
-    public float LastGradientNorm()
-    {
-        var partial = _partial.GetAsArray1D();
-        return MathF.Sqrt(partial.Sum());
-    }
+    public float LastGradientNorm() => _state.LastGradientNorm();
 
-    public void DownloadGradients(Span<float> gradients) => ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+    public void DownloadGradients(Span<float> gradients) => _state.DownloadGradients(gradients);
 
     public BackendState SaveState()
     {
         var carry = new float[_carried * Shape.H];
         if (carry.Length > 0)
             ((ArrayView<float>)_carry.View).SubView(0, carry.Length).CopyToCPU(carry);
-        return new(_updates, _m.GetAsArray1D(), _v.GetAsArray1D(), carry);
+        var (m, v) = _state.Moments;
+        return new(_state.Updates, m, v, carry);
     }
 
     public void LoadState(BackendState state)
     {
-        _updates = state.Updates;
-        _m.View.CopyFromCPU(state.M);
-        _v.View.CopyFromCPU(state.V);
+        _state.Updates = state.Updates;
+        _state.LoadMoments(state.M, state.V);
         _carried = state.Carry.Length / Shape.H;
         EnsureCarry(_carried);
         _carry.MemSetToZero();
@@ -133,34 +104,21 @@ public sealed class IlgpuBackend : IBackend
         var d = Shape.Dims(batch.B, batch.T);
         _launches = 0;
         ForwardAndBackward(batch, d, s.CarryState);
-        // The norm's partial sums serve norm clipping, the NaN guard and the logged gradient norm.
-        // The loss is recorded before the update, which it guards.
-        Launch(() => _normPartials(UpdateKernels.NormPartials, d.ParameterCount, _g.View, _partial.View));
-        Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _partial.View, _history.View, _pending));
-        var update = s.ForUpdate(++_updates);
-        Launch(() => _update(d.ParameterCount, _p.View, _g.View, _m.View, _v.View, _partial.View, _history.View, _pending, update));
+        _state.FinishStep(d.Rows, _loss!.View, d.B, s, Launch);
         if (s.CarryState)
         {
             Launch(() => _carryState(d.B * d.H, d, _a!.View, _carry.View));
             _carried = d.B;
         }
-        if (++_pending == HistoryCapacity)
-            Drain();
     }
 
-    public float[] TakeLosses()
-    {
-        Drain();
-        var result = _drained.ToArray();
-        _drained.Clear();
-        return result;
-    }
+    public float[] TakeLosses() => _state.TakeLosses();
 
     public float Gradients(Batch batch, bool carryState, Span<float> gradients)
     {
         var d = Shape.Dims(batch.B, batch.T);
         ForwardAndBackward(batch, d, carryState);
-        ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+        _state.DownloadGradients(gradients);
         var rowLoss = new float[d.Rows];
         _loss!.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
         return (float)(rowLoss.Sum(v => (double)v) / d.B);
@@ -171,8 +129,8 @@ public sealed class IlgpuBackend : IBackend
         var d = Shape.Dims(batch.B, batch.T);
         UploadBatch(batch, d);
         _a!.View.SubView(0, d.B * d.H).MemSetToZero();
-        _forwardPass(PassConfig(d), d, _p.View, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0);
-        _outputLayer(d.Rows, d, _p.View, _y!.View, _a.View, 0f, _dy!.View, _loss!.View);
+        _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0);
+        _outputLayer(d.Rows, d, _state.P, _y!.View, _a.View, 0f, _dy!.View, _loss!.View);
         var rowLoss = new float[d.Rows];
         _loss.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
         return rowLoss.Sum(v => (double)v);
@@ -180,7 +138,8 @@ public sealed class IlgpuBackend : IBackend
 
     public void Dispose()
     {
-        foreach (var buffer in new MemoryBuffer?[] { _p, _g, _m, _v, _partial, _history, _carry, _x, _y, _a, _dy, _dz, _loss })
+        _state.Dispose();
+        foreach (var buffer in new MemoryBuffer?[] { _carry, _x, _y, _a, _dy, _dz, _loss })
             buffer?.Dispose();
         if (_ownsAccelerator)
             _acc.Dispose();
@@ -202,10 +161,10 @@ public sealed class IlgpuBackend : IBackend
             Launch(() => _carry.View.SubView(0, d.B * d.H).CopyTo(a0));
         else
             Launch(() => a0.MemSetToZero());
-        Launch(() => _forwardPass(PassConfig(d), d, _p.View, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0));
-        Launch(() => _outputLayer(d.Rows, d, _p.View, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
-        Launch(() => _backwardPass(PassConfig(d), d, _p.View, _y!.View, _a.View, _dy!.View, _dz!.View, _waaShared ? 1 : 0));
-        Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _g.View));
+        Launch(() => _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0));
+        Launch(() => _outputLayer(d.Rows, d, _state.P, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
+        Launch(() => _backwardPass(PassConfig(d), d, _state.P, _y!.View, _a.View, _dy!.View, _dz!.View, _waaShared ? 1 : 0));
+        Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _state.G));
     }
 
     /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
@@ -244,16 +203,6 @@ public sealed class IlgpuBackend : IBackend
     /// <summary>Device memory; running out of it is a UserError naming the size and what to make smaller.</summary>
     internal MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length)
         where T : unmanaged => _memory.Allocate<T>(length, "--hidden or --batch");
-
-    private void Drain()
-    {
-        if (_pending == 0)
-            return;
-        var losses = new float[_pending];
-        _history.View.SubView(0, _pending).CopyToCPU(losses);
-        _drained.AddRange(losses);
-        _pending = 0;
-    }
 
     private void Launch(Action launch)
     {

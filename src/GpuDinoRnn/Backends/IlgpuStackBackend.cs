@@ -12,9 +12,6 @@ namespace GpuDinoRnn.Backends;
 
 public sealed class IlgpuStackBackend : IBackend
 {
-    /// <summary>Steps whose losses the device keeps before the host must read them.</summary>
-    private const int HistoryCapacity = 1024;
-
     private readonly Accelerator _acc;
     private readonly DeviceMemory _memory;
     private readonly bool _ownsAccelerator;
@@ -32,16 +29,8 @@ public sealed class IlgpuStackBackend : IBackend
     private readonly Action<Index1D, StackDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>> _weightGradients;
     private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>> _carryState;
-    private readonly Action<Index1D, int, ArrayView<float>, ArrayView<float>> _normPartials;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings> _update;
-    private readonly Action<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int> _batchLoss;
 
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;        // parameters
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _g;        // gradients
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _m, _v;    // optimizer moments
-    private long _updates;                                            // updates applied (Adam's t)
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;  // norm partial sums
-    private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;  // per-step losses
+    private readonly DeviceTrainingState _state;                      // parameters, gradients, moments, loss history
     private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (names, StateSize) carried states
     private int _carried;                                             // names (streams) whose state _carry holds
     private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
@@ -54,8 +43,6 @@ public sealed class IlgpuStackBackend : IBackend
     private MemoryBuffer1D<float, Stride1D.Dense>? _dhc;               // (2, B, H) backward scratch
     private MemoryBuffer1D<float, Stride1D.Dense>? _dy, _loss;         // (T, B, V), (T, B)
     private int _rowCapacity;
-    private int _pending;
-    private readonly List<float> _drained = [];
     private int _launches;
 
     /// <param name="accelerator">The device; disposed with the backend when ownsAccelerator.</param>
@@ -84,18 +71,8 @@ public sealed class IlgpuStackBackend : IBackend
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>>(StackKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>>(StackKernels.CarryState);
-        _normPartials = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
-        _update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
-        _batchLoss = _acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
 
-        _p = Allocate<float>(shape.ParameterCount);
-        _g = Allocate<float>(shape.ParameterCount);
-        _m = Allocate<float>(shape.ParameterCount);
-        _v = Allocate<float>(shape.ParameterCount);
-        _m.MemSetToZero();
-        _v.MemSetToZero();
-        _partial = Allocate<float>(UpdateKernels.NormPartials);
-        _history = Allocate<float>(HistoryCapacity);
+        _state = new DeviceTrainingState(_acc, shape.ParameterCount, Allocate<float>);
         _carry = Allocate<float>(shape.StateSize);
         _carry.MemSetToZero();
     }
@@ -109,9 +86,9 @@ public sealed class IlgpuStackBackend : IBackend
 
     public ModelShape Shape { get; }
 
-    public void Upload(Parameters parameters) => _p.View.CopyFromCPU(parameters.Data);
+    public void Upload(Parameters parameters) => _state.Upload(parameters.Data);
 
-    public void Download(Parameters parameters) => _p.View.CopyToCPU(parameters.Data);
+    public void Download(Parameters parameters) => _state.Download(parameters.Data);
 
     public void ResetState()
     {
@@ -119,27 +96,23 @@ public sealed class IlgpuStackBackend : IBackend
         _carried = 0;
     }
 
-    public float LastGradientNorm()
-    {
-        var partial = _partial.GetAsArray1D();
-        return MathF.Sqrt(partial.Sum());
-    }
+    public float LastGradientNorm() => _state.LastGradientNorm();
 
-    public void DownloadGradients(Span<float> gradients) => ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+    public void DownloadGradients(Span<float> gradients) => _state.DownloadGradients(gradients);
 
     public BackendState SaveState()
     {
         var carry = new float[_carried * Shape.StateSize];
         if (carry.Length > 0)
             ((ArrayView<float>)_carry.View).SubView(0, carry.Length).CopyToCPU(carry);
-        return new(_updates, _m.GetAsArray1D(), _v.GetAsArray1D(), carry);
+        var (m, v) = _state.Moments;
+        return new(_state.Updates, m, v, carry);
     }
 
     public void LoadState(BackendState state)
     {
-        _updates = state.Updates;
-        _m.View.CopyFromCPU(state.M);
-        _v.View.CopyFromCPU(state.V);
+        _state.Updates = state.Updates;
+        _state.LoadMoments(state.M, state.V);
         _carried = state.Carry.Length / Shape.StateSize;
         EnsureCarry(_carried);
         _carry.MemSetToZero();
@@ -151,36 +124,23 @@ public sealed class IlgpuStackBackend : IBackend
     {
         var d = Shape.Stack(batch.B, batch.T);
         _launches = 0;
-        ForwardAndBackward(batch, d, s.CarryState, _dropout.ForUpdate(_updates + 1));
-        // The norm's partial sums serve norm clipping, the NaN guard and the logged gradient norm.
-        // The loss is recorded before the update, which it guards.
-        Launch(() => _normPartials(UpdateKernels.NormPartials, d.ParameterCount, _g.View, _partial.View));
-        Launch(() => _batchLoss(1, d.Rows, _loss!.View, d.B, _partial.View, _history.View, _pending));
-        var update = s.ForUpdate(++_updates);
-        Launch(() => _update(d.ParameterCount, _p.View, _g.View, _m.View, _v.View, _partial.View, _history.View, _pending, update));
+        ForwardAndBackward(batch, d, s.CarryState, _dropout.ForUpdate(_state.Updates + 1));
+        _state.FinishStep(d.Rows, _loss!.View, d.B, s, Launch);
         if (s.CarryState)
         {
             Launch(() => _carryState(d.B * Shape.StateSize, d, _h!.View, _c!.View, _carry.View));
             _carried = d.B;
         }
-        if (++_pending == HistoryCapacity)
-            Drain();
     }
 
-    public float[] TakeLosses()
-    {
-        Drain();
-        var result = _drained.ToArray();
-        _drained.Clear();
-        return result;
-    }
+    public float[] TakeLosses() => _state.TakeLosses();
 
     /// <summary>The next update's gradient, with its dropout mask, without counting an update.</summary>
     public float Gradients(Batch batch, bool carryState, Span<float> gradients)
     {
         var d = Shape.Stack(batch.B, batch.T);
-        ForwardAndBackward(batch, d, carryState, _dropout.ForUpdate(_updates + 1));
-        ((ArrayView<float>)_g.View).CopyToCPU(gradients);
+        ForwardAndBackward(batch, d, carryState, _dropout.ForUpdate(_state.Updates + 1));
+        _state.DownloadGradients(gradients);
         var rowLoss = new float[d.Rows];
         _loss!.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
         return (float)(rowLoss.Sum(v => (double)v) / d.B);
@@ -200,7 +160,8 @@ public sealed class IlgpuStackBackend : IBackend
 
     public void Dispose()
     {
-        foreach (var buffer in new MemoryBuffer?[] { _p, _g, _m, _v, _partial, _history, _carry, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
+        _state.Dispose();
+        foreach (var buffer in new MemoryBuffer?[] { _carry, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
             buffer?.Dispose();
         if (_ownsAccelerator)
             _acc.Dispose();
@@ -219,12 +180,12 @@ public sealed class IlgpuStackBackend : IBackend
         for (int l = d.Layers - 1; l >= 0; l--)
         {
             int layer = l;
-            Launch(() => _backwardPass(config, d, _p.View, _y!.View, layer, H(d, layer), C(d, layer), Act(d, layer), An(d, layer),
+            Launch(() => _backwardPass(config, d, _state.P, _y!.View, layer, H(d, layer), C(d, layer), Act(d, layer), An(d, layer),
                 _dy!.View, _dhExt!.View, _dhc!.View, DPx(d, layer), DPa(d, layer), drop));
             if (layer > 0)
-                Launch(() => _inputGradients(d.Rows * d.H, d, _p.View, layer, DPx(d, layer), _dhExt!.View, drop));
+                Launch(() => _inputGradients(d.Rows * d.H, d, _state.P, layer, DPx(d, layer), _dhExt!.View, drop));
         }
-        Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _h!.View, _u!.View, _dy!.View, _dPx!.View, _dPa!.View, _g.View));
+        Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _h!.View, _u!.View, _dy!.View, _dPx!.View, _dPa!.View, _state.G));
     }
 
     /// <summary>Initial state, every layer's forward pass and the output layer (L + 2 launches).</summary>
@@ -238,10 +199,10 @@ public sealed class IlgpuStackBackend : IBackend
         {
             int layer = l;
             var below = layer > 0 ? H(d, layer - 1) : H(d, layer);
-            Launch(() => _forwardPass(config, d, _p.View, _x!.View, _y!.View, layer, below, H(d, layer), C(d, layer), Act(d, layer),
+            Launch(() => _forwardPass(config, d, _state.P, _x!.View, _y!.View, layer, below, H(d, layer), C(d, layer), Act(d, layer),
                 An(d, layer), U(d, layer), drop));
         }
-        Launch(() => _outputLayer(d.Rows, d, _p.View, _y!.View, H(d, d.Layers - 1), U(d, d.Layers), gradScale, _dy!.View, _loss!.View, drop));
+        Launch(() => _outputLayer(d.Rows, d, _state.P, _y!.View, H(d, d.Layers - 1), U(d, d.Layers), gradScale, _dy!.View, _loss!.View, drop));
     }
 
     // Each layer's view of the per-layer buffers, cut for this step's T and B.
@@ -304,16 +265,6 @@ public sealed class IlgpuStackBackend : IBackend
     /// <summary>Device memory; running out of it is a UserError naming the size and what to make smaller.</summary>
     internal MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length)
         where T : unmanaged => _memory.Allocate<T>(length, "--hidden, --batch or --layers");
-
-    private void Drain()
-    {
-        if (_pending == 0)
-            return;
-        var losses = new float[_pending];
-        _history.View.SubView(0, _pending).CopyToCPU(losses);
-        _drained.AddRange(losses);
-        _pending = 0;
-    }
 
     private void Launch(Action launch)
     {
