@@ -1,6 +1,7 @@
 // What both ILGPU backends keep on the device besides their model's own buffers — parameters,
-// gradients, optimizer moments, the gradient norm's partial sums and the history of step losses —
-// and the tail every training step ends with: the norm, the recorded loss, the fused update.
+// gradients, optimizer moments, the gradient norm's partial sums, the history of step losses and
+// the carried states — and the tail every training step ends with: the norm, the recorded loss,
+// the fused update.
 // Nothing is read back per step: TakeLosses reads the history in one copy.
 using GpuDinoRnn.Kernels;
 using ILGPU;
@@ -19,14 +20,19 @@ internal sealed class DeviceTrainingState : IDisposable
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _p, _g, _m, _v; // parameters, gradients, optimizer moments
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _partial;       // norm partial sums
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;       // per-step losses
-    private readonly int _count;
+    private readonly int _count, _stateSize;
+    private readonly Func<long, MemoryBuffer1D<float, Stride1D.Dense>> _allocate;
+    private MemoryBuffer1D<float, Stride1D.Dense> _carry; // (names, state size) carried states
     private int _pending;
     private readonly List<float> _drained = [];
 
+    /// <param name="stateSize">Floats of carried state per name.</param>
     /// <param name="allocate">The backend's allocator (device memory errors name what to make smaller).</param>
-    public DeviceTrainingState(Accelerator acc, int parameterCount, Func<long, MemoryBuffer1D<float, Stride1D.Dense>> allocate)
+    public DeviceTrainingState(Accelerator acc, int parameterCount, int stateSize, Func<long, MemoryBuffer1D<float, Stride1D.Dense>> allocate)
     {
         _count = parameterCount;
+        _stateSize = stateSize;
+        _allocate = allocate;
         _normPartials = acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
         _update = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
         _batchLoss = acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
@@ -38,6 +44,8 @@ internal sealed class DeviceTrainingState : IDisposable
         _v.MemSetToZero();
         _partial = allocate(UpdateKernels.NormPartials);
         _history = allocate(HistoryCapacity);
+        _carry = allocate(stateSize);
+        _carry.MemSetToZero();
     }
 
     public ArrayView<float> P => _p.View;
@@ -54,12 +62,50 @@ internal sealed class DeviceTrainingState : IDisposable
 
     public float LastGradientNorm() => MathF.Sqrt(_partial.GetAsArray1D().Sum());
 
-    public (float[] M, float[] V) Moments => (_m.GetAsArray1D(), _v.GetAsArray1D());
+    /// <summary>The carried states; the first Carried names' are valid.</summary>
+    public ArrayView1D<float, Stride1D.Dense> Carry => _carry.View;
 
-    public void LoadMoments(float[] m, float[] v)
+    /// <summary>Names whose final state the last carrying step kept.</summary>
+    public int Carried { get; set; }
+
+    /// <summary>Forget the carried states (zeros).</summary>
+    public void ResetCarry()
     {
-        _m.View.CopyFromCPU(m);
-        _v.View.CopyFromCPU(v);
+        _carry.MemSetToZero();
+        Carried = 0;
+    }
+
+    /// <summary>Room to carry the states of b names (new ones start from zeros).</summary>
+    public void EnsureCarry(int b)
+    {
+        if (_carry.Length >= (long)b * _stateSize)
+            return;
+        var grown = _allocate((long)b * _stateSize);
+        grown.MemSetToZero();
+        _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
+        _carry.Dispose();
+        _carry = grown;
+    }
+
+    /// <summary>Moments, update count and carried states, for a checkpoint.</summary>
+    public BackendState Save()
+    {
+        var carry = new float[Carried * _stateSize];
+        if (carry.Length > 0)
+            _carry.View.SubView(0, carry.Length).CopyToCPU(carry);
+        return new(Updates, _m.GetAsArray1D(), _v.GetAsArray1D(), carry);
+    }
+
+    public void Load(BackendState state)
+    {
+        Updates = state.Updates;
+        _m.View.CopyFromCPU(state.M);
+        _v.View.CopyFromCPU(state.V);
+        Carried = state.Carry.Length / _stateSize;
+        EnsureCarry(Carried);
+        _carry.MemSetToZero();
+        if (state.Carry.Length > 0)
+            _carry.View.SubView(0, state.Carry.Length).CopyFromCPU(state.Carry);
     }
 
     /// <summary>
@@ -88,7 +134,7 @@ internal sealed class DeviceTrainingState : IDisposable
 
     public void Dispose()
     {
-        foreach (var buffer in new MemoryBuffer[] { _p, _g, _m, _v, _partial, _history })
+        foreach (var buffer in new MemoryBuffer[] { _p, _g, _m, _v, _partial, _history, _carry })
             buffer.Dispose();
     }
 

@@ -25,8 +25,6 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _carryState;
 
     private readonly DeviceTrainingState _state;                      // parameters, gradients, moments, loss history
-    private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (B, H) carried state
-    private int _carried;                                             // names (streams) whose state _carry holds
     private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
     private MemoryBuffer1D<float, Stride1D.Dense>? _a, _dy, _dz, _loss;
     private int _rowCapacity;
@@ -52,9 +50,7 @@ public sealed class IlgpuBackend : IBackend
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
 
-        _state = new DeviceTrainingState(_acc, shape.ParameterCount, Allocate<float>);
-        _carry = Allocate<float>(shape.H);
-        _carry.MemSetToZero();
+        _state = new DeviceTrainingState(_acc, shape.ParameterCount, shape.H, Allocate<float>);
     }
 
     public string Device => DeviceMemory.Name(_acc);
@@ -69,35 +65,15 @@ public sealed class IlgpuBackend : IBackend
 
     public void Download(Parameters parameters) => _state.Download(parameters.Data);
 
-    public void ResetState()
-    {
-        _carry.MemSetToZero();
-        _carried = 0;
-    }
+    public void ResetState() => _state.ResetCarry();
 
     public float LastGradientNorm() => _state.LastGradientNorm();
 
     public void DownloadGradients(Span<float> gradients) => _state.DownloadGradients(gradients);
 
-    public BackendState SaveState()
-    {
-        var carry = new float[_carried * Shape.H];
-        if (carry.Length > 0)
-            ((ArrayView<float>)_carry.View).SubView(0, carry.Length).CopyToCPU(carry);
-        var (m, v) = _state.Moments;
-        return new(_state.Updates, m, v, carry);
-    }
+    public BackendState SaveState() => _state.Save();
 
-    public void LoadState(BackendState state)
-    {
-        _state.Updates = state.Updates;
-        _state.LoadMoments(state.M, state.V);
-        _carried = state.Carry.Length / Shape.H;
-        EnsureCarry(_carried);
-        _carry.MemSetToZero();
-        if (state.Carry.Length > 0)
-            ((ArrayView<float>)_carry.View).SubView(0, state.Carry.Length).CopyFromCPU(state.Carry);
-    }
+    public void LoadState(BackendState state) => _state.Load(state);
 
     public void Step(Batch batch, StepSettings s)
     {
@@ -107,8 +83,8 @@ public sealed class IlgpuBackend : IBackend
         _state.FinishStep(d.Rows, _loss!.View, d.B, s, Launch);
         if (s.CarryState)
         {
-            Launch(() => _carryState(d.B * d.H, d, _a!.View, _carry.View));
-            _carried = d.B;
+            Launch(() => _carryState(d.B * d.H, d, _a!.View, _state.Carry));
+            _state.Carried = d.B;
         }
     }
 
@@ -139,7 +115,7 @@ public sealed class IlgpuBackend : IBackend
     public void Dispose()
     {
         _state.Dispose();
-        foreach (var buffer in new MemoryBuffer?[] { _carry, _x, _y, _a, _dy, _dz, _loss })
+        foreach (var buffer in new MemoryBuffer?[] { _x, _y, _a, _dy, _dz, _loss })
             buffer?.Dispose();
         if (_ownsAccelerator)
             _acc.Dispose();
@@ -155,28 +131,16 @@ public sealed class IlgpuBackend : IBackend
     {
         UploadBatch(batch, d);
         if (carryState)
-            EnsureCarry(d.B);
+            _state.EnsureCarry(d.B);
         var a0 = _a!.View.SubView(0, d.B * d.H);
         if (carryState)
-            Launch(() => _carry.View.SubView(0, d.B * d.H).CopyTo(a0));
+            Launch(() => _state.Carry.SubView(0, d.B * d.H).CopyTo(a0));
         else
             Launch(() => a0.MemSetToZero());
         Launch(() => _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0));
         Launch(() => _outputLayer(d.Rows, d, _state.P, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
         Launch(() => _backwardPass(PassConfig(d), d, _state.P, _y!.View, _a.View, _dy!.View, _dz!.View, _waaShared ? 1 : 0));
         Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _state.G));
-    }
-
-    /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
-    private void EnsureCarry(int b)
-    {
-        if (_carry.Length >= (long)b * Shape.H)
-            return;
-        var grown = Allocate<float>((long)b * Shape.H);
-        grown.MemSetToZero();
-        _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
-        _carry.Dispose();
-        _carry = grown;
     }
 
     private void UploadBatch(Batch batch, RnnDims d)

@@ -31,8 +31,6 @@ public sealed class IlgpuStackBackend : IBackend
     private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>> _carryState;
 
     private readonly DeviceTrainingState _state;                      // parameters, gradients, moments, loss history
-    private MemoryBuffer1D<float, Stride1D.Dense> _carry;             // (names, StateSize) carried states
-    private int _carried;                                             // names (streams) whose state _carry holds
     private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
     private MemoryBuffer1D<float, Stride1D.Dense>? _h, _c;             // L × ((T+1), B, H) states (c: LSTM)
     private MemoryBuffer1D<float, Stride1D.Dense>? _act;               // L × (T, B, G·H) gates
@@ -72,9 +70,7 @@ public sealed class IlgpuStackBackend : IBackend
             ArrayView<float>, ArrayView<float>>(StackKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>>(StackKernels.CarryState);
 
-        _state = new DeviceTrainingState(_acc, shape.ParameterCount, Allocate<float>);
-        _carry = Allocate<float>(shape.StateSize);
-        _carry.MemSetToZero();
+        _state = new DeviceTrainingState(_acc, shape.ParameterCount, shape.StateSize, Allocate<float>);
     }
 
     public string Device => DeviceMemory.Name(_acc);
@@ -90,35 +86,15 @@ public sealed class IlgpuStackBackend : IBackend
 
     public void Download(Parameters parameters) => _state.Download(parameters.Data);
 
-    public void ResetState()
-    {
-        _carry.MemSetToZero();
-        _carried = 0;
-    }
+    public void ResetState() => _state.ResetCarry();
 
     public float LastGradientNorm() => _state.LastGradientNorm();
 
     public void DownloadGradients(Span<float> gradients) => _state.DownloadGradients(gradients);
 
-    public BackendState SaveState()
-    {
-        var carry = new float[_carried * Shape.StateSize];
-        if (carry.Length > 0)
-            ((ArrayView<float>)_carry.View).SubView(0, carry.Length).CopyToCPU(carry);
-        var (m, v) = _state.Moments;
-        return new(_state.Updates, m, v, carry);
-    }
+    public BackendState SaveState() => _state.Save();
 
-    public void LoadState(BackendState state)
-    {
-        _state.Updates = state.Updates;
-        _state.LoadMoments(state.M, state.V);
-        _carried = state.Carry.Length / Shape.StateSize;
-        EnsureCarry(_carried);
-        _carry.MemSetToZero();
-        if (state.Carry.Length > 0)
-            ((ArrayView<float>)_carry.View).SubView(0, state.Carry.Length).CopyFromCPU(state.Carry);
-    }
+    public void LoadState(BackendState state) => _state.Load(state);
 
     public void Step(Batch batch, StepSettings s)
     {
@@ -128,8 +104,8 @@ public sealed class IlgpuStackBackend : IBackend
         _state.FinishStep(d.Rows, _loss!.View, d.B, s, Launch);
         if (s.CarryState)
         {
-            Launch(() => _carryState(d.B * Shape.StateSize, d, _h!.View, _c!.View, _carry.View));
-            _carried = d.B;
+            Launch(() => _carryState(d.B * Shape.StateSize, d, _h!.View, _c!.View, _state.Carry));
+            _state.Carried = d.B;
         }
     }
 
@@ -161,7 +137,7 @@ public sealed class IlgpuStackBackend : IBackend
     public void Dispose()
     {
         _state.Dispose();
-        foreach (var buffer in new MemoryBuffer?[] { _carry, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
+        foreach (var buffer in new MemoryBuffer?[] { _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
             buffer?.Dispose();
         if (_ownsAccelerator)
             _acc.Dispose();
@@ -192,8 +168,8 @@ public sealed class IlgpuStackBackend : IBackend
     private void Forward(StackDims d, bool carryState, DropoutSettings drop, float gradScale)
     {
         if (carryState)
-            EnsureCarry(d.B);
-        Launch(() => _startState(d.B * Shape.StateSize, d, _carry.View, carryState ? 1 : 0, _h!.View, _c!.View));
+            _state.EnsureCarry(d.B);
+        Launch(() => _startState(d.B * Shape.StateSize, d, _state.Carry, carryState ? 1 : 0, _h!.View, _c!.View));
         var config = new KernelConfig(d.B, _groupSize);
         for (int l = 0; l < d.Layers; l++)
         {
@@ -220,18 +196,6 @@ public sealed class IlgpuStackBackend : IBackend
     private ArrayView<float> DPx(StackDims d, int layer) => _dPx!.View.SubView((long)layer * d.Rows * d.GH, (long)d.Rows * d.GH);
 
     private ArrayView<float> DPa(StackDims d, int layer) => _dPa!.View.SubView((long)layer * d.Rows * d.GH, (long)d.Rows * d.GH);
-
-    /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
-    private void EnsureCarry(int b)
-    {
-        if (_carry.Length >= (long)b * Shape.StateSize)
-            return;
-        var grown = Allocate<float>((long)b * Shape.StateSize);
-        grown.MemSetToZero();
-        _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
-        _carry.Dispose();
-        _carry = grown;
-    }
 
     private void UploadBatch(Batch batch, StackDims d)
     {
