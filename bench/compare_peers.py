@@ -46,7 +46,7 @@ def main():
     tsdll = os.path.join(peers_dir, "TorchSharpRnn", "bin", "Release", "net10.0", "linux-x64", "TorchSharpRnn.dll")
 
     programs = {"gpudinornn": lambda h, b, e: [ours, "train", "--device", "cpu", "--threads", "1", "--data", data, "--hidden", str(h),
-                                               "--batch", str(b), "--epochs", str(e), "--lr", "0.01", "--clip", "5", "--clip-mode", "value",
+                                               "--batch", str(b), "--epochs", str(e), "--optimizer", "sgd", "--lr", "0.01", "--clip", "5", "--clip-mode", "value",
                                                "--val-fraction", "0", "--log-format", "jsonl", "--log-every", "100000000", "--sample-count", "0"]}
     common = lambda h, b, e: ["--data", data, "--hidden", str(h), "--batch", str(b), "--epochs", str(e), "--lr", "0.01", "--optim", "sgd",
                               "--clip", "5", "--threads", "1", "--seed", "1", "--dtype", "float32", "--quiet"]

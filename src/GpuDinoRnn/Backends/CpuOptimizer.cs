@@ -1,28 +1,23 @@
-// The CPU twin of UpdateKernels.Update: clipping and every update rule, element by element,
-// in the same order of operations as the kernel.
-using System.Numerics.Tensors;
+// The CPU twin of UpdateKernels.Update: clipping and every update rule, element by element, in
+// the same order of operations as the kernel. One generic body runs over whole vectors
+// (Vector512, 256 or 128) and over the tail one float at a time (Simd1), so both give the same
+// bits; there is no fused multiply-add, as in the kernel's scalar code.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using GpuDinoRnn.Kernels;
 
 namespace GpuDinoRnn.Backends;
 
-public static class CpuOptimizer
+public static unsafe class CpuOptimizer
 {
-    [ThreadStatic]
-    private static float[]? _scratch;
-
-    /// <summary>Room for the clipped gradient; grows once, so the step allocates nothing.</summary>
-    private static Span<float> Scratch(int length)
-    {
-        if (_scratch is null || _scratch.Length < length)
-            _scratch = new float[length];
-        return _scratch.AsSpan(0, length);
-    }
-
     /// <param name="sumSquares">Σ g², for norm clipping and the NaN guard: a non-finite sum skips the step.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Update(Span<float> p, ReadOnlySpan<float> g, Span<float> m, Span<float> v, in OptimizerSettings s, float sumSquares)
     {
         if (!(sumSquares <= float.MaxValue))
             return; // NaN or infinite gradient: the weights stay as they were
+        if (g.Length != p.Length || m.Length < p.Length || v.Length < p.Length)
+            throw new ArgumentException("the gradient and the moments must cover the parameters");
         float scale = 1f;
         if (s.Clip > 0 && s.NormMode != 0)
         {
@@ -30,54 +25,80 @@ public static class CpuOptimizer
             if (norm > s.Clip)
                 scale = s.Clip / norm;
         }
-        if (s.Kind == OptimizerKind.Sgd)
+        int n = p.Length, done;
+        fixed (float* pp = p, pg = g, pm = m, pv = v)
         {
-            // The plain rule vectorised (the course runs it 35,000 times): the same operations,
-            // in the same order, as the loop below.
-            var clipped = Scratch(g.Length);
-            if (s.Clip > 0 && s.NormMode == 0)
-                TensorPrimitives.Clamp(g, -s.Clip, s.Clip, clipped);
-            else if (scale != 1f)
-                TensorPrimitives.Multiply(g, scale, clipped);
+            if (Vector512.IsHardwareAccelerated)
+                done = Apply<Simd512>(pp, pg, pm, pv, 0, n, s, scale);
+            else if (Vector256.IsHardwareAccelerated)
+                done = Apply<Simd256>(pp, pg, pm, pv, 0, n, s, scale);
             else
-                g.CopyTo(clipped);
-            TensorPrimitives.Multiply(clipped, s.Lr, clipped);
-            TensorPrimitives.Subtract(p, clipped, p);
-            return;
+                done = Apply<Simd128>(pp, pg, pm, pv, 0, n, s, scale);
+            Apply<Simd1>(pp, pg, pm, pv, done, n, s, scale);
         }
-        for (int e = 0; e < p.Length; e++)
+    }
+
+    /// <summary>The rule over the whole vectors from e0 on; returns where it stopped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int Apply<TV>(float* p, float* g, float* m, float* v, int e0, int e1, in OptimizerSettings s, float scale)
+        where TV : struct, ISimd<TV>
+    {
+        bool valueClip = s.Clip > 0 && s.NormMode == 0, scaled = s.Clip > 0 && s.NormMode != 0 && scale != 1f;
+        TV hi = TV.Broadcast(s.Clip), lo = TV.Broadcast(-s.Clip), by = TV.Broadcast(scale), lr = TV.Broadcast(s.Lr);
+        TV momentum = TV.Broadcast(s.Momentum), beta1 = TV.Broadcast(s.Beta1), beta2 = TV.Broadcast(s.Beta2);
+        TV rest1 = TV.Broadcast(1f - s.Beta1), rest2 = TV.Broadcast(1f - s.Beta2), eps = TV.Broadcast(s.Eps);
+        TV bias1 = TV.Broadcast(s.Bias1), bias2 = TV.Broadcast(s.Bias2), decay = TV.Broadcast(s.Lr * s.WeightDecay);
+        int e = e0;
+        for (; e + TV.Count <= e1; e += TV.Count)
         {
-            float ge = g[e];
-            if (s.Clip > 0)
-                ge = s.NormMode != 0 ? (scale == 1f ? ge : ge * scale) : Math.Clamp(ge, -s.Clip, s.Clip);
-            float pe = p[e];
+            TV ge = TV.Load(g + e);
+            if (valueClip)
+                ge = TV.Clamp(ge, lo, hi);
+            else if (scaled)
+                ge = TV.Multiply(ge, by);
+            TV pe = TV.Load(p + e);
             switch (s.Kind)
             {
                 case OptimizerKind.Momentum:
-                    m[e] = s.Momentum * m[e] + ge;
-                    pe -= s.Lr * m[e];
+                {
+                    TV me = TV.Add(TV.Multiply(momentum, TV.Load(m + e)), ge);
+                    TV.Store(me, m + e);
+                    pe = TV.Subtract(pe, TV.Multiply(lr, me));
                     break;
+                }
                 case OptimizerKind.Adam:
                 case OptimizerKind.AdamW:
+                {
                     if (s.Kind == OptimizerKind.AdamW)
-                        pe -= s.Lr * s.WeightDecay * pe;
-                    m[e] = s.Beta1 * m[e] + (1f - s.Beta1) * ge;
-                    v[e] = s.Beta2 * v[e] + (1f - s.Beta2) * ge * ge;
-                    pe -= s.Lr * (m[e] / s.Bias1) / (MathF.Sqrt(v[e] / s.Bias2) + s.Eps);
+                        pe = TV.Subtract(pe, TV.Multiply(decay, pe));
+                    TV me = TV.Add(TV.Multiply(beta1, TV.Load(m + e)), TV.Multiply(rest1, ge));
+                    TV ve = TV.Add(TV.Multiply(beta2, TV.Load(v + e)), TV.Multiply(TV.Multiply(rest2, ge), ge));
+                    TV.Store(me, m + e);
+                    TV.Store(ve, v + e);
+                    TV step = TV.Divide(TV.Multiply(lr, TV.Divide(me, bias1)), TV.Add(TV.Sqrt(TV.Divide(ve, bias2)), eps));
+                    pe = TV.Subtract(pe, step);
                     break;
+                }
                 case OptimizerKind.Adagrad:
-                    v[e] += ge * ge;
-                    pe -= s.Lr * ge / (MathF.Sqrt(v[e]) + s.Eps);
+                {
+                    TV ve = TV.Add(TV.Load(v + e), TV.Multiply(ge, ge));
+                    TV.Store(ve, v + e);
+                    pe = TV.Subtract(pe, TV.Divide(TV.Multiply(lr, ge), TV.Add(TV.Sqrt(ve), eps)));
                     break;
+                }
                 case OptimizerKind.RmsProp:
-                    v[e] = s.Beta2 * v[e] + (1f - s.Beta2) * ge * ge;
-                    pe -= s.Lr * ge / (MathF.Sqrt(v[e]) + s.Eps);
+                {
+                    TV ve = TV.Add(TV.Multiply(beta2, TV.Load(v + e)), TV.Multiply(TV.Multiply(rest2, ge), ge));
+                    TV.Store(ve, v + e);
+                    pe = TV.Subtract(pe, TV.Divide(TV.Multiply(lr, ge), TV.Add(TV.Sqrt(ve), eps)));
                     break;
+                }
                 default:
-                    pe -= s.Lr * ge;
+                    pe = TV.Subtract(pe, TV.Multiply(lr, ge));
                     break;
             }
-            p[e] = pe;
+            TV.Store(pe, p + e);
         }
+        return e;
     }
 }

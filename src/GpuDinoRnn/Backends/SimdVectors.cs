@@ -1,6 +1,6 @@
 // One kernel body for every vector width: the CPU kernels are generic over these three structs,
 // and the JIT compiles each instantiation with the width's own instructions. Vector512 where the
-// hardware has it, else Vector256, else Vector128.
+// hardware has it, else Vector256, else Vector128; Simd1 is one float, for element-wise tails.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -17,6 +17,10 @@ internal unsafe interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf Add(TSelf a, TSelf b);
     static abstract TSelf Subtract(TSelf a, TSelf b);
     static abstract TSelf Multiply(TSelf a, TSelf b);
+    static abstract TSelf Divide(TSelf a, TSelf b);
+    static abstract TSelf Sqrt(TSelf a);
+    /// <summary>x limited to [lo, hi] (Math.Clamp for a number).</summary>
+    static abstract TSelf Clamp(TSelf x, TSelf lo, TSelf hi);
 }
 
 internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
@@ -37,6 +41,12 @@ internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
     public static Simd512 Subtract(Simd512 a, Simd512 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Multiply(Simd512 a, Simd512 b) => new(a._v * b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Divide(Simd512 a, Simd512 b) => new(a._v / b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Sqrt(Simd512 a) => new(Vector512.Sqrt(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Clamp(Simd512 x, Simd512 lo, Simd512 hi) => new(Vector512.Min(Vector512.Max(x._v, lo._v), hi._v));
 }
 
 internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
@@ -57,6 +67,12 @@ internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
     public static Simd256 Subtract(Simd256 a, Simd256 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 Multiply(Simd256 a, Simd256 b) => new(a._v * b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Divide(Simd256 a, Simd256 b) => new(a._v / b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Sqrt(Simd256 a) => new(Vector256.Sqrt(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Clamp(Simd256 x, Simd256 lo, Simd256 hi) => new(Vector256.Min(Vector256.Max(x._v, lo._v), hi._v));
 }
 
 internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
@@ -77,4 +93,36 @@ internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
     public static Simd128 Subtract(Simd128 a, Simd128 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 Multiply(Simd128 a, Simd128 b) => new(a._v * b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Divide(Simd128 a, Simd128 b) => new(a._v / b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Sqrt(Simd128 a) => new(Vector128.Sqrt(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Clamp(Simd128 x, Simd128 lo, Simd128 hi) => new(Vector128.Min(Vector128.Max(x._v, lo._v), hi._v));
+}
+
+internal readonly unsafe struct Simd1(float v) : ISimd<Simd1>
+{
+    private readonly float _v = v;
+    public static int Count => 1;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Load(float* p) => new(*p);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void Store(Simd1 v, float* p) => *p = v._v;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Broadcast(float x) => new(x);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Fma(Simd1 a, Simd1 b, Simd1 c) => new(MathF.FusedMultiplyAdd(a._v, b._v, c._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Add(Simd1 a, Simd1 b) => new(a._v + b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Subtract(Simd1 a, Simd1 b) => new(a._v - b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Multiply(Simd1 a, Simd1 b) => new(a._v * b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Divide(Simd1 a, Simd1 b) => new(a._v / b._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Sqrt(Simd1 a) => new(MathF.Sqrt(a._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Clamp(Simd1 x, Simd1 lo, Simd1 hi) => new(Math.Clamp(x._v, lo._v, hi._v));
 }
