@@ -60,39 +60,39 @@ public static unsafe class CpuOptimizer
             switch (s.Kind)
             {
                 case OptimizerKind.Momentum:
-                {
-                    TV me = TV.Add(TV.Multiply(momentum, TV.Load(m + e)), ge);
-                    TV.Store(me, m + e);
-                    pe = TV.Subtract(pe, TV.Multiply(lr, me));
-                    break;
-                }
+                    {
+                        TV me = TV.Add(TV.Multiply(momentum, TV.Load(m + e)), ge);
+                        TV.Store(me, m + e);
+                        pe = TV.Subtract(pe, TV.Multiply(lr, me));
+                        break;
+                    }
                 case OptimizerKind.Adam:
                 case OptimizerKind.AdamW:
-                {
-                    if (s.Kind == OptimizerKind.AdamW)
-                        pe = TV.Subtract(pe, TV.Multiply(decay, pe));
-                    TV me = TV.Add(TV.Multiply(beta1, TV.Load(m + e)), TV.Multiply(rest1, ge));
-                    TV ve = TV.Add(TV.Multiply(beta2, TV.Load(v + e)), TV.Multiply(TV.Multiply(rest2, ge), ge));
-                    TV.Store(me, m + e);
-                    TV.Store(ve, v + e);
-                    TV step = TV.Divide(TV.Multiply(lr, TV.Divide(me, bias1)), TV.Add(TV.Sqrt(TV.Divide(ve, bias2)), eps));
-                    pe = TV.Subtract(pe, step);
-                    break;
-                }
+                    {
+                        if (s.Kind == OptimizerKind.AdamW)
+                            pe = TV.Subtract(pe, TV.Multiply(decay, pe));
+                        TV me = TV.Add(TV.Multiply(beta1, TV.Load(m + e)), TV.Multiply(rest1, ge));
+                        TV ve = TV.Add(TV.Multiply(beta2, TV.Load(v + e)), TV.Multiply(TV.Multiply(rest2, ge), ge));
+                        TV.Store(me, m + e);
+                        TV.Store(ve, v + e);
+                        TV step = TV.Divide(TV.Multiply(lr, TV.Divide(me, bias1)), TV.Add(TV.Sqrt(TV.Divide(ve, bias2)), eps));
+                        pe = TV.Subtract(pe, step);
+                        break;
+                    }
                 case OptimizerKind.Adagrad:
-                {
-                    TV ve = TV.Add(TV.Load(v + e), TV.Multiply(ge, ge));
-                    TV.Store(ve, v + e);
-                    pe = TV.Subtract(pe, TV.Divide(TV.Multiply(lr, ge), TV.Add(TV.Sqrt(ve), eps)));
-                    break;
-                }
+                    {
+                        TV ve = TV.Add(TV.Load(v + e), TV.Multiply(ge, ge));
+                        TV.Store(ve, v + e);
+                        pe = TV.Subtract(pe, TV.Divide(TV.Multiply(lr, ge), TV.Add(TV.Sqrt(ve), eps)));
+                        break;
+                    }
                 case OptimizerKind.RmsProp:
-                {
-                    TV ve = TV.Add(TV.Multiply(beta2, TV.Load(v + e)), TV.Multiply(TV.Multiply(rest2, ge), ge));
-                    TV.Store(ve, v + e);
-                    pe = TV.Subtract(pe, TV.Divide(TV.Multiply(lr, ge), TV.Add(TV.Sqrt(ve), eps)));
-                    break;
-                }
+                    {
+                        TV ve = TV.Add(TV.Multiply(beta2, TV.Load(v + e)), TV.Multiply(TV.Multiply(rest2, ge), ge));
+                        TV.Store(ve, v + e);
+                        pe = TV.Subtract(pe, TV.Divide(TV.Multiply(lr, ge), TV.Add(TV.Sqrt(ve), eps)));
+                        break;
+                    }
                 default:
                     pe = TV.Subtract(pe, TV.Multiply(lr, ge));
                     break;
