@@ -364,32 +364,7 @@ public sealed unsafe class CpuBackend : IBackend
         for (int i = 0; i < n; i++)
             _byRow.Span.CopyTo(new Span<float>(logits + (long)i * vp, vp));
         CpuKernels.AddProduct(logits, vp, _a.Ptr + (long)r0 * hp, hp, _wyaT.Ptr, vp, n, _h, vp);
-        for (int i = 0; i < n; i++)
-        {
-            float* z = logits + (long)i * vp;
-            float max = z[0];
-            for (int k = 1; k < _v; k++)
-                max = MathF.Max(max, z[k]);
-            for (int k = 0; k < _v; k++)
-                z[k] -= max;
-            _rowLoss[r0 + i] = z[_y[r0 + i]]; // z_target − max, until log Σ exp is known
-        }
-        var block = new Span<float>(logits, n * vp);
-        TensorPrimitives.Exp(block, block); // the −∞ padding becomes 0
-        for (int i = 0; i < n; i++)
-        {
-            float* e = logits + (long)i * vp;
-            float sum = 0f;
-            for (int k = 0; k < _v; k++)
-                sum += e[k];
-            _rowLoss[r0 + i] = MathF.Log(sum) - (float)_rowLoss[r0 + i];
-            if (!_withGradients)
-                continue;
-            float scale = _gradScale / sum;
-            for (int k = 0; k < _v; k++)
-                e[k] *= scale;
-            e[_y[r0 + i]] -= _gradScale;
-        }
+        CpuKernels.SoftmaxCrossEntropy(logits, vp, n, _v, _y.AsSpan(r0, n), _rowLoss.AsSpan(r0, n), _gradScale, _withGradients);
         if (!_withGradients)
             return;
         float* dz = _dz.Ptr + (long)r0 * hp;

@@ -4,6 +4,7 @@
 // it, so a result does not depend on how rows are split among threads. Every kernel is compiled
 // optimized at once (AggressiveOptimization): a short run would otherwise spend much of its time
 // in unoptimized code, where the generic vector structs are not even inlined.
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -87,6 +88,57 @@ internal static unsafe class CpuKernels
             MultiplyByTanhDerivative<Simd256>(dz, a, n);
         else
             MultiplyByTanhDerivative<Simd128>(dz, a, n);
+    }
+
+    /// <summary>
+    /// Softmax cross-entropy on n rows of v logits (row stride ld, a multiple of two vectors; columns
+    /// v … ld−1 hold −∞ and come out 0): rowLoss[i] = log Σ exp z − z[y[i]], and, with
+    /// gradients, each row becomes dLoss/dz · scale = (softmax − onehot(y)) · scale.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void SoftmaxCrossEntropy(float* z, int ld, int n, int v, ReadOnlySpan<int> y, Span<double> rowLoss, float scale, bool gradients)
+    {
+        if (Vector512.IsHardwareAccelerated)
+            SoftmaxCrossEntropy<Simd512>(z, ld, n, v, y, rowLoss, scale, gradients);
+        else if (Vector256.IsHardwareAccelerated)
+            SoftmaxCrossEntropy<Simd256>(z, ld, n, v, y, rowLoss, scale, gradients);
+        else
+            SoftmaxCrossEntropy<Simd128>(z, ld, n, v, y, rowLoss, scale, gradients);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SoftmaxCrossEntropy<TV>(float* z, int ld, int n, int v, ReadOnlySpan<int> y, Span<double> rowLoss, float scale, bool gradients)
+        where TV : struct, ISimd<TV>
+    {
+        int w = TV.Count;
+        for (int i = 0; i < n; i++)
+        {
+            float* row = z + (long)i * ld;
+            TV top = TV.Load(row);
+            for (int c = w; c < ld; c += w)
+                top = TV.Max(top, TV.Load(row + c));
+            TV max = TV.Broadcast(TV.MaxAcross(top));
+            for (int c = 0; c < ld; c += w)
+                TV.Store(TV.Subtract(TV.Load(row + c), max), row + c);
+            rowLoss[i] = row[y[i]]; // z_target − max, until log Σ exp is known
+        }
+        var block = new Span<float>(z, n * ld);
+        TensorPrimitives.Exp(block, block); // the −∞ padding becomes 0
+        for (int i = 0; i < n; i++)
+        {
+            float* row = z + (long)i * ld;
+            // Summed in order, one by one: the course preset's printed losses depend on these bits.
+            float sum = 0f;
+            for (int k = 0; k < v; k++)
+                sum += row[k];
+            rowLoss[i] = MathF.Log(sum) - (float)rowLoss[i];
+            if (!gradients)
+                continue;
+            TV by = TV.Broadcast(scale / sum);
+            for (int c = 0; c < ld; c += w)
+                TV.Store(TV.Multiply(TV.Load(row + c), by), row + c);
+            row[y[i]] -= scale;
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -391,26 +391,7 @@ public sealed unsafe class CpuStackBackend : IBackend
         for (int r = r0; r < r1; r++)
             _byRow.Span.CopyTo(RowSpan(_dy, r, vp));
         CpuKernels.AddProduct(Row(_dy, r0, vp), vp, Row(_top, r0, hp), hp, _wyaT.Ptr, vp, n, _h, vp);
-        for (int r = r0; r < r1; r++)
-        {
-            float* z = Row(_dy, r, vp);
-            float max = z[0];
-            for (int k = 1; k < _v; k++)
-                max = MathF.Max(max, z[k]);
-            float target = z[_y[r]] - max;
-            float sum = 0f;
-            for (int k = 0; k < _v; k++)
-                sum += z[k] = MathF.Exp(z[k] - max);
-            for (int k = _v; k < vp; k++)
-                z[k] = 0f;
-            _rowLoss[r] = MathF.Log(sum) - target;
-            if (!_withGradients)
-                continue;
-            float scale = gradScale / sum;
-            for (int k = 0; k < _v; k++)
-                z[k] *= scale;
-            z[_y[r]] -= gradScale;
-        }
+        CpuKernels.SoftmaxCrossEntropy(Row(_dy, r0, vp), vp, n, _v, _y.AsSpan(r0, n), _rowLoss.AsSpan(r0, n), gradScale, _withGradients);
         if (!_withGradients)
             return;
         new Span<float>(Row(_gh, r0, hp), n * hp).Clear();

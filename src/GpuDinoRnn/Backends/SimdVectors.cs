@@ -21,6 +21,9 @@ internal unsafe interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf Sqrt(TSelf a);
     /// <summary>x limited to [lo, hi] (Math.Clamp for a number).</summary>
     static abstract TSelf Clamp(TSelf x, TSelf lo, TSelf hi);
+    static abstract TSelf Max(TSelf a, TSelf b);
+    /// <summary>The largest lane.</summary>
+    static abstract float MaxAcross(TSelf a);
 }
 
 internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
@@ -47,6 +50,10 @@ internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
     public static Simd512 Sqrt(Simd512 a) => new(Vector512.Sqrt(a._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Clamp(Simd512 x, Simd512 lo, Simd512 hi) => new(Vector512.Min(Vector512.Max(x._v, lo._v), hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Simd512 a) => Simd256.MaxAcross(new(Vector256.Max(a._v.GetLower(), a._v.GetUpper())));
 }
 
 internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
@@ -73,6 +80,10 @@ internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
     public static Simd256 Sqrt(Simd256 a) => new(Vector256.Sqrt(a._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 Clamp(Simd256 x, Simd256 lo, Simd256 hi) => new(Vector256.Min(Vector256.Max(x._v, lo._v), hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Max(Simd256 a, Simd256 b) => new(Vector256.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Simd256 a) => Simd128.MaxAcross(new(Vector128.Max(a._v.GetLower(), a._v.GetUpper())));
 }
 
 internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
@@ -99,6 +110,15 @@ internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
     public static Simd128 Sqrt(Simd128 a) => new(Vector128.Sqrt(a._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 Clamp(Simd128 x, Simd128 lo, Simd128 hi) => new(Vector128.Min(Vector128.Max(x._v, lo._v), hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Max(Simd128 a, Simd128 b) => new(Vector128.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Simd128 a)
+    {
+        var m = Vector128.Max(a._v, Vector128.Shuffle(a._v, Vector128.Create(2, 3, 0, 1)));
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2)));
+        return m.ToScalar();
+    }
 }
 
 internal readonly unsafe struct Simd1(float v) : ISimd<Simd1>
@@ -125,4 +145,8 @@ internal readonly unsafe struct Simd1(float v) : ISimd<Simd1>
     public static Simd1 Sqrt(Simd1 a) => new(MathF.Sqrt(a._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd1 Clamp(Simd1 x, Simd1 lo, Simd1 hi) => new(Math.Clamp(x._v, lo._v, hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Max(Simd1 a, Simd1 b) => new(MathF.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float MaxAcross(Simd1 a) => a._v;
 }

@@ -157,4 +157,48 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
             Assert.Equal(dz[e] * (1f - b.Span[e] * b.Span[e]), a.Span[e]);
         Assert.Equal(dz[n], a.Span[n]);
     }
+
+    [Theory]
+    [InlineData(1, 27, true)]
+    [InlineData(5, 27, false)]
+    [InlineData(9, 1, true)]
+    [InlineData(4, 65, true)]
+    public void SoftmaxCrossEntropyMatchesFloat64(int n, int v, bool gradients)
+    {
+        int ld = CpuKernels.Padded(v);
+        var z = Random((n + 1) * ld, 10);
+        for (int i = 0; i < n; i++)
+        {
+            for (int k = 0; k < v; k++)
+                z.Span[i * ld + k] *= 8f;
+            z.Span.Slice(i * ld + v, ld - v).Fill(float.NegativeInfinity); // the padding, as the backends keep it
+        }
+        z.Span.Slice(n * ld, ld).Fill(float.NaN); // a row past the end
+        var logits = z.Span.ToArray();
+        int[] y = Enumerable.Range(0, n).Select(i => (i * 7) % v).ToArray();
+        var loss = new double[n + 1];
+        loss[n] = double.NaN;
+        const float scale = 0.25f;
+
+        CpuKernels.SoftmaxCrossEntropy(z.Ptr, ld, n, v, y, loss.AsSpan(0, n), scale, gradients);
+
+        for (int i = 0; i < n; i++)
+        {
+            var row = logits.AsSpan(i * ld, v).ToArray().Select(x => (double)x).ToArray();
+            double max = row.Max(), sum = row.Sum(x => Math.Exp(x - max));
+            Assert.Equal(Math.Log(sum) + max - row[y[i]], loss[i], 1e-5);
+            for (int k = 0; k < ld; k++)
+            {
+                float got = z.Span[i * ld + k];
+                if (k >= v)
+                    Assert.Equal(0f, got); // −∞ padding comes out 0
+                else if (gradients)
+                    Assert.Equal(scale * (Math.Exp(row[k] - max) / sum - (k == y[i] ? 1 : 0)), got, 1e-6);
+                else
+                    Assert.Equal(Math.Exp(row[k] - max), got, 1e-6); // unnormalized probabilities
+            }
+        }
+        Assert.True(double.IsNaN(loss[n]));
+        Assert.All(z.Span.Slice(n * ld, ld).ToArray(), x => Assert.True(float.IsNaN(x), "a row past the end was written"));
+    }
 }
