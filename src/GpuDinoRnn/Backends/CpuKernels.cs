@@ -7,6 +7,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace GpuDinoRnn.Backends;
 
@@ -48,22 +49,54 @@ internal static unsafe class CpuKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Transpose(float* src, int lds, float* dst, int ldd, int rows, int cols)
     {
-        // 8 × 8 blocks: both sides stay within a few cache lines.
-        const int block = 8;
-        for (int i0 = 0; i0 < rows; i0 += block)
+        // Whole 8 × 8 blocks in AVX registers (the copies are refreshed after every update, which
+        // at batch 1 is every few dozen characters); the edges, and machines without AVX, one by one.
+        int rows8 = Avx.IsSupported ? rows / 8 * 8 : 0, cols8 = Avx.IsSupported ? cols / 8 * 8 : 0;
+        for (int i0 = 0; i0 < rows8; i0 += 8)
+            for (int j0 = 0; j0 < cols8; j0 += 8)
+                Transpose8(src + (long)i0 * lds + j0, lds, dst + (long)j0 * ldd + i0, ldd);
+        TransposeOneByOne(src, lds, dst, ldd, 0, rows8, cols8, cols);
+        TransposeOneByOne(src, lds, dst, ldd, rows8, rows, 0, cols);
+    }
+
+    private static void TransposeOneByOne(float* src, int lds, float* dst, int ldd, int i0, int i1, int j0, int j1)
+    {
+        for (int i = i0; i < i1; i++)
         {
-            int i1 = Math.Min(i0 + block, rows);
-            for (int j0 = 0; j0 < cols; j0 += block)
-            {
-                int j1 = Math.Min(j0 + block, cols);
-                for (int i = i0; i < i1; i++)
-                {
-                    float* s = src + (long)i * lds;
-                    for (int j = j0; j < j1; j++)
-                        dst[(long)j * ldd + i] = s[j];
-                }
-            }
+            float* s = src + (long)i * lds;
+            for (int j = j0; j < j1; j++)
+                dst[(long)j * ldd + i] = s[j];
         }
+    }
+
+    /// <summary>One 8 × 8 block: pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8(float* s, int lds, float* d, int ldd)
+    {
+        var t0 = Avx.UnpackLow(Avx.LoadVector256(s), Avx.LoadVector256(s + lds));
+        var t1 = Avx.UnpackHigh(Avx.LoadVector256(s), Avx.LoadVector256(s + lds));
+        var t2 = Avx.UnpackLow(Avx.LoadVector256(s + 2 * lds), Avx.LoadVector256(s + 3 * lds));
+        var t3 = Avx.UnpackHigh(Avx.LoadVector256(s + 2 * lds), Avx.LoadVector256(s + 3 * lds));
+        var t4 = Avx.UnpackLow(Avx.LoadVector256(s + 4 * lds), Avx.LoadVector256(s + 5 * lds));
+        var t5 = Avx.UnpackHigh(Avx.LoadVector256(s + 4 * lds), Avx.LoadVector256(s + 5 * lds));
+        var t6 = Avx.UnpackLow(Avx.LoadVector256(s + 6 * lds), Avx.LoadVector256(s + 7 * lds));
+        var t7 = Avx.UnpackHigh(Avx.LoadVector256(s + 6 * lds), Avx.LoadVector256(s + 7 * lds));
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(d + ldd, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(d + 2 * ldd, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(d + 3 * ldd, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(d + 4 * ldd, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(d + 5 * ldd, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(d + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(d + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31));
     }
 
     /// <summary>dst = a + b over n floats, n a multiple of the vector width.</summary>

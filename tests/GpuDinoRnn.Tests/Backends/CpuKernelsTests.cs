@@ -115,6 +115,10 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
     [InlineData(17, 3)]
     [InlineData(50, 50)]
     [InlineData(129, 27)]
+    [InlineData(8, 8)]
+    [InlineData(64, 64)]
+    [InlineData(16, 27)]
+    [InlineData(27, 16)]
     public void TransposeMatchesPlainLoops(int rows, int cols)
     {
         int lds = cols + 2, ldd = rows + 3;
