@@ -44,6 +44,7 @@ public static unsafe class CpuOptimizer
         where TV : struct, ISimd<TV>
     {
         bool valueClip = s.Clip > 0 && s.NormMode == 0, scaled = s.Clip > 0 && s.NormMode != 0 && scale != 1f;
+        var kind = s.Kind; // a local, so the loop's switch does not reload it
         TV hi = TV.Broadcast(s.Clip), lo = TV.Broadcast(-s.Clip), by = TV.Broadcast(scale), lr = TV.Broadcast(s.Lr);
         TV momentum = TV.Broadcast(s.Momentum), beta1 = TV.Broadcast(s.Beta1), beta2 = TV.Broadcast(s.Beta2);
         TV rest1 = TV.Broadcast(1f - s.Beta1), rest2 = TV.Broadcast(1f - s.Beta2), eps = TV.Broadcast(s.Eps);
@@ -57,7 +58,7 @@ public static unsafe class CpuOptimizer
             else if (scaled)
                 ge = TV.Multiply(ge, by);
             TV pe = TV.Load(p + e);
-            switch (s.Kind)
+            switch (kind)
             {
                 case OptimizerKind.Momentum:
                     {
@@ -69,7 +70,7 @@ public static unsafe class CpuOptimizer
                 case OptimizerKind.Adam:
                 case OptimizerKind.AdamW:
                     {
-                        if (s.Kind == OptimizerKind.AdamW)
+                        if (kind == OptimizerKind.AdamW)
                             pe = TV.Subtract(pe, TV.Multiply(decay, pe));
                         TV me = TV.Add(TV.Multiply(beta1, TV.Load(m + e)), TV.Multiply(rest1, ge));
                         TV ve = TV.Add(TV.Multiply(beta2, TV.Load(v + e)), TV.Multiply(TV.Multiply(rest2, ge), ge));

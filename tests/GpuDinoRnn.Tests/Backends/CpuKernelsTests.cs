@@ -73,6 +73,7 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Sizes))]
+    [InlineData(700, 9, 129)] // more input rows than one cache block
     public void AddTransposedProductMatchesPlainLoops(int n, int m, int cols)
     {
         int np = CpuKernels.Padded(cols), ld = np + CpuKernels.Pad;
@@ -89,6 +90,13 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
         var before = c.Span.ToArray();
 
         CpuKernels.AddTransposedProduct(c.Ptr, ld, 1, m, l.Ptr, ldl, r.Ptr, ld, n, np);
+
+        // The same sums one input row at a time: cache blocking must not change the order, nor the bits.
+        var oneByOne = new PinnedFloats(before.Length);
+        before.CopyTo(oneByOne.Span);
+        for (int i = 0; i < n; i++)
+            CpuKernels.AddTransposedProduct(oneByOne.Ptr, ld, 1, m, l.Ptr + (long)i * ldl, ldl, r.Ptr + (long)i * ld, ld, 1, np);
+        Assert.Equal(oneByOne.Span.ToArray(), c.Span.ToArray());
 
         double worst = 0;
         for (int i = 0; i <= m; i++)
