@@ -27,6 +27,7 @@ public sealed unsafe class CpuBackend : IBackend
 
     private readonly int _h, _v, _hp, _vp;
     private readonly CpuTeam _team;
+    private readonly bool _preciseTanh;
 
     // Parameters and gradients, each one padded buffer with the views below (shape: rows × ld).
     private readonly PinnedFloats _q, _gq;
@@ -59,8 +60,10 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase;
     private readonly List<float> _losses = [];
 
-    public CpuBackend(ModelShape shape, int threads)
+    /// <param name="preciseTanh">TensorPrimitives' tanh instead of FastMath's (TrainOptions.PreciseTanh).</param>
+    public CpuBackend(ModelShape shape, int threads, bool preciseTanh = false)
     {
+        _preciseTanh = preciseTanh;
         Shape = shape;
         _h = shape.H;
         _v = shape.V;
@@ -333,13 +336,18 @@ public sealed unsafe class CpuBackend : IBackend
             }
             CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, hp);
             var states = new Span<float>(a + (long)r0 * hp, n * hp);
-            // Row by row over the H real units: TensorPrimitives.Tanh(0) is −6e−8, not 0, and the
-            // padding must stay exactly 0 so that every gradient's padding is 0 too.
-            for (int i = 0; i < n; i++)
+            if (_preciseTanh)
             {
-                var row = states.Slice(i * hp, _h);
-                TensorPrimitives.Tanh(row, row);
+                // Row by row over the H real units: TensorPrimitives.Tanh(0) is −6e−8, not 0, and the
+                // padding must stay exactly 0 so that every gradient's padding is 0 too.
+                for (int i = 0; i < n; i++)
+                {
+                    var row = states.Slice(i * hp, _h);
+                    TensorPrimitives.Tanh(row, row);
+                }
             }
+            else
+                CpuKernels.Tanh(a + (long)r0 * hp, n * hp); // FastMath.Tanh(0) is 0: the padding stays 0
             if (t + 1 < _batch.T)
             {
                 int next = Math.Min(hi, _active[t + 1]) - lo;

@@ -120,6 +120,28 @@ internal static unsafe class CpuKernels
             Add<Simd128>(a, b, dst, n);
     }
 
+    /// <summary>x = tanh(x) over n floats (FastMath.Tanh: tanh(0) is exactly 0, so padding stays 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Tanh(float* x, int n)
+    {
+        int e = 0;
+        if (Vector512.IsHardwareAccelerated)
+            e = Tanh<Simd512>(x, 0, n);
+        else if (Vector256.IsHardwareAccelerated)
+            e = Tanh<Simd256>(x, 0, n);
+        else
+            e = Tanh<Simd128>(x, 0, n);
+        Tanh<Simd1>(x, e, n);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Tanh<TV>(float* x, int e, int n) where TV : struct, ISimd<TV>
+    {
+        for (; e + TV.Count <= n; e += TV.Count)
+            TV.Store(FastMath.Tanh(TV.Load(x + e)), x + e);
+        return e;
+    }
+
     /// <summary>dz ⊙= 1 − a² over n floats (tanh′ from its output), n a multiple of the vector width.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MultiplyByTanhDerivative(float* dz, float* a, int n)

@@ -60,7 +60,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var (vocab, data, parameters) = Prepare();
 
         var coldStart = Stopwatch.StartNew();
-        using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig);
+        using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
+            options.PreciseTanh);
         backend.Upload(parameters);
         _backend = backend;
         _log.Info($"device {backend.Device}; {data.TrainCount} training {data.Unit}, {data.ValCount} validation; V = {vocab.Size}, {Describe(parameters.Shape)}, " +

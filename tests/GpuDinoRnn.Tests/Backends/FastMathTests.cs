@@ -1,0 +1,63 @@
+// FastMath.Tanh against float64 Math.Tanh on a dense grid, and the kernel's vector body against
+// its one-float tail.
+using GpuDinoRnn.Backends;
+
+namespace GpuDinoRnn.Tests.Backends;
+
+public sealed unsafe class FastMathTests
+{
+    [Fact]
+    public void TanhIsWithinSevenUlpEverywhereAndExactWhereItMatters()
+    {
+        // Every float step near 0, then a dense grid out to where tanh is ±1 in float.
+        var xs = new List<float>();
+        for (float x = 1e-8f; x < 1e-3f; x *= 1.01f)
+            xs.Add(x);
+        for (int i = 0; i <= 2_000_000; i++)
+            xs.Add(i * 1e-5f);
+        xs.AddRange([9f, 20f, 1e10f, float.MaxValue]);
+        var values = new PinnedFloats(2 * xs.Count);
+        for (int i = 0; i < xs.Count; i++)
+        {
+            values.Span[2 * i] = xs[i];
+            values.Span[2 * i + 1] = -xs[i];
+        }
+        var inputs = values.Span.ToArray();
+
+        CpuKernels.Tanh(values.Ptr, values.Length);
+
+        double worstUlp = 0;
+        for (int e = 0; e < inputs.Length; e++)
+        {
+            double want = Math.Tanh(inputs[e]);
+            float got = values.Span[e];
+            Assert.True(Math.Abs(got) <= 1f, $"tanh({inputs[e]}) = {got}");
+            double ulp = Math.Max(float.Epsilon, MathF.BitIncrement(MathF.Abs((float)want)) - MathF.Abs((float)want));
+            worstUlp = Math.Max(worstUlp, Math.Abs(got - want) / ulp);
+        }
+        Assert.True(worstUlp <= 7, $"worst error {worstUlp:F2} ulp");
+        for (int e = 0; e < inputs.Length; e += 2)
+            Assert.Equal(-values.Span[e], values.Span[e + 1]); // odd
+        var zero = new PinnedFloats(64);
+        CpuKernels.Tanh(zero.Ptr, zero.Length);
+        Assert.All(zero.Span.ToArray(), x => Assert.Equal(0f, x)); // padding stays exactly 0
+    }
+
+    [Fact]
+    public void TheVectorBodyAndTheOneFloatTailAgreeBitForBit()
+    {
+        var random = new Random(3);
+        const int n = 16 * 7 + 5;
+        var all = new PinnedFloats(n);
+        for (int e = 0; e < n; e++)
+            all.Span[e] = (float)(random.NextDouble() * 12 - 6);
+        var one = new PinnedFloats(n);
+        all.Span.CopyTo(one.Span);
+
+        CpuKernels.Tanh(all.Ptr, n);
+        for (int e = 0; e < n; e++)
+            CpuKernels.Tanh(one.Ptr + e, 1);
+
+        Assert.Equal(one.Span.ToArray(), all.Span.ToArray());
+    }
+}
