@@ -1,9 +1,9 @@
 // The matrix kernels under CpuBackend, on raw row-major float pointers with a leading dimension
 // (ld) per matrix. Column counts (np) are padded to a multiple of Pad, so there is no column tail.
-// Each output element is one chain of fused multiply-adds in a fixed order whatever tile holds
-// it, so a result does not depend on how rows are split among threads. Every kernel is compiled
-// optimized at once (AggressiveOptimization): a short run would otherwise spend much of its time
-// in unoptimized code, where the generic vector structs are not even inlined.
+// Each output element is one chain of multiply-adds (ISimd.Fma) in a fixed order whatever tile
+// holds it, so a result does not depend on how rows are split among threads. Every kernel is
+// compiled optimized at once (AggressiveOptimization): a short run would otherwise spend much of
+// its time in unoptimized code, where the generic vector structs are not even inlined.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -15,6 +15,9 @@ internal static unsafe class CpuKernels
 {
     /// <summary>Floats per vector on this machine.</summary>
     public static int Lanes => Vector512.IsHardwareAccelerated ? 16 : Vector256.IsHardwareAccelerated ? 8 : 4;
+
+    /// <summary>Whether multiply-adds are fused here (ISimd.Fma): every AVX2 and ARM64 machine.</summary>
+    public static bool FusedMultiplyAdd => Fma.IsSupported || System.Runtime.Intrinsics.Arm.AdvSimd.IsSupported;
 
     /// <summary>Every padded width is a multiple of two vectors: the kernels' narrowest tile.</summary>
     public static int Pad => 2 * Lanes;
