@@ -1,16 +1,56 @@
 // The three cells' arithmetic for one row of units, forward and backward side by side, in float32
 // on the host: the twin of StackKernels' per-unit code and of ReferenceStack's CellForward and
-// CellBackward (the specification). Used by CpuStackBackend and by the sampler.
+// CellBackward (the specification). Used by CpuStackBackend (Fast activations, whole vectors of
+// units) and by the sampler (Precise: MathF, one unit at a time, as before).
 //
 // A row's gate pre-activations are G blocks of `gs` floats (gs ≥ H; the padded backends put each
 // gate at a multiple of the vector width), gate order as in PyTorch: gru [r; z; n], lstm [i; f; g; o].
+// Only units 0 … H−1 are written, so a padded row's padding stays as it was.
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using GpuDinoRnn.Kernels;
 
 namespace GpuDinoRnn.Backends;
 
-public static class CpuCells
+/// <summary>tanh and the logistic σ, lane by lane.</summary>
+internal interface IActivations
 {
-    private static float Sigmoid(float x) => 1f / (1f + MathF.Exp(-x));
+    static abstract TV Tanh<TV>(TV x) where TV : struct, ISimd<TV>;
+    static abstract TV Sigmoid<TV>(TV x) where TV : struct, ISimd<TV>;
+}
+
+internal static unsafe class CpuCells
+{
+    /// <summary>MathF.Tanh and 1/(1 + MathF.Exp(−x)), one lane at a time.</summary>
+    public readonly struct Precise : IActivations
+    {
+        public static TV Tanh<TV>(TV x) where TV : struct, ISimd<TV> => EachLane(x, MathF.Tanh);
+
+        public static TV Sigmoid<TV>(TV x) where TV : struct, ISimd<TV> => EachLane(x, v => 1f / (1f + MathF.Exp(-v)));
+
+        private static TV EachLane<TV>(TV x, Func<float, float> f) where TV : struct, ISimd<TV>
+        {
+            float* lanes = stackalloc float[TV.Count];
+            TV.Store(x, lanes);
+            for (int i = 0; i < TV.Count; i++)
+                lanes[i] = f(lanes[i]);
+            return TV.Load(lanes);
+        }
+    }
+
+    /// <summary>FastMath.Tanh, and σ(x) = ½·tanh(x/2) + ½ from it (within 3e-7 of the true value).</summary>
+    public readonly struct Fast : IActivations
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TV Tanh<TV>(TV x) where TV : struct, ISimd<TV> => FastMath.Tanh(x);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TV Sigmoid<TV>(TV x) where TV : struct, ISimd<TV>
+        {
+            TV half = TV.Broadcast(0.5f);
+            return TV.Fma(half, FastMath.Tanh(TV.Multiply(half, x)), half);
+        }
+    }
 
     /// <summary>
     /// One step of units 0 … H−1. px = Wax·u + b and pa = Waa·h₋ for every gate; act receives the
@@ -18,36 +58,24 @@ public static class CpuCells
     /// rnn: h = tanh(px + pa). gru: r, z = σ(px + pa), n = tanh(px_n + r·pa_n), h = (1 − z)·n + z·h₋.
     /// lstm: i, f, o = σ(px + pa), g = tanh(px + pa), c = f·c₋ + i·g, h = o·tanh(c).
     /// </summary>
-    public static void Forward(CellKind cell, int h, int gs, ReadOnlySpan<float> px, ReadOnlySpan<float> pa,
+    public static void Forward<TA>(CellKind cell, int h, int gs, ReadOnlySpan<float> px, ReadOnlySpan<float> pa,
         ReadOnlySpan<float> hPrev, ReadOnlySpan<float> cPrev, Span<float> act, Span<float> an, Span<float> hNext, Span<float> cNext)
+        where TA : struct, IActivations
     {
-        switch (cell)
+        fixed (float* ppx = px, ppa = pa, phPrev = hPrev, pcPrev = cPrev, pact = act, pan = an, phNext = hNext, pcNext = cNext)
         {
-            case CellKind.Rnn:
-                for (int i = 0; i < h; i++)
-                    hNext[i] = act[i] = MathF.Tanh(px[i] + pa[i]);
-                break;
-            case CellKind.Gru:
-                for (int i = 0; i < h; i++)
-                {
-                    float r = act[i] = Sigmoid(px[i] + pa[i]);
-                    float z = act[gs + i] = Sigmoid(px[gs + i] + pa[gs + i]);
-                    float n = act[2 * gs + i] = MathF.Tanh(px[2 * gs + i] + r * pa[2 * gs + i]);
-                    an[i] = pa[2 * gs + i];
-                    hNext[i] = (1f - z) * n + z * hPrev[i];
-                }
-                break;
-            default:
-                for (int i = 0; i < h; i++)
-                {
-                    float ig = act[i] = Sigmoid(px[i] + pa[i]);
-                    float fg = act[gs + i] = Sigmoid(px[gs + i] + pa[gs + i]);
-                    float gg = act[2 * gs + i] = MathF.Tanh(px[2 * gs + i] + pa[2 * gs + i]);
-                    float og = act[3 * gs + i] = Sigmoid(px[3 * gs + i] + pa[3 * gs + i]);
-                    float c = cNext[i] = fg * cPrev[i] + ig * gg;
-                    hNext[i] = og * MathF.Tanh(c);
-                }
-                break;
+            var rows = new Rows(ppx, ppa, phPrev, pcPrev, pact, pan, phNext, pcNext, gs);
+            int i = 0;
+            if (typeof(TA) == typeof(Fast))
+            {
+                if (Vector512.IsHardwareAccelerated)
+                    i = Forward<Simd512, TA>(cell, rows, i, h);
+                else if (Vector256.IsHardwareAccelerated)
+                    i = Forward<Simd256, TA>(cell, rows, i, h);
+                else
+                    i = Forward<Simd128, TA>(cell, rows, i, h);
+            }
+            Forward<Simd1, TA>(cell, rows, i, h);
         }
     }
 
@@ -56,43 +84,151 @@ public static class CpuCells
     /// except for the GRU's candidate, whose pa is scaled by r), plus the parts of dh₋ and dc₋ that
     /// do not go through Waa: dhPrev is added to (the GRU's z·dh), dcPrev is overwritten (LSTM).
     /// </summary>
-    public static void Backward(CellKind cell, int h, int gs, ReadOnlySpan<float> act, ReadOnlySpan<float> an,
+    public static void Backward<TA>(CellKind cell, int h, int gs, ReadOnlySpan<float> act, ReadOnlySpan<float> an,
         ReadOnlySpan<float> hPrev, ReadOnlySpan<float> cPrev, ReadOnlySpan<float> cNext, ReadOnlySpan<float> dh, ReadOnlySpan<float> dc,
         Span<float> dpx, Span<float> dpa, Span<float> dhPrev, Span<float> dcPrev)
+        where TA : struct, IActivations
     {
-        switch (cell)
+        fixed (float* pact = act, pan = an, phPrev = hPrev, pcPrev = cPrev, pcNext = cNext, pdh = dh, pdc = dc,
+               pdpx = dpx, pdpa = dpa, pdhPrev = dhPrev, pdcPrev = dcPrev)
         {
-            case CellKind.Rnn:
-                for (int i = 0; i < h; i++)
-                    dpx[i] = dpa[i] = dh[i] * (1f - act[i] * act[i]);
-                break;
-            case CellKind.Gru:
-                for (int i = 0; i < h; i++)
-                {
-                    float r = act[i], z = act[gs + i], n = act[2 * gs + i];
-                    float dn = dh[i] * (1f - z) * (1f - n * n);
-                    dpx[2 * gs + i] = dn;
-                    dpa[2 * gs + i] = dn * r;
-                    dpx[i] = dpa[i] = dn * an[i] * r * (1f - r);
-                    dpx[gs + i] = dpa[gs + i] = dh[i] * (hPrev[i] - n) * z * (1f - z);
-                    if (!dhPrev.IsEmpty)
-                        dhPrev[i] += dh[i] * z;
-                }
-                break;
-            default:
-                for (int i = 0; i < h; i++)
-                {
-                    float ig = act[i], fg = act[gs + i], gg = act[2 * gs + i], og = act[3 * gs + i];
-                    float tc = MathF.Tanh(cNext[i]);
-                    float dcTotal = dc[i] + dh[i] * og * (1f - tc * tc);
-                    dpx[i] = dpa[i] = dcTotal * gg * ig * (1f - ig);
-                    dpx[gs + i] = dpa[gs + i] = dcTotal * cPrev[i] * fg * (1f - fg);
-                    dpx[2 * gs + i] = dpa[2 * gs + i] = dcTotal * ig * (1f - gg * gg);
-                    dpx[3 * gs + i] = dpa[3 * gs + i] = dh[i] * tc * og * (1f - og);
-                    if (!dcPrev.IsEmpty)
-                        dcPrev[i] = dcTotal * fg;
-                }
-                break;
+            var g = new Grads(pact, pan, phPrev, pcPrev, pcNext, pdh, pdc, pdpx, pdpa, dhPrev.IsEmpty ? null : pdhPrev,
+                dcPrev.IsEmpty ? null : pdcPrev, gs);
+            int i = 0;
+            if (typeof(TA) == typeof(Fast))
+            {
+                if (Vector512.IsHardwareAccelerated)
+                    i = Backward<Simd512, TA>(cell, g, i, h);
+                else if (Vector256.IsHardwareAccelerated)
+                    i = Backward<Simd256, TA>(cell, g, i, h);
+                else
+                    i = Backward<Simd128, TA>(cell, g, i, h);
+            }
+            Backward<Simd1, TA>(cell, g, i, h);
         }
+    }
+
+    private readonly struct Rows(float* px, float* pa, float* hPrev, float* cPrev, float* act, float* an, float* hNext, float* cNext, int gs)
+    {
+        public readonly float* Px = px, Pa = pa, HPrev = hPrev, CPrev = cPrev, Act = act, An = an, HNext = hNext, CNext = cNext;
+        public readonly int Gs = gs;
+    }
+
+    private readonly struct Grads(float* act, float* an, float* hPrev, float* cPrev, float* cNext, float* dh, float* dc,
+        float* dpx, float* dpa, float* dhPrev, float* dcPrev, int gs)
+    {
+        public readonly float* Act = act, An = an, HPrev = hPrev, CPrev = cPrev, CNext = cNext, Dh = dh, Dc = dc;
+        public readonly float* Dpx = dpx, Dpa = dpa, DhPrev = dhPrev, DcPrev = dcPrev;
+        public readonly int Gs = gs;
+    }
+
+    /// <summary>Units i0 … while a whole TV fits below h; returns where it stopped.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int Forward<TV, TA>(CellKind cell, Rows s, int i, int h) where TV : struct, ISimd<TV> where TA : struct, IActivations
+    {
+        int gs = s.Gs;
+        TV one = TV.Broadcast(1f);
+        for (; i + TV.Count <= h; i += TV.Count)
+        {
+            switch (cell)
+            {
+                case CellKind.Rnn:
+                    {
+                        TV a = TA.Tanh(TV.Add(TV.Load(s.Px + i), TV.Load(s.Pa + i)));
+                        TV.Store(a, s.Act + i);
+                        TV.Store(a, s.HNext + i);
+                        break;
+                    }
+                case CellKind.Gru:
+                    {
+                        TV r = TA.Sigmoid(TV.Add(TV.Load(s.Px + i), TV.Load(s.Pa + i)));
+                        TV z = TA.Sigmoid(TV.Add(TV.Load(s.Px + gs + i), TV.Load(s.Pa + gs + i)));
+                        TV paN = TV.Load(s.Pa + 2 * gs + i);
+                        TV n = TA.Tanh(TV.Add(TV.Load(s.Px + 2 * gs + i), TV.Multiply(r, paN)));
+                        TV.Store(r, s.Act + i);
+                        TV.Store(z, s.Act + gs + i);
+                        TV.Store(n, s.Act + 2 * gs + i);
+                        TV.Store(paN, s.An + i);
+                        TV.Store(TV.Add(TV.Multiply(TV.Subtract(one, z), n), TV.Multiply(z, TV.Load(s.HPrev + i))), s.HNext + i);
+                        break;
+                    }
+                default:
+                    {
+                        TV ig = TA.Sigmoid(TV.Add(TV.Load(s.Px + i), TV.Load(s.Pa + i)));
+                        TV fg = TA.Sigmoid(TV.Add(TV.Load(s.Px + gs + i), TV.Load(s.Pa + gs + i)));
+                        TV gg = TA.Tanh(TV.Add(TV.Load(s.Px + 2 * gs + i), TV.Load(s.Pa + 2 * gs + i)));
+                        TV og = TA.Sigmoid(TV.Add(TV.Load(s.Px + 3 * gs + i), TV.Load(s.Pa + 3 * gs + i)));
+                        TV.Store(ig, s.Act + i);
+                        TV.Store(fg, s.Act + gs + i);
+                        TV.Store(gg, s.Act + 2 * gs + i);
+                        TV.Store(og, s.Act + 3 * gs + i);
+                        TV c = TV.Add(TV.Multiply(fg, TV.Load(s.CPrev + i)), TV.Multiply(ig, gg));
+                        TV.Store(c, s.CNext + i);
+                        TV.Store(TV.Multiply(og, TA.Tanh(c)), s.HNext + i);
+                        break;
+                    }
+            }
+        }
+        return i;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static int Backward<TV, TA>(CellKind cell, Grads s, int i, int h) where TV : struct, ISimd<TV> where TA : struct, IActivations
+    {
+        int gs = s.Gs;
+        TV one = TV.Broadcast(1f);
+        for (; i + TV.Count <= h; i += TV.Count)
+        {
+            TV dh = TV.Load(s.Dh + i);
+            switch (cell)
+            {
+                case CellKind.Rnn:
+                    {
+                        TV a = TV.Load(s.Act + i);
+                        TV d = TV.Multiply(dh, TV.Subtract(one, TV.Multiply(a, a)));
+                        TV.Store(d, s.Dpx + i);
+                        TV.Store(d, s.Dpa + i);
+                        break;
+                    }
+                case CellKind.Gru:
+                    {
+                        TV r = TV.Load(s.Act + i), z = TV.Load(s.Act + gs + i), n = TV.Load(s.Act + 2 * gs + i);
+                        TV dn = TV.Multiply(TV.Multiply(dh, TV.Subtract(one, z)), TV.Subtract(one, TV.Multiply(n, n)));
+                        TV.Store(dn, s.Dpx + 2 * gs + i);
+                        TV.Store(TV.Multiply(dn, r), s.Dpa + 2 * gs + i);
+                        TV dr = TV.Multiply(TV.Multiply(TV.Multiply(dn, TV.Load(s.An + i)), r), TV.Subtract(one, r));
+                        TV.Store(dr, s.Dpx + i);
+                        TV.Store(dr, s.Dpa + i);
+                        TV dz = TV.Multiply(TV.Multiply(TV.Multiply(dh, TV.Subtract(TV.Load(s.HPrev + i), n)), z), TV.Subtract(one, z));
+                        TV.Store(dz, s.Dpx + gs + i);
+                        TV.Store(dz, s.Dpa + gs + i);
+                        if (s.DhPrev != null)
+                            TV.Store(TV.Add(TV.Load(s.DhPrev + i), TV.Multiply(dh, z)), s.DhPrev + i);
+                        break;
+                    }
+                default:
+                    {
+                        TV ig = TV.Load(s.Act + i), fg = TV.Load(s.Act + gs + i), gg = TV.Load(s.Act + 2 * gs + i), og = TV.Load(s.Act + 3 * gs + i);
+                        TV tc = TA.Tanh(TV.Load(s.CNext + i));
+                        TV dc = TV.Add(TV.Load(s.Dc + i), TV.Multiply(TV.Multiply(dh, og), TV.Subtract(one, TV.Multiply(tc, tc))));
+                        TV di = TV.Multiply(TV.Multiply(TV.Multiply(dc, gg), ig), TV.Subtract(one, ig));
+                        TV df = TV.Multiply(TV.Multiply(TV.Multiply(dc, TV.Load(s.CPrev + i)), fg), TV.Subtract(one, fg));
+                        TV dg = TV.Multiply(TV.Multiply(dc, ig), TV.Subtract(one, TV.Multiply(gg, gg)));
+                        TV dO = TV.Multiply(TV.Multiply(TV.Multiply(dh, tc), og), TV.Subtract(one, og));
+                        TV.Store(di, s.Dpx + i);
+                        TV.Store(di, s.Dpa + i);
+                        TV.Store(df, s.Dpx + gs + i);
+                        TV.Store(df, s.Dpa + gs + i);
+                        TV.Store(dg, s.Dpx + 2 * gs + i);
+                        TV.Store(dg, s.Dpa + 2 * gs + i);
+                        TV.Store(dO, s.Dpx + 3 * gs + i);
+                        TV.Store(dO, s.Dpa + 3 * gs + i);
+                        if (s.DcPrev != null)
+                            TV.Store(TV.Multiply(dc, fg), s.DcPrev + i);
+                        break;
+                    }
+            }
+        }
+        return i;
     }
 }

@@ -353,7 +353,7 @@ public sealed unsafe class CpuStackBackend : IBackend
             CpuKernels.AddProduct(Row(_pa, r0, ghp), ghp, Row(_prevH[l], r0, hp), hp, _waaT[l].Ptr, ghp, n, _h, ghp);
             for (int r = r0; r < r0 + n; r++)
             {
-                CpuCells.Forward(_cell, _h, hp, RowSpan(_px, r, ghp), RowSpan(_pa, r, ghp), RowSpan(_prevH[l], r, hp),
+                CpuCells.Forward<CpuCells.Fast>(_cell, _h, hp, RowSpan(_px, r, ghp), RowSpan(_pa, r, ghp), RowSpan(_prevH[l], r, hp),
                     lstm ? RowSpan(_prevC[l], r, hp) : default, RowSpan(_act[l], r, ghp), gru ? RowSpan(_an[l], r, hp) : default,
                     RowSpan(_hs[l], r, hp), lstm ? RowSpan(_cs[l], r, hp) : default);
             }
@@ -451,7 +451,7 @@ public sealed unsafe class CpuStackBackend : IBackend
             for (int b = lo; b < lo + n; b++)
             {
                 int r = _start[t] + b, prev = t > 0 ? _start[t - 1] + b : -1;
-                CpuCells.Backward(_cell, _h, hp, RowSpan(_act[l], r, ghp), gru ? RowSpan(_an[l], r, hp) : default,
+                CpuCells.Backward<CpuCells.Fast>(_cell, _h, hp, RowSpan(_act[l], r, ghp), gru ? RowSpan(_an[l], r, hp) : default,
                     RowSpan(_prevH[l], r, hp), lstm ? RowSpan(_prevC[l], r, hp) : default, lstm ? RowSpan(_cs[l], r, hp) : default,
                     RowSpan(_gh, r, hp), lstm ? RowSpan(_gc, r, hp) : default, RowSpan(_dpx, r, ghp), RowSpan(_dpa, r, ghp),
                     prev >= 0 ? RowSpan(_gh, prev, hp) : default, prev >= 0 && lstm ? RowSpan(_gc, prev, hp) : default);

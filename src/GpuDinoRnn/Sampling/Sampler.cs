@@ -198,7 +198,7 @@ public sealed class Sampler
                 _pa[g] = TensorPrimitives.Dot(p.AsSpan(d.WaaOffset(l) + g * h, h), state[..h]);
             }
             bool lstm = d.Cell == Kernels.CellKind.Lstm;
-            CpuCells.Forward(d.Cell, h, h, _px, _pa, state[..h], lstm ? state[h..] : default, _act, _an,
+            CpuCells.Forward<CpuCells.Precise>(d.Cell, h, h, _px, _pa, state[..h], lstm ? state[h..] : default, _act, _an,
                 _next.AsSpan(0, h), lstm ? _next.AsSpan(h) : default);
             _next.CopyTo(state);
         }
