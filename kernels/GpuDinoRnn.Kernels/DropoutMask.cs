@@ -10,13 +10,20 @@ public static class DropoutMask
     /// probability p, else 1/(1 − p). Input `layer` feeds layer `layer` (1 … L−1); input L feeds
     /// the output layer. p ≤ 0 keeps everything (factor 1).
     /// </summary>
-    public static float Factor(float p, uint seed, uint update, int layer, int t, int b, int i)
+    public static float Factor(float p, uint seed, uint update, int layer, int t, int b, int i) =>
+        p <= 0f ? 1f : Factor(p, RowKey(seed, update, layer, t, b), i);
+
+    /// <summary>The part of the hash shared by every unit of one row (layer, t, b): hoisted out of a row's loop.</summary>
+    public static ulong RowKey(uint seed, uint update, int layer, int t, int b)
     {
-        if (p <= 0f)
-            return 1f;
         ulong key = Mix((ulong)seed << 32 ^ update);
-        key = Mix(key ^ ((ulong)(uint)layer << 40) ^ ((ulong)(uint)t << 20) ^ (uint)b);
-        key = Mix(key ^ (ulong)(uint)i);
+        return Mix(key ^ ((ulong)(uint)layer << 40) ^ ((ulong)(uint)t << 20) ^ (uint)b);
+    }
+
+    /// <summary>Factor for unit i of the row whose RowKey is rowKey (p &gt; 0).</summary>
+    public static float Factor(float p, ulong rowKey, int i)
+    {
+        ulong key = Mix(rowKey ^ (ulong)(uint)i);
         // 24 high bits as a uniform number in [0, 1).
         // (int) first: ulong → float would need float64, which some OpenCL devices lack.
         float u = (int)(key >> 40) * (1f / 16777216f);
