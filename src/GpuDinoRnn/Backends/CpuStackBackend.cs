@@ -512,20 +512,20 @@ public sealed unsafe class CpuStackBackend : IBackend
     /// <summary>The padded gradients into the flat buffer.</summary>
     private void GatherGradients()
     {
-        int gs = _hp;
-        for (int l = 0; l < _layers; l++)
+        fixed (float* g = _g)
         {
-            int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
-            for (int g = 0; g < _d.Gates; g++)
-                for (int i = 0; i < _h; i++)
+            for (int l = 0; l < _layers; l++)
+            {
+                int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
+                for (int gate = 0; gate < _d.Gates; gate++)
                 {
-                    int row = g * _h + i, col = g * gs + i;
-                    for (int j = 0; j < inputs; j++)
-                        _g[wax + row * inputs + j] = _gWaxT[l].Ptr[(long)j * _ghp + col];
-                    for (int j = 0; j < _h; j++)
-                        _g[waa + row * _h + j] = _gWaaT[l].Ptr[(long)j * _ghp + col];
-                    _g[bias + row] = _gBias[l].Ptr[col];
+                    // Gate block (H × inputs) from its columns gate·Hp … of the padded transposes.
+                    int row = gate * _h, col = gate * _hp;
+                    CpuKernels.Transpose(_gWaxT[l].Ptr + col, _ghp, g + wax + row * inputs, inputs, inputs, _h);
+                    CpuKernels.Transpose(_gWaaT[l].Ptr + col, _ghp, g + waa + row * _h, _h, _h, _h);
+                    new Span<float>(_gBias[l].Ptr + col, _h).CopyTo(_g.AsSpan(bias + row, _h));
                 }
+            }
         }
         for (int k = 0; k < _v; k++)
         {
@@ -537,29 +537,29 @@ public sealed unsafe class CpuStackBackend : IBackend
     /// <summary>The padded copies of the flat weights, after an upload or an update.</summary>
     private void RefreshCopies()
     {
-        int gs = _hp;
-        for (int l = 0; l < _layers; l++)
+        fixed (float* p = _p)
         {
-            int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
-            for (int g = 0; g < _d.Gates; g++)
-                for (int i = 0; i < _h; i++)
+            for (int l = 0; l < _layers; l++)
+            {
+                int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
+                for (int gate = 0; gate < _d.Gates; gate++)
                 {
-                    int row = g * _h + i, col = g * gs + i;
-                    for (int j = 0; j < inputs; j++)
-                        _waxT[l].Ptr[(long)j * _ghp + col] = _p[wax + row * inputs + j];
-                    for (int j = 0; j < _h; j++)
-                        _waaT[l].Ptr[(long)j * _ghp + col] = _p[waa + row * _h + j];
-                    _p.AsSpan(waa + row * _h, _h).CopyTo(RowSpan(_waa[l], col, _hp));
-                    if (l > 0)
-                        _p.AsSpan(wax + row * inputs, _h).CopyTo(RowSpan(_wax[l], col, _hp));
-                    _bias[l].Ptr[col] = _p[bias + row];
+                    // Gate block (H × inputs) into columns gate·Hp … of the padded transposes, and its rows as they are.
+                    int row = gate * _h, col = gate * _hp;
+                    CpuKernels.Transpose(p + wax + row * inputs, inputs, _waxT[l].Ptr + col, _ghp, _h, inputs);
+                    CpuKernels.Transpose(p + waa + row * _h, _h, _waaT[l].Ptr + col, _ghp, _h, _h);
+                    for (int i = 0; i < _h; i++)
+                    {
+                        _p.AsSpan(waa + (row + i) * _h, _h).CopyTo(RowSpan(_waa[l], col + i, _hp));
+                        if (l > 0)
+                            _p.AsSpan(wax + (row + i) * inputs, _h).CopyTo(RowSpan(_wax[l], col + i, _hp));
+                    }
+                    _p.AsSpan(bias + row, _h).CopyTo(new Span<float>(_bias[l].Ptr + col, _h));
                 }
-        }
-        for (int k = 0; k < _v; k++)
-        {
-            _p.AsSpan(_d.WyaOffset + k * _h, _h).CopyTo(RowSpan(_wya, k, _hp));
-            for (int i = 0; i < _h; i++)
-                _wyaT.Ptr[(long)i * _vp + k] = _p[_d.WyaOffset + k * _h + i];
+            }
+            for (int k = 0; k < _v; k++)
+                _p.AsSpan(_d.WyaOffset + k * _h, _h).CopyTo(RowSpan(_wya, k, _hp));
+            CpuKernels.Transpose(p + _d.WyaOffset, _h, _wyaT.Ptr, _vp, _v, _h);
         }
         _byRow.Span.Fill(float.NegativeInfinity);
         _p.AsSpan(_d.ByOffset, _v).CopyTo(_byRow.Span);
