@@ -24,16 +24,27 @@ internal static unsafe class CpuCells
     /// <summary>MathF.Tanh and 1/(1 + MathF.Exp(−x)), one lane at a time.</summary>
     public readonly struct Precise : IActivations
     {
-        public static TV Tanh<TV>(TV x) where TV : struct, ISimd<TV> => EachLane(x, MathF.Tanh);
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TV Tanh<TV>(TV x) where TV : struct, ISimd<TV> => EachLane(x, tanh: true);
 
-        public static TV Sigmoid<TV>(TV x) where TV : struct, ISimd<TV> => EachLane(x, v => 1f / (1f + MathF.Exp(-v)));
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static TV Sigmoid<TV>(TV x) where TV : struct, ISimd<TV> => EachLane(x, tanh: false);
 
-        private static TV EachLane<TV>(TV x, Func<float, float> f) where TV : struct, ISimd<TV>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static float Apply(float v, bool tanh) => tanh ? MathF.Tanh(v) : 1f / (1f + MathF.Exp(-v));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static TV EachLane<TV>(TV x, bool tanh) where TV : struct, ISimd<TV>
         {
+            if (typeof(TV) == typeof(Simd1)) // the sampler's case, without a round trip through memory
+            {
+                float v = Apply(Unsafe.As<TV, float>(ref x), tanh);
+                return Unsafe.As<float, TV>(ref v);
+            }
             float* lanes = stackalloc float[TV.Count];
             TV.Store(x, lanes);
             for (int i = 0; i < TV.Count; i++)
-                lanes[i] = f(lanes[i]);
+                lanes[i] = Apply(lanes[i], tanh);
             return TV.Load(lanes);
         }
     }
