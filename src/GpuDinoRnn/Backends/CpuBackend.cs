@@ -154,7 +154,7 @@ public sealed unsafe class CpuBackend : IBackend
     public void Step(Batch batch, StepSettings s)
     {
         double loss = ForwardAndBackward(batch, s.CarryState);
-        _lastSumSquares = TensorPrimitives.SumOfSquares(_gq.Span);
+        _lastSumSquares = CpuKernels.SumOfSquares(G, _gq.Length);
         // As the device records it: a non-finite gradient reads as a NaN loss; a step whose
         // recorded loss is not finite is not applied.
         float recorded = _lastSumSquares <= float.MaxValue ? (float)loss : float.NaN;

@@ -123,6 +123,49 @@ internal static unsafe class CpuKernels
             Add<Simd128>(a, b, dst, n);
     }
 
+    /// <summary>
+    /// Σ x² over n floats: four vector sums, their lanes, then the tail, in a fixed order.
+    /// (TensorPrimitives.SumOfSquares took 8 µs here for 6,752 floats just written by the step,
+    /// ten times this loop; on its own it is as fast.)
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static float SumOfSquares(float* x, int n)
+    {
+        if (Vector512.IsHardwareAccelerated)
+            return SumOfSquares<Simd512>(x, n);
+        if (Vector256.IsHardwareAccelerated)
+            return SumOfSquares<Simd256>(x, n);
+        return SumOfSquares<Simd128>(x, n);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float SumOfSquares<TV>(float* x, int n) where TV : struct, ISimd<TV>
+    {
+        int w = TV.Count, e = 0;
+        TV s0 = TV.Broadcast(0f), s1 = s0, s2 = s0, s3 = s0;
+        for (; e + 4 * w <= n; e += 4 * w)
+        {
+            TV a = TV.Load(x + e), b = TV.Load(x + e + w), c = TV.Load(x + e + 2 * w), d = TV.Load(x + e + 3 * w);
+            s0 = TV.Fma(a, a, s0);
+            s1 = TV.Fma(b, b, s1);
+            s2 = TV.Fma(c, c, s2);
+            s3 = TV.Fma(d, d, s3);
+        }
+        for (; e + w <= n; e += w)
+        {
+            TV a = TV.Load(x + e);
+            s0 = TV.Fma(a, a, s0);
+        }
+        float* lanes = stackalloc float[w];
+        TV.Store(TV.Add(TV.Add(s0, s1), TV.Add(s2, s3)), lanes);
+        float sum = 0f;
+        for (int i = 0; i < w; i++)
+            sum += lanes[i];
+        for (; e < n; e++)
+            sum += x[e] * x[e];
+        return sum;
+    }
+
     /// <summary>x = tanh(x) over n floats (FastMath.Tanh: tanh(0) is exactly 0, so padding stays 0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Tanh(float* x, int n)

@@ -144,7 +144,8 @@ public sealed unsafe class CpuStackBackend : IBackend
     public void Step(Batch batch, StepSettings s)
     {
         double loss = ForwardAndBackward(batch, s.CarryState, _dropout.ForUpdate(_updates + 1));
-        _lastSumSquares = TensorPrimitives.SumOfSquares<float>(_g);
+        fixed (float* g = _g)
+            _lastSumSquares = CpuKernels.SumOfSquares(g, _g.Length);
         // As the device records it: a non-finite gradient reads as a NaN loss, and such a step is not applied.
         float recorded = _lastSumSquares <= float.MaxValue ? (float)loss : float.NaN;
         var update = s.ForUpdate(++_updates);

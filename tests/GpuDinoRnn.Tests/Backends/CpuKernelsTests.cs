@@ -213,4 +213,24 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
         Assert.True(double.IsNaN(loss[n]));
         Assert.All(z.Span.Slice(n * ld, ld).ToArray(), x => Assert.True(float.IsNaN(x), "a row past the end was written"));
     }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(15)]
+    [InlineData(64)]
+    [InlineData(6752)]
+    [InlineData(6761)]
+    public void SumOfSquaresMatchesFloat64(int n)
+    {
+        var x = Random(n + 1, 11);
+        x.Span[n] = float.NaN; // past the end
+        double want = 0;
+        for (int e = 0; e < n; e++)
+            want += (double)x.Span[e] * x.Span[e];
+        float got = CpuKernels.SumOfSquares(x.Ptr, n);
+        Assert.Equal(want, got, want * 1e-5);
+
+        x.Span[n / 2] = float.PositiveInfinity; // the NaN guard's case: a non-finite gradient shows
+        Assert.False(float.IsFinite(CpuKernels.SumOfSquares(x.Ptr, n)));
+    }
 }
