@@ -27,7 +27,7 @@ public sealed unsafe class CpuBackend : IBackend
 
     private readonly int _h, _v, _hp, _vp;
     private readonly CpuTeam _team;
-    private readonly bool _preciseTanh;
+    private readonly bool _preciseMath;
 
     // Parameters and gradients, each one padded buffer with the views below (shape: rows × ld).
     private readonly PinnedFloats _q, _gq;
@@ -60,10 +60,10 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase;
     private readonly List<float> _losses = [];
 
-    /// <param name="preciseTanh">TensorPrimitives' tanh instead of FastMath's (TrainOptions.PreciseTanh).</param>
-    public CpuBackend(ModelShape shape, int threads, bool preciseTanh = false)
+    /// <param name="preciseMath">TensorPrimitives' tanh and exp instead of FastMath's (TrainOptions.PreciseMath).</param>
+    public CpuBackend(ModelShape shape, int threads, bool preciseMath = false)
     {
-        _preciseTanh = preciseTanh;
+        _preciseMath = preciseMath;
         Shape = shape;
         _h = shape.H;
         _v = shape.V;
@@ -336,7 +336,7 @@ public sealed unsafe class CpuBackend : IBackend
             }
             CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, hp);
             var states = new Span<float>(a + (long)r0 * hp, n * hp);
-            if (_preciseTanh)
+            if (_preciseMath)
             {
                 // Row by row over the H real units: TensorPrimitives.Tanh(0) is −6e−8, not 0, and the
                 // padding must stay exactly 0 so that every gradient's padding is 0 too.
@@ -372,7 +372,8 @@ public sealed unsafe class CpuBackend : IBackend
         for (int i = 0; i < n; i++)
             _byRow.Span.CopyTo(new Span<float>(logits + (long)i * vp, vp));
         CpuKernels.AddProduct(logits, vp, _a.Ptr + (long)r0 * hp, hp, _wyaT.Ptr, vp, n, _h, vp);
-        CpuKernels.SoftmaxCrossEntropy(logits, vp, n, _v, _y.AsSpan(r0, n), _rowLoss.AsSpan(r0, n), _gradScale, _withGradients);
+        CpuKernels.SoftmaxCrossEntropy(logits, vp, n, _v, _y.AsSpan(r0, n), _rowLoss.AsSpan(r0, n), _gradScale, _withGradients,
+            preciseExp: _preciseMath);
         if (!_withGradients)
             return;
         float* dz = _dz.Ptr + (long)r0 * hp;

@@ -166,6 +166,28 @@ internal static unsafe class CpuKernels
         return sum;
     }
 
+    /// <summary>x = e^x over n floats (FastMath.Exp).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Exp(float* x, int n)
+    {
+        int e = 0;
+        if (Vector512.IsHardwareAccelerated)
+            e = Exp<Simd512>(x, 0, n);
+        else if (Vector256.IsHardwareAccelerated)
+            e = Exp<Simd256>(x, 0, n);
+        else
+            e = Exp<Simd128>(x, 0, n);
+        Exp<Simd1>(x, e, n);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Exp<TV>(float* x, int e, int n) where TV : struct, ISimd<TV>
+    {
+        for (; e + TV.Count <= n; e += TV.Count)
+            TV.Store(FastMath.Exp(TV.Load(x + e)), x + e);
+        return e;
+    }
+
     /// <summary>x = tanh(x) over n floats (FastMath.Tanh: tanh(0) is exactly 0, so padding stays 0).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Tanh(float* x, int n)
@@ -203,21 +225,22 @@ internal static unsafe class CpuKernels
     /// <summary>
     /// Softmax cross-entropy on n rows of v logits (row stride ld, a multiple of two vectors; columns
     /// v … ld−1 hold −∞ and come out 0): rowLoss[i] = log Σ exp z − z[y[i]], and, with
-    /// gradients, each row becomes dLoss/dz · scale = (softmax − onehot(y)) · scale.
+    /// gradients, each row becomes dLoss/dz · scale = (softmax − onehot(y)) · scale. preciseExp:
+    /// TensorPrimitives' exp instead of FastMath's (TrainOptions.PreciseMath).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void SoftmaxCrossEntropy(float* z, int ld, int n, int v, ReadOnlySpan<int> y, Span<double> rowLoss, float scale, bool gradients)
+    public static void SoftmaxCrossEntropy(float* z, int ld, int n, int v, ReadOnlySpan<int> y, Span<double> rowLoss, float scale, bool gradients, bool preciseExp)
     {
         if (Vector512.IsHardwareAccelerated)
-            SoftmaxCrossEntropy<Simd512>(z, ld, n, v, y, rowLoss, scale, gradients);
+            SoftmaxCrossEntropy<Simd512>(z, ld, n, v, y, rowLoss, scale, gradients, preciseExp);
         else if (Vector256.IsHardwareAccelerated)
-            SoftmaxCrossEntropy<Simd256>(z, ld, n, v, y, rowLoss, scale, gradients);
+            SoftmaxCrossEntropy<Simd256>(z, ld, n, v, y, rowLoss, scale, gradients, preciseExp);
         else
-            SoftmaxCrossEntropy<Simd128>(z, ld, n, v, y, rowLoss, scale, gradients);
+            SoftmaxCrossEntropy<Simd128>(z, ld, n, v, y, rowLoss, scale, gradients, preciseExp);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void SoftmaxCrossEntropy<TV>(float* z, int ld, int n, int v, ReadOnlySpan<int> y, Span<double> rowLoss, float scale, bool gradients)
+    private static void SoftmaxCrossEntropy<TV>(float* z, int ld, int n, int v, ReadOnlySpan<int> y, Span<double> rowLoss, float scale, bool gradients, bool preciseExp)
         where TV : struct, ISimd<TV>
     {
         int w = TV.Count;
@@ -232,8 +255,11 @@ internal static unsafe class CpuKernels
                 TV.Store(TV.Subtract(TV.Load(row + c), max), row + c);
             rowLoss[i] = row[y[i]]; // z_target − max, until log Σ exp is known
         }
-        var block = new Span<float>(z, n * ld);
-        TensorPrimitives.Exp(block, block); // the −∞ padding becomes 0
+        // The −∞ padding becomes 0.
+        if (preciseExp)
+            TensorPrimitives.Exp(new Span<float>(z, n * ld), new Span<float>(z, n * ld));
+        else
+            Exp(z, n * ld);
         for (int i = 0; i < n; i++)
         {
             float* row = z + (long)i * ld;

@@ -393,7 +393,8 @@ public sealed unsafe class CpuStackBackend : IBackend
         for (int r = r0; r < r1; r++)
             _byRow.Span.CopyTo(RowSpan(_dy, r, vp));
         CpuKernels.AddProduct(Row(_dy, r0, vp), vp, Row(_top, r0, hp), hp, _wyaT.Ptr, vp, n, _h, vp);
-        CpuKernels.SoftmaxCrossEntropy(Row(_dy, r0, vp), vp, n, _v, _y.AsSpan(r0, n), _rowLoss.AsSpan(r0, n), gradScale, _withGradients);
+        CpuKernels.SoftmaxCrossEntropy(Row(_dy, r0, vp), vp, n, _v, _y.AsSpan(r0, n), _rowLoss.AsSpan(r0, n), gradScale, _withGradients,
+            preciseExp: false);
         if (!_withGradients)
             return;
         new Span<float>(Row(_gh, r0, hp), n * hp).Clear();

@@ -42,10 +42,10 @@ public static class Devices
     /// an index from List. Throws UserError (exit 3) naming the devices that exist.
     /// </summary>
     public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null, DropoutConfig dropout = default,
-        bool preciseTanh = false) =>
+        bool preciseMath = false) =>
         Open<IBackend>(spec, threads, log,
             // The course's model has its own fast backends; every other model runs the stack's.
-            () => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads, preciseTanh) : new CpuStackBackend(shape, dropout, threads),
+            () => shape.IsVanilla && dropout.Rate == 0 ? new CpuBackend(shape, threads, preciseMath) : new CpuStackBackend(shape, dropout, threads),
             (accelerator, context) => shape.IsVanilla && dropout.Rate == 0
                 ? new IlgpuBackend(accelerator, shape, ownedContext: context)
                 : new IlgpuStackBackend(accelerator, shape, dropout, ownedContext: context));

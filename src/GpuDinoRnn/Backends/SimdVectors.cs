@@ -26,6 +26,12 @@ internal unsafe interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     /// <summary>x limited to [lo, hi] (Math.Clamp for a number).</summary>
     static abstract TSelf Clamp(TSelf x, TSelf lo, TSelf hi);
     static abstract TSelf Max(TSelf a, TSelf b);
+    /// <summary>To the nearest integer, ties to even.</summary>
+    static abstract TSelf Round(TSelf x);
+    /// <summary>2ⁿ for whole numbers n in −126 … 127.</summary>
+    static abstract TSelf Pow2(TSelf n);
+    /// <summary>value where x ≥ limit (or x is NaN), else 0.</summary>
+    static abstract TSelf ZeroBelow(TSelf x, TSelf limit, TSelf value);
     /// <summary>The largest lane.</summary>
     static abstract float MaxAcross(TSelf a);
 }
@@ -57,6 +63,13 @@ internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.Max(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Round(Simd512 x) => new(Vector512.Round(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Pow2(Simd512 n) => new(Vector512.ShiftLeft(Vector512.ConvertToInt32(n._v) + Vector512.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 ZeroBelow(Simd512 x, Simd512 limit, Simd512 value) =>
+        new(Vector512.ConditionalSelect(Vector512.LessThan(x._v, limit._v), Vector512<float>.Zero, value._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd512 a) => Simd256.MaxAcross(new(Vector256.Max(a._v.GetLower(), a._v.GetUpper())));
 }
 
@@ -87,6 +100,13 @@ internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 Max(Simd256 a, Simd256 b) => new(Vector256.Max(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Round(Simd256 x) => new(Vector256.Round(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Pow2(Simd256 n) => new(Vector256.ShiftLeft(Vector256.ConvertToInt32(n._v) + Vector256.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 ZeroBelow(Simd256 x, Simd256 limit, Simd256 value) =>
+        new(Vector256.ConditionalSelect(Vector256.LessThan(x._v, limit._v), Vector256<float>.Zero, value._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd256 a) => Simd128.MaxAcross(new(Vector128.Max(a._v.GetLower(), a._v.GetUpper())));
 }
 
@@ -116,6 +136,13 @@ internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
     public static Simd128 Clamp(Simd128 x, Simd128 lo, Simd128 hi) => new(Vector128.Min(Vector128.Max(x._v, lo._v), hi._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 Max(Simd128 a, Simd128 b) => new(Vector128.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Round(Simd128 x) => new(Vector128.Round(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Pow2(Simd128 n) => new(Vector128.ShiftLeft(Vector128.ConvertToInt32(n._v) + Vector128.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 ZeroBelow(Simd128 x, Simd128 limit, Simd128 value) =>
+        new(Vector128.ConditionalSelect(Vector128.LessThan(x._v, limit._v), Vector128<float>.Zero, value._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd128 a)
     {
@@ -151,6 +178,12 @@ internal readonly unsafe struct Simd1(float v) : ISimd<Simd1>
     public static Simd1 Clamp(Simd1 x, Simd1 lo, Simd1 hi) => new(Math.Clamp(x._v, lo._v, hi._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd1 Max(Simd1 a, Simd1 b) => new(MathF.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Round(Simd1 x) => new(MathF.Round(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Pow2(Simd1 n) => new(BitConverter.Int32BitsToSingle(((int)n._v + 127) << 23));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 ZeroBelow(Simd1 x, Simd1 limit, Simd1 value) => new(x._v < limit._v ? 0f : value._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd1 a) => a._v;
 }

@@ -123,11 +123,11 @@ public sealed record TrainOptions
     /// <summary>Sample as the course notebook does (numpy generator reseeded per character).</summary>
     public bool CourseSampling { get; init; }
     /// <summary>
-    /// The cpu backend's tanh from TensorPrimitives (within an ulp or so; the course's published
-    /// output is matched with it) instead of the fast rational one (within 7 ulp, a third of the
-    /// cost). Only the course preset asks for it, so that its results stay the same.
+    /// The cpu backend's tanh and exp from TensorPrimitives (within an ulp or so; the course's
+    /// published output is matched with them) instead of FastMath's (within 7 and 2 ulp, a third
+    /// of the cost). Only the course preset asks for them, so that its results stay the same.
     /// </summary>
-    public bool PreciseTanh { get; init; }
+    public bool PreciseMath { get; init; }
     public bool Verbose { get; init; }
     /// <summary>The preset this record started from, if any.</summary>
     public string? Preset { get; init; }
@@ -151,7 +151,7 @@ public sealed record TrainOptions
         SampleEvery = 2000,
         SampleCount = 7,
         CourseSampling = true,
-        PreciseTanh = true,
+        PreciseMath = true,
     };
 
     /// <summary>

@@ -61,7 +61,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
 
         var coldStart = Stopwatch.StartNew();
         using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
-            options.PreciseTanh);
+            options.PreciseMath);
         backend.Upload(parameters);
         _backend = backend;
         _log.Info($"device {backend.Device}; {data.TrainCount} training {data.Unit}, {data.ValCount} validation; V = {vocab.Size}, {Describe(parameters.Shape)}, " +

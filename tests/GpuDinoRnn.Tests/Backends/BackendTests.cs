@@ -260,10 +260,10 @@ public sealed class CpuBackendSingleThreadTests(ITestOutputHelper output) : Back
     protected override (IBackend?, string?) Create(ModelShape shape) => (new CpuBackend(shape, threads: 1), null);
 }
 
-/// <summary>The course preset's tanh (TrainOptions.PreciseTanh), held to the same reference.</summary>
-public sealed class CpuBackendPreciseTanhTests(ITestOutputHelper output) : BackendTests(output)
+/// <summary>The course preset's tanh and exp (TrainOptions.PreciseMath), held to the same reference.</summary>
+public sealed class CpuBackendPreciseMathTests(ITestOutputHelper output) : BackendTests(output)
 {
-    protected override (IBackend?, string?) Create(ModelShape shape) => (new CpuBackend(shape, threads: 1, preciseTanh: true), null);
+    protected override (IBackend?, string?) Create(ModelShape shape) => (new CpuBackend(shape, threads: 1, preciseMath: true), null);
 }
 
 public sealed class IlgpuCpuBackendTests(ITestOutputHelper output) : BackendTests(output)

@@ -171,11 +171,13 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
     }
 
     [Theory]
-    [InlineData(1, 27, true)]
-    [InlineData(5, 27, false)]
-    [InlineData(9, 1, true)]
-    [InlineData(4, 65, true)]
-    public void SoftmaxCrossEntropyMatchesFloat64(int n, int v, bool gradients)
+    [InlineData(1, 27, true, false)]
+    [InlineData(5, 27, false, false)]
+    [InlineData(9, 1, true, false)]
+    [InlineData(4, 65, true, false)]
+    [InlineData(5, 27, true, true)]
+    [InlineData(3, 65, false, true)]
+    public void SoftmaxCrossEntropyMatchesFloat64(int n, int v, bool gradients, bool preciseExp)
     {
         int ld = CpuKernels.Padded(v);
         var z = Random((n + 1) * ld, 10);
@@ -192,7 +194,7 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
         loss[n] = double.NaN;
         const float scale = 0.25f;
 
-        CpuKernels.SoftmaxCrossEntropy(z.Ptr, ld, n, v, y, loss.AsSpan(0, n), scale, gradients);
+        CpuKernels.SoftmaxCrossEntropy(z.Ptr, ld, n, v, y, loss.AsSpan(0, n), scale, gradients, preciseExp);
 
         for (int i = 0; i < n; i++)
         {

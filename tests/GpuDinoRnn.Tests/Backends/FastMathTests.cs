@@ -60,4 +60,54 @@ public sealed unsafe class FastMathTests
 
         Assert.Equal(one.Span.ToArray(), all.Span.ToArray());
     }
+
+    [Fact]
+    public void ExpIsWithinTwoUlpAndZeroWhereTheSoftmaxNeedsIt()
+    {
+        var xs = new List<float>();
+        for (int i = 0; i <= 1_000_000; i++)
+            xs.Add(-87.3f + i * (88f + 87.3f) / 1_000_000); // −87.3 … 88
+        for (float x = 1e-8f; x < 1e-2f; x *= 1.01f)
+        {
+            xs.Add(x);
+            xs.Add(-x);
+        }
+        xs.AddRange([0f, -100f, float.NegativeInfinity, float.NaN]);
+        var values = new PinnedFloats(xs.Count);
+        xs.ToArray().CopyTo(values.Span);
+
+        CpuKernels.Exp(values.Ptr, values.Length);
+
+        double worstUlp = 0;
+        for (int e = 0; e < xs.Count - 4; e++)
+        {
+            float want = (float)Math.Exp(xs[e]);
+            float got = values.Span[e];
+            worstUlp = Math.Max(worstUlp, Math.Abs((double)got - Math.Exp(xs[e])) / (MathF.BitIncrement(want) - want));
+        }
+        Assert.True(worstUlp <= 2, $"worst error {worstUlp:F2} ulp");
+        int tail = xs.Count - 4;
+        Assert.Equal(1f, values.Span[tail]);
+        Assert.Equal(0f, values.Span[tail + 1]); // below the normal floats
+        Assert.Equal(0f, values.Span[tail + 2]); // the softmax's −∞ padding
+        Assert.True(float.IsNaN(values.Span[tail + 3]), "NaN must stay NaN for the divergence guard");
+    }
+
+    [Fact]
+    public void ExpVectorsAndTheOneFloatTailAgreeBitForBit()
+    {
+        var random = new Random(4);
+        const int n = 16 * 7 + 5;
+        var all = new PinnedFloats(n);
+        for (int e = 0; e < n; e++)
+            all.Span[e] = (float)(random.NextDouble() * 60 - 50);
+        var one = new PinnedFloats(n);
+        all.Span.CopyTo(one.Span);
+
+        CpuKernels.Exp(all.Ptr, n);
+        for (int e = 0; e < n; e++)
+            CpuKernels.Exp(one.Ptr + e, 1);
+
+        Assert.Equal(one.Span.ToArray(), all.Span.ToArray());
+    }
 }
