@@ -12,7 +12,6 @@
 // Threads (as CpuBackend): the recurrences split the names, the all-row products split the rows,
 // the weight gradients split their output rows; every output element is summed by one thread in
 // a fixed order, so results do not depend on the thread count.
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Kernels;
