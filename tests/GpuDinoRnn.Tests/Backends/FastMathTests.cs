@@ -1,5 +1,6 @@
 // FastMath.Tanh against float64 Math.Tanh on a dense grid, and the kernel's vector body against
 // its one-float tail.
+using System.Runtime.CompilerServices;
 using GpuDinoRnn.Backends;
 
 namespace GpuDinoRnn.Tests.Backends;
@@ -109,5 +110,19 @@ public sealed unsafe class FastMathTests
             CpuKernels.Exp(one.Ptr + e, 1);
 
         Assert.Equal(one.Span.ToArray(), all.Span.ToArray());
+    }
+
+    [Fact]
+    public void TheCellsFastSigmoidIsWithin3e7()
+    {
+        double worst = 0;
+        for (int i = -400_000; i <= 400_000; i++)
+        {
+            float x = i * 1e-4f;
+            var sigmoid = CpuCells.Fast.Sigmoid(Unsafe.As<float, Simd1>(ref x));
+            float got = Unsafe.As<Simd1, float>(ref sigmoid);
+            worst = Math.Max(worst, Math.Abs(got - 1 / (1 + Math.Exp(-x))));
+        }
+        Assert.True(worst <= 3e-7, $"worst error {worst:E2}");
     }
 }
