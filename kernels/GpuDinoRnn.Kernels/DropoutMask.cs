@@ -58,4 +58,9 @@ public readonly struct DropoutSettings
     public static DropoutSettings None => new(0f, 0, 0);
 
     public float Factor(int layer, int t, int b, int i) => DropoutMask.Factor(P, Seed, Update, layer, t, b, i);
+
+    /// <summary>DropoutMask.RowKey for this step: compute once per row, then Factor(rowKey, i) per unit (P &gt; 0).</summary>
+    public ulong RowKey(int layer, int t, int b) => DropoutMask.RowKey(Seed, Update, layer, t, b);
+
+    public float Factor(ulong rowKey, int i) => DropoutMask.Factor(P, rowKey, i);
 }

@@ -1,7 +1,8 @@
 // The three cells' arithmetic for one row of units, forward and backward side by side, in float32
 // on the host: the twin of StackKernels' per-unit code and of ReferenceStack's CellForward and
-// CellBackward (the specification). Used by CpuStackBackend (Fast activations, whole vectors of
-// units) and by the sampler (Precise: MathF, one unit at a time, as before).
+// CellBackward (the specification), over whole vectors of units and then a tail. Used by
+// CpuStackBackend (Fast activations) and by the sampler (Precise: MathF lane by lane, so the
+// sampler's names do not change).
 //
 // A row's gate pre-activations are G blocks of `gs` floats (gs ≥ H; the padded backends put each
 // gate at a multiple of the vector width), gate order as in PyTorch: gru [r; z; n], lstm [i; f; g; o].
@@ -36,7 +37,7 @@ internal static unsafe class CpuCells
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         private static TV EachLane<TV>(TV x, bool tanh) where TV : struct, ISimd<TV>
         {
-            if (typeof(TV) == typeof(Simd1)) // the sampler's case, without a round trip through memory
+            if (typeof(TV) == typeof(Simd1)) // a row's tail, without a round trip through memory
             {
                 float v = Apply(Unsafe.As<TV, float>(ref x), tanh);
                 return Unsafe.As<float, TV>(ref v);
@@ -77,15 +78,12 @@ internal static unsafe class CpuCells
         {
             var rows = new Rows(ppx, ppa, phPrev, pcPrev, pact, pan, phNext, pcNext, gs);
             int i = 0;
-            if (typeof(TA) == typeof(Fast))
-            {
-                if (Vector512.IsHardwareAccelerated)
-                    i = Forward<Simd512, TA>(cell, rows, i, h);
-                else if (Vector256.IsHardwareAccelerated)
-                    i = Forward<Simd256, TA>(cell, rows, i, h);
-                else
-                    i = Forward<Simd128, TA>(cell, rows, i, h);
-            }
+            if (Vector512.IsHardwareAccelerated)
+                i = Forward<Simd512, TA>(cell, rows, i, h);
+            else if (Vector256.IsHardwareAccelerated)
+                i = Forward<Simd256, TA>(cell, rows, i, h);
+            else
+                i = Forward<Simd128, TA>(cell, rows, i, h);
             Forward<Simd1, TA>(cell, rows, i, h);
         }
     }
@@ -106,15 +104,12 @@ internal static unsafe class CpuCells
             var g = new Grads(pact, pan, phPrev, pcPrev, pcNext, pdh, pdc, pdpx, pdpa, dhPrev.IsEmpty ? null : pdhPrev,
                 dcPrev.IsEmpty ? null : pdcPrev, gs);
             int i = 0;
-            if (typeof(TA) == typeof(Fast))
-            {
-                if (Vector512.IsHardwareAccelerated)
-                    i = Backward<Simd512, TA>(cell, g, i, h);
-                else if (Vector256.IsHardwareAccelerated)
-                    i = Backward<Simd256, TA>(cell, g, i, h);
-                else
-                    i = Backward<Simd128, TA>(cell, g, i, h);
-            }
+            if (Vector512.IsHardwareAccelerated)
+                i = Backward<Simd512, TA>(cell, g, i, h);
+            else if (Vector256.IsHardwareAccelerated)
+                i = Backward<Simd256, TA>(cell, g, i, h);
+            else
+                i = Backward<Simd128, TA>(cell, g, i, h);
             Backward<Simd1, TA>(cell, g, i, h);
         }
     }

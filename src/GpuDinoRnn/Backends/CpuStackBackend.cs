@@ -370,9 +370,9 @@ public sealed unsafe class CpuStackBackend : IBackend
         for (int r = r0; r < r1; r++)
         {
             float* row = Row(dst, r, _hp);
-            ulong key = DropoutMask.RowKey(_drop.Seed, _drop.Update, input, _rowT[r], _rowB[r]);
+            ulong key = _drop.RowKey(input, _rowT[r], _rowB[r]);
             for (int i = 0; i < _h; i++)
-                row[i] *= DropoutMask.Factor(_drop.P, key, i);
+                row[i] *= _drop.Factor(key, i);
         }
     }
 

@@ -1,6 +1,6 @@
-// CpuCells.Fast (whole vectors of units, FastMath) against CpuCells.Precise (MathF, one unit at a
-// time) for every cell, forward and backward, on a width with a vector body and a tail; units
-// past H are NaN and must stay so. Both run the same formulas: those are held to the float64
+// CpuCells.Fast (FastMath) against CpuCells.Precise (MathF, lane by lane) for every cell,
+// forward and backward, on a width with a vector body and a tail; units past H are NaN and must
+// stay so. Both run the same formulas: those are held to the float64
 // ReferenceStack by StackBackendTests (gradients) and the sampler tests.
 using GpuDinoRnn.Backends;
 using GpuDinoRnn.Kernels;
