@@ -66,9 +66,32 @@ internal static unsafe class CpuKernels
         int rows8 = Avx.IsSupported ? rows / 8 * 8 : 0, cols8 = Avx.IsSupported ? cols / 8 * 8 : 0;
         for (int i0 = 0; i0 < rows8; i0 += 8)
             for (int j0 = 0; j0 < cols8; j0 += 8)
-                Transpose8(src + (long)i0 * lds + j0, lds, dst + (long)j0 * ldd + i0, ldd);
+                Transpose8(src + (long)i0 * lds + j0, lds, 8, dst + (long)j0 * ldd + i0, ldd);
         TransposeOneByOne(src, lds, dst, ldd, 0, rows8, cols8, cols);
         TransposeOneByOne(src, lds, dst, ldd, rows8, rows, 0, cols);
+    }
+
+    /// <summary>Rounds up to the transposes' block size.</summary>
+    public static int Blocks8(int n) => (n + 7) / 8 * 8;
+
+    /// <summary>
+    /// Transpose in whole 8 × 8 blocks, for the backends' padded copies refreshed after every
+    /// update: dst[j][i] = src[i][j] for i &lt; Blocks8(rows), j &lt; Blocks8(cols), where the missing
+    /// source rows (rows … Blocks8(rows) − 1) read as zeros and are never touched. So the source
+    /// must have Blocks8(cols) columns (its padding), and dst Blocks8(cols) rows of at least
+    /// Blocks8(rows) columns. Without AVX, Transpose does the rows × cols part alone.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void TransposeBlocks(float* src, int lds, float* dst, int ldd, int rows, int cols)
+    {
+        if (!Avx.IsSupported)
+        {
+            Transpose(src, lds, dst, ldd, rows, cols);
+            return;
+        }
+        for (int i0 = 0; i0 < rows; i0 += 8)
+            for (int j0 = 0; j0 < cols; j0 += 8)
+                Transpose8(src + (long)i0 * lds + j0, lds, Math.Min(8, rows - i0), dst + (long)j0 * ldd + i0, ldd);
     }
 
     private static void TransposeOneByOne(float* src, int lds, float* dst, int ldd, int i0, int i1, int j0, int j1)
@@ -81,18 +104,23 @@ internal static unsafe class CpuKernels
         }
     }
 
-    /// <summary>One 8 × 8 block: pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped.</summary>
+    /// <summary>
+    /// One 8 × 8 block of which the first `present` rows exist (the others read as zeros): pairs of
+    /// rows interleaved, then pairs of pairs, then the 128-bit halves swapped.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Transpose8(float* s, int lds, float* d, int ldd)
+    private static void Transpose8(float* s, int lds, int present, float* d, int ldd)
     {
-        var t0 = Avx.UnpackLow(Avx.LoadVector256(s), Avx.LoadVector256(s + lds));
-        var t1 = Avx.UnpackHigh(Avx.LoadVector256(s), Avx.LoadVector256(s + lds));
-        var t2 = Avx.UnpackLow(Avx.LoadVector256(s + 2 * lds), Avx.LoadVector256(s + 3 * lds));
-        var t3 = Avx.UnpackHigh(Avx.LoadVector256(s + 2 * lds), Avx.LoadVector256(s + 3 * lds));
-        var t4 = Avx.UnpackLow(Avx.LoadVector256(s + 4 * lds), Avx.LoadVector256(s + 5 * lds));
-        var t5 = Avx.UnpackHigh(Avx.LoadVector256(s + 4 * lds), Avx.LoadVector256(s + 5 * lds));
-        var t6 = Avx.UnpackLow(Avx.LoadVector256(s + 6 * lds), Avx.LoadVector256(s + 7 * lds));
-        var t7 = Avx.UnpackHigh(Avx.LoadVector256(s + 6 * lds), Avx.LoadVector256(s + 7 * lds));
+        Vector256<float> r0 = Row(s, lds, 0, present), r1 = Row(s, lds, 1, present), r2 = Row(s, lds, 2, present), r3 = Row(s, lds, 3, present);
+        Vector256<float> r4 = Row(s, lds, 4, present), r5 = Row(s, lds, 5, present), r6 = Row(s, lds, 6, present), r7 = Row(s, lds, 7, present);
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
         var u0 = Avx.Shuffle(t0, t2, 0x44);
         var u1 = Avx.Shuffle(t0, t2, 0xEE);
         var u2 = Avx.Shuffle(t1, t3, 0x44);
@@ -110,6 +138,10 @@ internal static unsafe class CpuKernels
         Avx.Store(d + 6 * ldd, Avx.Permute2x128(u2, u6, 0x31));
         Avx.Store(d + 7 * ldd, Avx.Permute2x128(u3, u7, 0x31));
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Row(float* s, int lds, int r, int present) =>
+        r < present ? Avx.LoadVector256(s + (long)r * lds) : Vector256<float>.Zero;
 
     /// <summary>dst = a + b over n floats, n a multiple of the vector width.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -400,10 +432,30 @@ internal static unsafe class CpuKernels
                 TV.Store(a31, c3 + w);
             }
         }
+        // Single output rows: 4 vectors where they fit, for four FMA chains.
         for (; m < m1; m++)
         {
             float* cm = c + (long)m * ldc;
-            for (int col = 0; col < np; col += 2 * w)
+            int col = 0;
+            for (; col + 4 * w <= np; col += 4 * w)
+            {
+                TV a0 = TV.Load(cm + col), a1 = TV.Load(cm + col + w), a2 = TV.Load(cm + col + 2 * w), a3 = TV.Load(cm + col + 3 * w);
+                float* li = l + m;
+                float* ri = r + col;
+                for (int i = 0; i < n; i++, li += ldl, ri += ldr)
+                {
+                    TV x = TV.Broadcast(li[0]);
+                    a0 = TV.Fma(x, TV.Load(ri), a0);
+                    a1 = TV.Fma(x, TV.Load(ri + w), a1);
+                    a2 = TV.Fma(x, TV.Load(ri + 2 * w), a2);
+                    a3 = TV.Fma(x, TV.Load(ri + 3 * w), a3);
+                }
+                TV.Store(a0, cm + col);
+                TV.Store(a1, cm + col + w);
+                TV.Store(a2, cm + col + 2 * w);
+                TV.Store(a3, cm + col + 3 * w);
+            }
+            for (; col < np; col += 2 * w)
             {
                 TV a0 = TV.Load(cm + col), a1 = TV.Load(cm + col + w);
                 float* li = l + m;

@@ -1,6 +1,7 @@
 // The cpu backend's SIMD kernels against plain loops, on sizes that hit every tile remainder.
 // Everything a kernel must not touch (rows and columns outside its range, unused input columns)
 // is NaN, so a stray read or write shows as NaN in the result or outside it.
+using System.Numerics.Tensors;
 using GpuDinoRnn.Backends;
 using Xunit.Abstractions;
 
@@ -52,6 +53,13 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
 
         CpuKernels.AddProduct(c.Ptr, ld, l.Ptr, ldl, r.Ptr, ld, n, k, np);
 
+        // One row at a time gives the same bits: a row in a 4-row tile sums in the same order.
+        var rowByRow = new PinnedFloats(before.Length);
+        before.CopyTo(rowByRow.Span);
+        for (int i = 0; i < n; i++)
+            CpuKernels.AddProduct(rowByRow.Ptr + (long)i * ld, ld, l.Ptr + (long)i * ldl, ldl, r.Ptr, ld, 1, k, np);
+        Assert.Equal(rowByRow.Span.ToArray(), c.Span.ToArray());
+
         double worst = 0;
         for (int i = 0; i <= n; i++)
             for (int j = 0; j < ld; j++)
@@ -97,6 +105,12 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
         for (int i = 0; i < n; i++)
             CpuKernels.AddTransposedProduct(oneByOne.Ptr, ld, 1, m, l.Ptr + (long)i * ldl, ldl, r.Ptr + (long)i * ld, ld, 1, np);
         Assert.Equal(oneByOne.Span.ToArray(), c.Span.ToArray());
+        // And one output row at a time: a row in a 4-row tile has the bits of a single row.
+        var rowByRow = new PinnedFloats(before.Length);
+        before.CopyTo(rowByRow.Span);
+        for (int i = 1; i < m; i++)
+            CpuKernels.AddTransposedProduct(rowByRow.Ptr, ld, i, i + 1, l.Ptr, ldl, r.Ptr, ld, n, np);
+        Assert.Equal(rowByRow.Span.ToArray(), c.Span.ToArray());
 
         double worst = 0;
         for (int i = 0; i <= m; i++)
@@ -144,6 +158,44 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
                     Assert.True(float.IsNaN(got), $"dst[{j}][{i}] outside the transpose was written");
                 else
                     Assert.Equal(src.Span[i * lds + j], got);
+            }
+    }
+
+    [Theory]
+    [InlineData(50, 50)]
+    [InlineData(27, 50)]
+    [InlineData(8, 16)]
+    [InlineData(3, 17)]
+    [InlineData(129, 27)]
+    public void TransposeBlocksFillsWholeBlocks(int rows, int cols)
+    {
+        int rows8 = CpuKernels.Blocks8(rows), cols8 = CpuKernels.Blocks8(cols);
+        int lds = cols8 + 3, ldd = rows8 + 2;
+        // The source: rows × cols, its padding columns up to cols8, then NaN (never to be read),
+        // and a NaN row after it (the missing rows must not be read either).
+        var src = Random((rows + 1) * lds, 13);
+        for (int i = 0; i <= rows; i++)
+            for (int j = 0; j < lds; j++)
+                if (i == rows || j >= cols8)
+                    src.Span[i * lds + j] = float.NaN;
+        var dst = new PinnedFloats((cols8 + 1) * ldd);
+        dst.Span.Fill(float.NaN);
+
+        CpuKernels.TransposeBlocks(src.Ptr, lds, dst.Ptr, ldd, rows, cols);
+
+        bool blocks = System.Runtime.Intrinsics.X86.Avx.IsSupported; // without AVX, just rows × cols
+        for (int j = 0; j <= cols8; j++)
+            for (int i = 0; i < ldd; i++)
+            {
+                float got = dst.Span[j * ldd + i];
+                if (i < rows && j < cols)
+                    Assert.Equal(src.Span[i * lds + j], got);
+                else if (!blocks || j >= cols8 || i >= rows8)
+                    Assert.True(float.IsNaN(got), $"dst[{j}][{i}] outside the blocks was written");
+                else if (i >= rows)
+                    Assert.Equal(0f, got); // a missing source row
+                else
+                    Assert.Equal(src.Span[i * lds + j], got); // the source's padding columns
             }
     }
 
@@ -214,6 +266,41 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
         }
         Assert.True(double.IsNaN(loss[n]));
         Assert.All(z.Span.Slice(n * ld, ld).ToArray(), x => Assert.True(float.IsNaN(x), "a row past the end was written"));
+    }
+
+    /// <summary>Every row's loss has the bits of a plain in-order float sum, whichever group of rows it falls in.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void SoftmaxCrossEntropySumsEachRowInOrder(bool preciseExp)
+    {
+        const int n = 11, v = 27;
+        int ld = CpuKernels.Padded(v);
+        var z = Random(n * ld, 12);
+        for (int i = 0; i < n; i++)
+            z.Span.Slice(i * ld + v, ld - v).Fill(float.NegativeInfinity);
+        var logits = z.Span.ToArray();
+        int[] y = Enumerable.Range(0, n).Select(i => (i * 5) % v).ToArray();
+        var loss = new double[n];
+
+        CpuKernels.SoftmaxCrossEntropy(z.Ptr, ld, n, v, y, loss, 0.5f, gradients: true, preciseExp);
+
+        for (int i = 0; i < n; i++)
+        {
+            var shifted = new PinnedFloats(ld);
+            float max = logits.AsSpan(i * ld, v).ToArray().Max();
+            for (int k = 0; k < ld; k++)
+                shifted.Span[k] = logits[i * ld + k] - max;
+            float target = shifted.Span[y[i]];
+            if (preciseExp)
+                TensorPrimitives.Exp(shifted.Span, shifted.Span);
+            else
+                CpuKernels.Exp(shifted.Ptr, ld);
+            float sum = 0f;
+            for (int k = 0; k < v; k++)
+                sum += shifted.Span[k];
+            Assert.Equal((double)(MathF.Log(sum) - target), loss[i]);
+        }
     }
 
     [Theory]
