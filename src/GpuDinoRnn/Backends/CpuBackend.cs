@@ -78,8 +78,8 @@ public sealed unsafe class CpuBackend : IBackend
         _gq = new PinnedFloats(_by + _vp);
         _m1 = new PinnedFloats(_by + _vp);
         _m2 = new PinnedFloats(_by + _vp);
-        _waa = new PinnedFloats(_h * _hp);
-        _wyaT = new PinnedFloats(_h * _vp);
+        _waa = new PinnedFloats(CpuKernels.Blocks8(_h) * _hp);   // rows past H: TransposeBlocks' scratch
+        _wyaT = new PinnedFloats(CpuKernels.Blocks8(_h) * _vp);
         _byRow = new PinnedFloats(_vp);
         _carry = new PinnedFloats(_hp);
         _team = new CpuTeam(threads);
@@ -402,7 +402,7 @@ public sealed unsafe class CpuBackend : IBackend
 
     /// <summary>
     /// Every weight gradient summed over all rows in order: dWaaᵀ = Σ a_prevᵀ·dz and dWya = Σ dyᵀ·a as
-    /// products split by output row among the members; dWaxᵀ, db, dby by the last member.
+    /// products split by output row among the members; dWaxᵀ, db, dby split by column.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void WeightGradients(int member)
@@ -410,8 +410,8 @@ public sealed unsafe class CpuBackend : IBackend
         int hp = _hp, vp = _vp, rows = _batch.Chars;
         // Output rows 0 … H−1 are dWaaᵀ's, H … H+V−1 dWya's; each member takes a run of them.
         int total = _h + _v;
-        int m0 = (int)((long)total * member / _members) & ~3;
-        int m1 = member + 1 == _members ? total : (int)((long)total * (member + 1) / _members) & ~3;
+        int m0 = (int)((long)total * member / _members + 2) & ~3;
+        int m1 = member + 1 == _members ? total : (int)((long)total * (member + 1) / _members + 2) & ~3;
         int waa0 = Math.Min(m0, _h), waa1 = Math.Min(m1, _h);
         if (waa1 > waa0)
         {
@@ -424,18 +424,32 @@ public sealed unsafe class CpuBackend : IBackend
             new Span<float>(G + _wya + (long)wya0 * hp, (wya1 - wya0) * hp).Clear();
             CpuKernels.AddTransposedProduct(G + _wya, hp, wya0, wya1, _dy.Ptr, vp, _a.Ptr, hp, rows, hp);
         }
-        if (member + 1 != _members)
-            return;
-        new Span<float>(G + _waxT, _v * hp).Clear();
-        new Span<float>(G + _bias, hp + vp).Clear();
+        // dWaxᵀ, db and dby are sums of rows: each member sums its own columns (whole vectors) of them.
+        var (c0, c1) = ColumnsOf(member, hp);
+        var (k0, k1) = ColumnsOf(member, vp);
+        for (int k = 0; k < _v; k++)
+            new Span<float>(G + _waxT + (long)k * hp + c0, c1 - c0).Clear();
+        new Span<float>(G + _bias + c0, c1 - c0).Clear();
+        new Span<float>(G + _by + k0, k1 - k0).Clear();
         for (int r = 0; r < rows; r++)
         {
-            float* dz = _dz.Ptr + (long)r * hp;
-            if (_x[r] >= 0)
-                CpuKernels.Add(G + _waxT + (long)_x[r] * hp, dz, G + _waxT + (long)_x[r] * hp, hp);
-            CpuKernels.Add(G + _bias, dz, G + _bias, hp);
-            CpuKernels.Add(G + _by, _dy.Ptr + (long)r * vp, G + _by, vp);
+            float* dz = _dz.Ptr + (long)r * hp + c0;
+            if (c1 > c0)
+            {
+                if (_x[r] >= 0)
+                    CpuKernels.Add(G + _waxT + (long)_x[r] * hp + c0, dz, G + _waxT + (long)_x[r] * hp + c0, c1 - c0);
+                CpuKernels.Add(G + _bias + c0, dz, G + _bias + c0, c1 - c0);
+            }
+            if (k1 > k0)
+                CpuKernels.Add(G + _by + k0, _dy.Ptr + (long)r * vp + k0, G + _by + k0, k1 - k0);
         }
+    }
+
+    /// <summary>A member's share of a padded width, in whole vectors.</summary>
+    private (int, int) ColumnsOf(int member, int width)
+    {
+        int vectors = width / CpuKernels.Lanes;
+        return (vectors * member / _members * CpuKernels.Lanes, vectors * (member + 1) / _members * CpuKernels.Lanes);
     }
 
     /// <summary>
@@ -456,8 +470,8 @@ public sealed unsafe class CpuBackend : IBackend
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RefreshCopies()
     {
-        CpuKernels.Transpose(Q + _waaT, _hp, _waa.Ptr, _hp, _h, _h);
-        CpuKernels.Transpose(Q + _wya, _hp, _wyaT.Ptr, _vp, _v, _h);
+        CpuKernels.TransposeBlocks(Q + _waaT, _hp, _waa.Ptr, _hp, _h, _h);
+        CpuKernels.TransposeBlocks(Q + _wya, _hp, _wyaT.Ptr, _vp, _v, _h);
         _byRow.Span.Fill(float.NegativeInfinity);
         new Span<float>(Q + _by, _v).CopyTo(_byRow.Span);
     }
