@@ -351,6 +351,61 @@ internal static unsafe class CpuKernels
                 TV.Store(a31, c3 + w);
             }
         }
+        // Two rows left (each step of a batch leaves 0 to 3): 4 vectors where they fit, so each R
+        // load still feeds two chains of eight.
+        for (; row + 2 <= n; row += 2)
+        {
+            float* l0 = l + (long)row * ldl, l1 = l0 + ldl;
+            float* c0 = c + (long)row * ldc, c1 = c0 + ldc;
+            int col = 0;
+            for (; col + 4 * w <= np; col += 4 * w)
+            {
+                TV a00 = TV.Load(c0 + col), a01 = TV.Load(c0 + col + w), a02 = TV.Load(c0 + col + 2 * w), a03 = TV.Load(c0 + col + 3 * w);
+                TV a10 = TV.Load(c1 + col), a11 = TV.Load(c1 + col + w), a12 = TV.Load(c1 + col + 2 * w), a13 = TV.Load(c1 + col + 3 * w);
+                float* rk = r + col;
+                for (int j = 0; j < k; j++, rk += ldr)
+                {
+                    TV r0 = TV.Load(rk), r1 = TV.Load(rk + w), r2 = TV.Load(rk + 2 * w), r3 = TV.Load(rk + 3 * w);
+                    TV x = TV.Broadcast(l0[j]);
+                    a00 = TV.Fma(x, r0, a00);
+                    a01 = TV.Fma(x, r1, a01);
+                    a02 = TV.Fma(x, r2, a02);
+                    a03 = TV.Fma(x, r3, a03);
+                    x = TV.Broadcast(l1[j]);
+                    a10 = TV.Fma(x, r0, a10);
+                    a11 = TV.Fma(x, r1, a11);
+                    a12 = TV.Fma(x, r2, a12);
+                    a13 = TV.Fma(x, r3, a13);
+                }
+                TV.Store(a00, c0 + col);
+                TV.Store(a01, c0 + col + w);
+                TV.Store(a02, c0 + col + 2 * w);
+                TV.Store(a03, c0 + col + 3 * w);
+                TV.Store(a10, c1 + col);
+                TV.Store(a11, c1 + col + w);
+                TV.Store(a12, c1 + col + 2 * w);
+                TV.Store(a13, c1 + col + 3 * w);
+            }
+            for (; col < np; col += 2 * w)
+            {
+                TV a00 = TV.Load(c0 + col), a01 = TV.Load(c0 + col + w), a10 = TV.Load(c1 + col), a11 = TV.Load(c1 + col + w);
+                float* rk = r + col;
+                for (int j = 0; j < k; j++, rk += ldr)
+                {
+                    TV r0 = TV.Load(rk), r1 = TV.Load(rk + w);
+                    TV x = TV.Broadcast(l0[j]);
+                    a00 = TV.Fma(x, r0, a00);
+                    a01 = TV.Fma(x, r1, a01);
+                    x = TV.Broadcast(l1[j]);
+                    a10 = TV.Fma(x, r0, a10);
+                    a11 = TV.Fma(x, r1, a11);
+                }
+                TV.Store(a00, c0 + col);
+                TV.Store(a01, c0 + col + w);
+                TV.Store(a10, c1 + col);
+                TV.Store(a11, c1 + col + w);
+            }
+        }
         // Single rows (batch 1 is all single rows): 4 vectors where they fit, for four FMA chains.
         for (; row < n; row++)
         {
