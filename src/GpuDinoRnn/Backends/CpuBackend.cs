@@ -9,9 +9,15 @@
 // Matrices are kept in the layout each product streams through, rows padded with zeros to a
 // multiple of two vectors (Hp, Vp), with transposed copies refreshed after each update.
 //
-// Threads: the recurrences split the names (each name's steps by one thread), the output layer
-// splits the rows, the weight gradients split the output rows; every output element is summed by
-// one thread in a fixed order, so results do not depend on the thread count.
+// Chunks and threads: from B = 32 names on, a batch is cut into K = min(B / 16, 8) chunks of
+// names with about equal characters, each packed on its own (rows chunk by chunk, then step by
+// step) and run start to finish by one thread: forward, output layer, backward, and the weight
+// gradients into the chunk's own buffer; then the chunks' gradients are added in chunk order. A
+// thread so works on its own rows only (at small H, threads sharing every row spent a third of
+// their time moving rows between cores). A batch of one chunk (the course, the default preset) is
+// split phase by phase instead: the recurrences split the names, the output layer the rows, the
+// weight gradients the output rows and columns. K depends on the batch alone and every output
+// element is summed by one thread in a fixed order, so results do not depend on the thread count.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
@@ -24,6 +30,8 @@ public sealed unsafe class CpuBackend : IBackend
 {
     // Below this much recurrence work (multiply-adds) per step, one thread beats waking others.
     private const long ParallelWork = 100_000;
+    // A chunk holds at least this many names (so its steps still fill the kernels' 4-row tiles).
+    private const int ChunkNames = 16, MaxChunks = 8;
 
     private readonly int _h, _v, _hp, _vp;
     private readonly CpuTeam _team;
@@ -47,8 +55,11 @@ public sealed unsafe class CpuBackend : IBackend
     private PinnedFloats _dz = new(0);    // (R, Hp) dLoss/dpre-activation
     private double[] _rowLoss = [];       // (R)
     private int[] _x = [], _y = [];       // (R) input and target ids
-    private int[] _active = [], _start = []; // (T) names running at step t, first packed row of step t
-    private readonly int[] _names;        // (threads + 1) each thread's names in the recurrences
+    private int[] _active = [], _start = []; // (K × T) chunk c's names running at step t, its first packed row of step t
+    private readonly int[] _chunkName = new int[MaxChunks + 1], _chunkRow = new int[MaxChunks + 1]; // each chunk's first name, first row
+    private int _chunks;                  // K
+    private readonly List<PinnedFloats> _chunkGradients = []; // chunks 1 … K − 1 (chunk 0 sums into the gradient itself)
+    private readonly int[] _names;        // (threads + 1) one chunk: each thread's names; several: each thread's chunks
     private PinnedFloats _carry;          // (B, Hp) each name's final state of the last step, for CarryState
     private int _carried;                 // names (streams) whose state _carry holds
 
@@ -57,7 +68,7 @@ public sealed unsafe class CpuBackend : IBackend
     private bool _carryIn, _withGradients;
     private float _gradScale;
     private int _members;
-    private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase;
+    private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase, _chunkPhase, _sumPhase;
     private readonly List<float> _losses = [];
 
     /// <param name="preciseMath">TensorPrimitives' tanh and exp instead of FastMath's (TrainOptions.PreciseMath).</param>
@@ -84,10 +95,16 @@ public sealed unsafe class CpuBackend : IBackend
         _carry = new PinnedFloats(_hp);
         _team = new CpuTeam(threads);
         _names = new int[_team.Size + 1];
-        _forwardPhase = m => ForwardStep(_names[m], _names[m + 1]);
+        _forwardPhase = m => ForwardStep(0, _names[m], _names[m + 1]);
         _outputPhase = m => OutputLayer(RowsOf(m), RowsOf(m + 1));
-        _backwardPhase = m => BackwardStep(_names[m], _names[m + 1]);
+        _backwardPhase = m => BackwardStep(0, _names[m], _names[m + 1]);
         _weightPhase = WeightGradients;
+        _chunkPhase = m =>
+        {
+            for (int c = _names[m]; c < _names[m + 1]; c++)
+                RunChunk(c);
+        };
+        _sumPhase = SumChunkGradients;
         WarmUp();
     }
 
@@ -164,7 +181,7 @@ public sealed unsafe class CpuBackend : IBackend
         {
             // Each name's state after its last step (its own row of the packed step Lengths[b] − 1).
             for (int b = 0; b < batch.B; b++)
-                new Span<float>(_a.Ptr + (long)(_start[batch.Lengths[b] - 1] + b) * _hp, _hp).CopyTo(_carry.Span.Slice(b * _hp, _hp));
+                new Span<float>(_a.Ptr + (long)RowOf(b, batch.Lengths[b] - 1) * _hp, _hp).CopyTo(_carry.Span.Slice(b * _hp, _hp));
             _carried = batch.B;
         }
     }
@@ -187,8 +204,13 @@ public sealed unsafe class CpuBackend : IBackend
     public double EvaluateSum(Batch batch)
     {
         Prepare(batch, carryIn: false, withGradients: false);
-        RunPhase(_forwardPhase);
-        RunPhase(_outputPhase);
+        if (_chunks > 1)
+            RunPhase(_chunkPhase);
+        else
+        {
+            RunPhase(_forwardPhase);
+            RunPhase(_outputPhase);
+        }
         return SumLoss();
     }
 
@@ -231,10 +253,18 @@ public sealed unsafe class CpuBackend : IBackend
         if (carryState)
             EnsureCarry(batch.B);
         Prepare(batch, carryState, withGradients: true);
-        RunPhase(_forwardPhase);
-        RunPhase(_outputPhase);
-        RunPhase(_backwardPhase);
-        RunPhase(_weightPhase);
+        if (_chunks > 1)
+        {
+            RunPhase(_chunkPhase);
+            RunPhase(_sumPhase);
+        }
+        else
+        {
+            RunPhase(_forwardPhase);
+            RunPhase(_outputPhase);
+            RunPhase(_backwardPhase);
+            RunPhase(_weightPhase);
+        }
         return SumLoss() / batch.B;
     }
 
@@ -266,30 +296,60 @@ public sealed unsafe class CpuBackend : IBackend
             _x = new int[n];
             _y = new int[n];
         }
-        if (_active.Length < steps)
+        _chunks = Math.Clamp(batch.B / ChunkNames, 1, MaxChunks);
+        if (_active.Length < _chunks * steps)
         {
-            _active = new int[Math.Max(steps, _active.Length * 3 / 2)];
+            _active = new int[Math.Max(_chunks * steps, _active.Length * 3 / 2)];
             _start = new int[_active.Length];
         }
-        int row = 0;
-        for (int t = 0; t < steps; t++)
+        // Chunk boundaries: names in order (longest first), about R / K characters to a chunk.
+        _chunkName[0] = 0;
+        int name = 0, chars = 0;
+        for (int c = 1; c < _chunks; c++)
         {
-            int active = batch.Active(t);
-            _active[t] = active;
-            _start[t] = row;
-            for (int b = 0; b < active; b++, row++)
+            long target = (long)rows * c / _chunks;
+            while (name < batch.B - (_chunks - c) && (name == _chunkName[c - 1] || chars < target))
+                chars += batch.Lengths[name++];
+            _chunkName[c] = name;
+        }
+        _chunkName[_chunks] = batch.B;
+        int row = 0;
+        for (int c = 0; c < _chunks; c++)
+        {
+            int b0 = _chunkName[c], names = _chunkName[c + 1] - b0;
+            _chunkRow[c] = row;
+            for (int t = 0; t < steps; t++)
             {
-                _x[row] = batch.X[t * batch.B + b];
-                _y[row] = batch.Y[t * batch.B + b];
+                int active = Math.Clamp(batch.Active(t) - b0, 0, names);
+                _active[c * steps + t] = active;
+                _start[c * steps + t] = row;
+                for (int b = b0; b < b0 + active; b++, row++)
+                {
+                    _x[row] = batch.X[t * batch.B + b];
+                    _y[row] = batch.Y[t * batch.B + b];
+                }
             }
         }
+        _chunkRow[_chunks] = row;
+        while (withGradients && _chunkGradients.Count < _chunks - 1)
+            _chunkGradients.Add(new PinnedFloats(_gq.Length));
 
         // Threads only when a step's recurrence work is worth waking them for.
         long work = (long)batch.B * _h * _hp;
-        _members = work >= ParallelWork ? Math.Min(_team.Size, batch.B) : 1;
-        // Names in contiguous ranges of about equal characters (names are sorted longest first).
+        int threads = work >= ParallelWork ? Math.Min(_team.Size, batch.B) : 1;
+        if (_chunks > 1)
+        {
+            // Whole chunks to a thread.
+            _members = Math.Min(threads, _chunks);
+            for (int m = 0; m <= _members; m++)
+                _names[m] = _chunks * m / _members;
+            return;
+        }
+        // One chunk: names in contiguous ranges of about equal characters.
+        _members = threads;
         _names[0] = 0;
-        int name = 0, chars = 0;
+        name = 0;
+        chars = 0;
         for (int m = 1; m < _members; m++)
         {
             long target = (long)rows * m / _members;
@@ -300,6 +360,36 @@ public sealed unsafe class CpuBackend : IBackend
         _names[_members] = batch.B;
     }
 
+    /// <summary>Packed row of name b at step t.</summary>
+    private int RowOf(int b, int t)
+    {
+        int c = 0;
+        while (b >= _chunkName[c + 1])
+            c++;
+        return _start[c * _batch.T + t] + b - _chunkName[c];
+    }
+
+    /// <summary>One chunk start to finish, its weight gradients into its own buffer.</summary>
+    private void RunChunk(int c)
+    {
+        int b0 = _chunkName[c], b1 = _chunkName[c + 1];
+        ForwardStep(c, b0, b1);
+        OutputLayer(_chunkRow[c], _chunkRow[c + 1]);
+        if (!_withGradients)
+            return;
+        BackwardStep(c, b0, b1);
+        float* g = c == 0 ? G : _chunkGradients[c - 1].Ptr;
+        WeightGradients(g, _chunkRow[c], _chunkRow[c + 1], 0, _h + _v, 0, _hp, 0, _vp);
+    }
+
+    /// <summary>The gradient = Σ of the chunks' in chunk order, a member's share of whole vectors.</summary>
+    private void SumChunkGradients(int member)
+    {
+        var (e0, e1) = ColumnsOf(member, _gq.Length);
+        for (int c = 1; c < _chunks; c++)
+            CpuKernels.Add(G + e0, _chunkGradients[c - 1].Ptr + e0, G + e0, e1 - e0);
+    }
+
     private int RowsOf(int member) => (int)((long)_batch.Chars * member / _members);
 
     /// <summary>
@@ -307,24 +397,30 @@ public sealed unsafe class CpuBackend : IBackend
     /// also written as the next step's starting state. Finished names simply have no more rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ForwardStep(int lo, int hi)
+    private void ForwardStep(int c, int lo, int hi)
     {
         int hp = _hp;
         float* prev = _prev.Ptr, a = _a.Ptr;
+        // Chunk c's steps, and its names lo … hi − 1 counted from its first.
+        int b0 = _chunkName[c];
+        var active = _active.AsSpan(c * _batch.T, _batch.T);
+        var first = _start.AsSpan(c * _batch.T, _batch.T);
         for (int b = lo; b < hi; b++)
         {
-            var start = new Span<float>(prev + (long)b * hp, hp);
+            var start = new Span<float>(prev + (long)(first[0] + b - b0) * hp, hp);
             if (_carryIn)
                 _carry.Span.Slice(b * hp, hp).CopyTo(start);
             else
                 start.Clear();
         }
+        lo -= b0;
+        hi -= b0;
         for (int t = 0; t < _batch.T; t++)
         {
-            int n = Math.Min(hi, _active[t]) - lo;
+            int n = Math.Min(hi, active[t]) - lo;
             if (n <= 0)
                 break;
-            int r0 = _start[t] + lo;
+            int r0 = first[t] + lo;
             for (int r = r0; r < r0 + n; r++)
             {
                 int x = _x[r];
@@ -350,9 +446,9 @@ public sealed unsafe class CpuBackend : IBackend
                 CpuKernels.Tanh(a + (long)r0 * hp, n * hp); // FastMath.Tanh(0) is 0: the padding stays 0
             if (t + 1 < _batch.T)
             {
-                int next = Math.Min(hi, _active[t + 1]) - lo;
+                int next = Math.Min(hi, active[t + 1]) - lo;
                 if (next > 0)
-                    states[..(next * hp)].CopyTo(new Span<float>(prev + (long)(_start[t + 1] + lo) * hp, next * hp));
+                    states[..(next * hp)].CopyTo(new Span<float>(prev + (long)(first[t + 1] + lo) * hp, next * hp));
             }
         }
     }
@@ -383,65 +479,78 @@ public sealed unsafe class CpuBackend : IBackend
 
     /// <summary>dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²) for names lo ≤ b &lt; hi, last step first.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void BackwardStep(int lo, int hi)
+    private void BackwardStep(int c, int lo, int hi)
     {
         int hp = _hp;
         float* dz = _dz.Ptr, a = _a.Ptr;
+        var active = _active.AsSpan(c * _batch.T, _batch.T);
+        var first = _start.AsSpan(c * _batch.T, _batch.T);
+        lo -= _chunkName[c];
+        hi -= _chunkName[c];
         for (int t = _batch.T - 1; t >= 0; t--)
         {
-            int n = Math.Min(hi, _active[t]) - lo;
+            int n = Math.Min(hi, active[t]) - lo;
             if (n <= 0)
                 continue;
-            int r0 = _start[t] + lo;
-            int next = t + 1 < _batch.T ? Math.Min(hi, _active[t + 1]) - lo : 0;
+            int r0 = first[t] + lo;
+            int next = t + 1 < _batch.T ? Math.Min(hi, active[t + 1]) - lo : 0;
             if (next > 0)
-                CpuKernels.AddProduct(dz + (long)r0 * hp, hp, dz + (long)(_start[t + 1] + lo) * hp, hp, _waa.Ptr, hp, next, _h, hp);
+                CpuKernels.AddProduct(dz + (long)r0 * hp, hp, dz + (long)(first[t + 1] + lo) * hp, hp, _waa.Ptr, hp, next, _h, hp);
             CpuKernels.MultiplyByTanhDerivative(dz + (long)r0 * hp, a + (long)r0 * hp, n * hp);
         }
     }
 
     /// <summary>
-    /// Every weight gradient summed over all rows in order: dWaaᵀ = Σ a_prevᵀ·dz and dWya = Σ dyᵀ·a as
-    /// products split by output row among the members; dWaxᵀ, db, dby split by column.
+    /// One chunk's weight gradients split among the members: dWaaᵀ and dWya by output row, dWaxᵀ,
+    /// db and dby by column.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void WeightGradients(int member)
     {
-        int hp = _hp, vp = _vp, rows = _batch.Chars;
-        // Output rows 0 … H−1 are dWaaᵀ's, H … H+V−1 dWya's; each member takes a run of them.
+        // Output rows 0 … H−1 are dWaaᵀ's, H … H+V−1 dWya's; each member takes a run of them, in 4-row tiles.
         int total = _h + _v;
         int m0 = (int)((long)total * member / _members + 2) & ~3;
         int m1 = member + 1 == _members ? total : (int)((long)total * (member + 1) / _members + 2) & ~3;
+        var (c0, c1) = ColumnsOf(member, _hp);
+        var (k0, k1) = ColumnsOf(member, _vp);
+        WeightGradients(G, 0, _batch.Chars, m0, m1, c0, c1, k0, k1);
+    }
+
+    /// <summary>
+    /// Weight gradients into g, summed over rows r0 … r1 − 1 in order: output rows m0 … m1 − 1 of
+    /// dWaaᵀ = Σ a_prevᵀ·dz (rows 0 … H − 1) and dWya = Σ dyᵀ·a (rows H … H + V − 1) as products,
+    /// and columns c0 … c1 − 1 of dWaxᵀ and db, k0 … k1 − 1 of dby, as sums of rows.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void WeightGradients(float* g, int r0, int r1, int m0, int m1, int c0, int c1, int k0, int k1)
+    {
+        int hp = _hp, vp = _vp, rows = r1 - r0;
         int waa0 = Math.Min(m0, _h), waa1 = Math.Min(m1, _h);
         if (waa1 > waa0)
         {
-            new Span<float>(G + _waaT + (long)waa0 * hp, (waa1 - waa0) * hp).Clear();
-            CpuKernels.AddTransposedProduct(G + _waaT, hp, waa0, waa1, _prev.Ptr, hp, _dz.Ptr, hp, rows, hp);
+            new Span<float>(g + _waaT + (long)waa0 * hp, (waa1 - waa0) * hp).Clear();
+            CpuKernels.AddTransposedProduct(g + _waaT, hp, waa0, waa1, _prev.Ptr + (long)r0 * hp, hp, _dz.Ptr + (long)r0 * hp, hp, rows, hp);
         }
         int wya0 = Math.Max(m0, _h) - _h, wya1 = Math.Max(m1, _h) - _h;
         if (wya1 > wya0)
         {
-            new Span<float>(G + _wya + (long)wya0 * hp, (wya1 - wya0) * hp).Clear();
-            CpuKernels.AddTransposedProduct(G + _wya, hp, wya0, wya1, _dy.Ptr, vp, _a.Ptr, hp, rows, hp);
+            new Span<float>(g + _wya + (long)wya0 * hp, (wya1 - wya0) * hp).Clear();
+            CpuKernels.AddTransposedProduct(g + _wya, hp, wya0, wya1, _dy.Ptr + (long)r0 * vp, vp, _a.Ptr + (long)r0 * hp, hp, rows, hp);
         }
-        // dWaxᵀ, db and dby are sums of rows: each member sums its own columns (whole vectors) of them.
-        var (c0, c1) = ColumnsOf(member, hp);
-        var (k0, k1) = ColumnsOf(member, vp);
         for (int k = 0; k < _v; k++)
-            new Span<float>(G + _waxT + (long)k * hp + c0, c1 - c0).Clear();
-        new Span<float>(G + _bias + c0, c1 - c0).Clear();
-        new Span<float>(G + _by + k0, k1 - k0).Clear();
-        for (int r = 0; r < rows; r++)
+            new Span<float>(g + _waxT + (long)k * hp + c0, c1 - c0).Clear();
+        new Span<float>(g + _bias + c0, c1 - c0).Clear();
+        new Span<float>(g + _by + k0, k1 - k0).Clear();
+        for (int r = r0; r < r1; r++)
         {
             float* dz = _dz.Ptr + (long)r * hp + c0;
             if (c1 > c0)
             {
                 if (_x[r] >= 0)
-                    CpuKernels.Add(G + _waxT + (long)_x[r] * hp + c0, dz, G + _waxT + (long)_x[r] * hp + c0, c1 - c0);
-                CpuKernels.Add(G + _bias + c0, dz, G + _bias + c0, c1 - c0);
+                    CpuKernels.Add(g + _waxT + (long)_x[r] * hp + c0, dz, g + _waxT + (long)_x[r] * hp + c0, c1 - c0);
+                CpuKernels.Add(g + _bias + c0, dz, g + _bias + c0, c1 - c0);
             }
             if (k1 > k0)
-                CpuKernels.Add(G + _by + k0, _dy.Ptr + (long)r * vp + k0, G + _by + k0, k1 - k0);
+                CpuKernels.Add(g + _by + k0, _dy.Ptr + (long)r * vp + k0, g + _by + k0, k1 - k0);
         }
     }
 
