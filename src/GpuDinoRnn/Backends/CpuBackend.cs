@@ -360,6 +360,9 @@ public sealed unsafe class CpuBackend : IBackend
         _names[_members] = batch.B;
     }
 
+    /// <summary>Chunk c's rows of the first step when they start from zeros (no carried state): they add nothing to dWaa.</summary>
+    private int ZeroStartRows(int c) => _carryIn ? 0 : _active[c * _batch.T];
+
     /// <summary>Packed row of name b at step t.</summary>
     private int RowOf(int b, int t)
     {
@@ -379,7 +382,7 @@ public sealed unsafe class CpuBackend : IBackend
             return;
         BackwardStep(c, b0, b1);
         float* g = c == 0 ? G : _chunkGradients[c - 1].Ptr;
-        WeightGradients(g, _chunkRow[c], _chunkRow[c + 1], 0, _h + _v, 0, _hp, 0, _vp);
+        WeightGradients(g, _chunkRow[c], _chunkRow[c + 1], ZeroStartRows(c), 0, _h + _v, 0, _hp, 0, _vp);
     }
 
     /// <summary>The gradient = Σ of the chunks' in chunk order, a member's share of whole vectors.</summary>
@@ -430,7 +433,8 @@ public sealed unsafe class CpuBackend : IBackend
                 else
                     new Span<float>(bias, hp).CopyTo(new Span<float>(a + (long)r * hp, hp));
             }
-            CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, hp);
+            if (t > 0 || _carryIn) // the first step starts from zeros (prev · Waa adds nothing)
+                CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, hp);
             var states = new Span<float>(a + (long)r0 * hp, n * hp);
             if (_preciseMath)
             {
@@ -512,23 +516,25 @@ public sealed unsafe class CpuBackend : IBackend
         int m1 = member + 1 == _members ? total : (int)((long)total * (member + 1) / _members + 2) & ~3;
         var (c0, c1) = ColumnsOf(member, _hp);
         var (k0, k1) = ColumnsOf(member, _vp);
-        WeightGradients(G, 0, _batch.Chars, m0, m1, c0, c1, k0, k1);
+        WeightGradients(G, 0, _batch.Chars, ZeroStartRows(0), m0, m1, c0, c1, k0, k1);
     }
 
     /// <summary>
     /// Weight gradients into g, summed over rows r0 … r1 − 1 in order: output rows m0 … m1 − 1 of
-    /// dWaaᵀ = Σ a_prevᵀ·dz (rows 0 … H − 1) and dWya = Σ dyᵀ·a (rows H … H + V − 1) as products,
-    /// and columns c0 … c1 − 1 of dWaxᵀ and db, k0 … k1 − 1 of dby, as sums of rows.
+    /// dWaaᵀ = Σ a_prevᵀ·dz (rows 0 … H − 1; its first zeroRows rows start from zeros and add
+    /// nothing) and dWya = Σ dyᵀ·a (rows H … H + V − 1) as products, and columns c0 … c1 − 1 of
+    /// dWaxᵀ and db, k0 … k1 − 1 of dby, as sums of rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void WeightGradients(float* g, int r0, int r1, int m0, int m1, int c0, int c1, int k0, int k1)
+    private void WeightGradients(float* g, int r0, int r1, int zeroRows, int m0, int m1, int c0, int c1, int k0, int k1)
     {
         int hp = _hp, vp = _vp, rows = r1 - r0;
         int waa0 = Math.Min(m0, _h), waa1 = Math.Min(m1, _h);
         if (waa1 > waa0)
         {
             new Span<float>(g + _waaT + (long)waa0 * hp, (waa1 - waa0) * hp).Clear();
-            CpuKernels.AddTransposedProduct(g + _waaT, hp, waa0, waa1, _prev.Ptr + (long)r0 * hp, hp, _dz.Ptr + (long)r0 * hp, hp, rows, hp);
+            long from = r0 + zeroRows;
+            CpuKernels.AddTransposedProduct(g + _waaT, hp, waa0, waa1, _prev.Ptr + from * hp, hp, _dz.Ptr + from * hp, hp, rows - zeroRows, hp);
         }
         int wya0 = Math.Max(m0, _h) - _h, wya1 = Math.Max(m1, _h) - _h;
         if (wya1 > wya0)
