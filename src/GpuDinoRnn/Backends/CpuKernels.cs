@@ -292,20 +292,44 @@ internal static unsafe class CpuKernels
             TensorPrimitives.Exp(new Span<float>(z, n * ld), new Span<float>(z, n * ld));
         else
             Exp(z, n * ld);
-        for (int i = 0; i < n; i++)
+        // Each row's Σ exp: for the course preset (preciseExp) in order, one by one, as its printed
+        // losses depend on these bits; otherwise in vectors (the padding is 0), with the logs taken
+        // a block of rows at a time.
+        const int Block = 64;
+        float* sums = stackalloc float[Block], logs = stackalloc float[Block];
+        for (int i0 = 0; i0 < n; i0 += Block)
         {
-            float* row = z + (long)i * ld;
-            // Summed in order, one by one: the course preset's printed losses depend on these bits.
-            float sum = 0f;
-            for (int k = 0; k < v; k++)
-                sum += row[k];
-            rowLoss[i] = MathF.Log(sum) - (float)rowLoss[i];
-            if (!gradients)
-                continue;
-            TV by = TV.Broadcast(scale / sum);
-            for (int c = 0; c < ld; c += w)
-                TV.Store(TV.Multiply(TV.Load(row + c), by), row + c);
-            row[y[i]] -= scale;
+            int m = Math.Min(Block, n - i0);
+            for (int i = 0; i < m; i++)
+            {
+                float* row = z + (long)(i0 + i) * ld;
+                if (preciseExp)
+                {
+                    float sum = 0f;
+                    for (int k = 0; k < v; k++)
+                        sum += row[k];
+                    sums[i] = sum;
+                    logs[i] = MathF.Log(sum);
+                    continue;
+                }
+                TV s = TV.Load(row);
+                for (int c = w; c < ld; c += w)
+                    s = TV.Add(s, TV.Load(row + c));
+                sums[i] = TV.SumAcross(s);
+            }
+            if (!preciseExp)
+                TensorPrimitives.Log(new ReadOnlySpan<float>(sums, m), new Span<float>(logs, m));
+            for (int i = 0; i < m; i++)
+            {
+                float* row = z + (long)(i0 + i) * ld;
+                rowLoss[i0 + i] = logs[i] - (float)rowLoss[i0 + i];
+                if (!gradients)
+                    continue;
+                TV by = TV.Broadcast(scale / sums[i]);
+                for (int c = 0; c < ld; c += w)
+                    TV.Store(TV.Multiply(TV.Load(row + c), by), row + c);
+                row[y[i0 + i]] -= scale;
+            }
         }
     }
 

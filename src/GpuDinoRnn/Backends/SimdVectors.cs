@@ -34,6 +34,8 @@ internal unsafe interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf ZeroBelow(TSelf x, TSelf limit, TSelf value);
     /// <summary>The largest lane.</summary>
     static abstract float MaxAcross(TSelf a);
+    /// <summary>The sum of the lanes (in the runtime's fixed order for the width).</summary>
+    static abstract float SumAcross(TSelf a);
 }
 
 internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
@@ -71,6 +73,8 @@ internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
         new(Vector512.ConditionalSelect(Vector512.LessThan(x._v, limit._v), Vector512<float>.Zero, value._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd512 a) => Simd256.MaxAcross(new(Vector256.Max(a._v.GetLower(), a._v.GetUpper())));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumAcross(Simd512 a) => Vector512.Sum(a._v);
 }
 
 internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
@@ -108,6 +112,8 @@ internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
         new(Vector256.ConditionalSelect(Vector256.LessThan(x._v, limit._v), Vector256<float>.Zero, value._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd256 a) => Simd128.MaxAcross(new(Vector128.Max(a._v.GetLower(), a._v.GetUpper())));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumAcross(Simd256 a) => Vector256.Sum(a._v);
 }
 
 internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
@@ -143,6 +149,8 @@ internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 ZeroBelow(Simd128 x, Simd128 limit, Simd128 value) =>
         new(Vector128.ConditionalSelect(Vector128.LessThan(x._v, limit._v), Vector128<float>.Zero, value._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumAcross(Simd128 a) => Vector128.Sum(a._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd128 a)
     {
@@ -186,4 +194,6 @@ internal readonly unsafe struct Simd1(float v) : ISimd<Simd1>
     public static Simd1 ZeroBelow(Simd1 x, Simd1 limit, Simd1 value) => new(x._v < limit._v ? 0f : value._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float MaxAcross(Simd1 a) => a._v;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float SumAcross(Simd1 a) => a._v;
 }
