@@ -9,15 +9,16 @@
 // Matrices are kept in the layout each product streams through, rows padded with zeros to a
 // multiple of two vectors (Hp, Vp), with transposed copies refreshed after each update.
 //
-// Chunks and threads: from B = 32 names on, a batch is cut into K = min(B / 16, 8) chunks of
-// names with about equal characters, each packed on its own (rows chunk by chunk, then step by
-// step) and run start to finish by one thread: forward, output layer, backward, and the weight
-// gradients into the chunk's own buffer; then the chunks' gradients are added in chunk order. A
-// thread so works on its own rows only (at small H, threads sharing every row spent a third of
-// their time moving rows between cores). A batch of one chunk (the course, the default preset) is
-// split phase by phase instead: the recurrences split the names, the output layer the rows, the
-// weight gradients the output rows and columns. K depends on the batch alone and every output
-// element is summed by one thread in a fixed order, so results do not depend on the thread count.
+// Chunks and threads: from B = 16 names on, a batch is cut into K chunks of names with about
+// equal characters (K = B / 8 below 32 names, then min(B / 16, 8)), each packed on its own (rows
+// chunk by chunk, then step by step) and run start to finish by one thread: forward, output
+// layer, backward, and the weight gradients into the chunk's own buffer; then the chunks'
+// gradients are added in chunk order. A thread so works on its own rows only (threads sharing
+// every row spent a third of their time moving rows between cores). A batch of one chunk (the
+// course) is split phase by phase instead: the recurrences split the names, the output layer
+// the rows, the weight gradients the output rows and columns. K depends on the batch alone and
+// every output element is summed by one thread in a fixed order, so results do not depend on
+// the thread count.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
@@ -30,8 +31,9 @@ public sealed unsafe class CpuBackend : IBackend
 {
     // Below this much recurrence work (multiply-adds) per step, one thread beats waking others.
     private const long ParallelWork = 100_000;
-    // A chunk holds at least this many names (so its steps still fill the kernels' 4-row tiles).
-    private const int ChunkNames = 16, MaxChunks = 8;
+    // Names in a chunk: at least 8 (so its steps still fill the kernels' 4-row tiles), 16 from
+    // 32 names on (fewer, larger chunks were faster there on one thread); at most 8 chunks.
+    private const int SmallChunkNames = 8, ChunkNames = 16, MaxChunks = 8;
 
     private readonly int _h, _v, _hp, _vp;
     private readonly CpuTeam _team;
@@ -296,7 +298,7 @@ public sealed unsafe class CpuBackend : IBackend
             _x = new int[n];
             _y = new int[n];
         }
-        _chunks = Math.Clamp(batch.B / ChunkNames, 1, MaxChunks);
+        _chunks = Math.Clamp(batch.B / (batch.B < 2 * ChunkNames ? SmallChunkNames : ChunkNames), 1, MaxChunks);
         if (_active.Length < _chunks * steps)
         {
             _active = new int[Math.Max(_chunks * steps, _active.Length * 3 / 2)];
