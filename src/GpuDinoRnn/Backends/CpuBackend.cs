@@ -272,10 +272,7 @@ public sealed unsafe class CpuBackend : IBackend
 
     private void RunPhase(Action<int> phase)
     {
-        if (_members == 1)
-            phase(0);
-        else
-            _team.Run(phase);
+        _team.Run(phase, _members);
     }
 
     /// <summary>Packs the batch's real rows and splits the work; allocates only when a batch is larger than any before.</summary>

@@ -203,10 +203,7 @@ public sealed unsafe class CpuStackBackend : IBackend
 
     private void RunPhase(Action<int> phase)
     {
-        if (_members == 1)
-            phase(0);
-        else
-            _team.Run(phase);
+        _team.Run(phase, _members);
     }
 
     private int RowsOf(int member) => (int)((long)_rows * member / _members);

@@ -11,6 +11,7 @@ internal sealed class CpuTeam : IDisposable
     private readonly Thread[] _workers;
     private readonly object _gate = new();
     private Action<int> _body = _ => { };
+    private int _members;      // members that run the current phase (the others only wait for the next)
     private int _generation;   // bumped once per phase
     private int _running;      // workers still in the current phase
     private int _sleeping;     // workers blocked on _gate
@@ -31,15 +32,21 @@ internal sealed class CpuTeam : IDisposable
 
     public int Size { get; }
 
-    /// <summary>Runs body(member) for every member 0 … Size − 1 (0 on the calling thread) and waits for all.</summary>
-    public void Run(Action<int> body)
+    /// <summary>
+    /// Runs body(member) for members 0 … members − 1 (0 on the calling thread; members ≤ Size) and
+    /// waits for all.
+    /// </summary>
+    public void Run(Action<int> body, int members)
     {
-        if (Size == 1)
+        if (members < 1 || members > Size)
+            throw new ArgumentOutOfRangeException(nameof(members), members, $"a team of {Size}");
+        if (members == 1)
         {
             body(0);
             return;
         }
         _body = body;
+        _members = members;
         Volatile.Write(ref _running, Size - 1);
         Interlocked.Increment(ref _generation);
         if (Volatile.Read(ref _sleeping) > 0)
@@ -89,7 +96,8 @@ internal sealed class CpuTeam : IDisposable
                 return;
             try
             {
-                _body(member);
+                if (member < _members)
+                    _body(member);
             }
             catch (Exception e)
             {

@@ -43,15 +43,18 @@ public sealed class CpuBackendShapeTests(ITestOutputHelper output)
 
     /// <summary>
     /// 64 names are four chunks (one thread runs them all, two take two each, three one or two),
-    /// 20 names two chunks, 12 names one chunk split phase by phase.
+    /// 20 names two chunks (the third thread sits out), 12 names one chunk split phase by phase,
+    /// 2 names too (fewer names than threads).
     /// </summary>
     [Theory]
     [InlineData(64)]
     [InlineData(20)]
     [InlineData(12)]
+    [InlineData(2)]
     public void OneTwoAndThreeThreadsGiveTheSameBits(int names)
     {
-        var shape = new ModelShape(names == 64 ? 50 : 130, 27); // H 130 so that 12 names are worth threads
+        // H large enough that the threads are used at all.
+        var shape = new ModelShape(names == 64 ? 50 : names == 2 ? 300 : 130, 27);
         var p = TestData.RandomParameters(shape, seed: 3, scale: 0.2);
         var batch = Batch.FromEncoded(TestData.RandomNames(names, shape.V, seed: 7, minLength: 1, maxLength: 12));
         float[] Run(int threads)
