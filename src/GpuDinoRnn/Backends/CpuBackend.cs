@@ -14,11 +14,11 @@
 // chunk by chunk, then step by step) and run start to finish by one thread: forward, output
 // layer, backward, and the weight gradients into the chunk's own buffer; then the chunks'
 // gradients are added in chunk order. A thread so works on its own rows only (threads sharing
-// every row ran each phase about 40 % slower than the same split on one thread). A batch of one chunk (the
-// course) is split phase by phase instead: the recurrences split the names, the output layer
-// the rows, the weight gradients the output rows and columns. K depends on the batch alone and
-// every output element is summed by one thread in a fixed order, so results do not depend on
-// the thread count.
+// every row ran each phase about 40 % slower than the same split on one thread). A batch of one
+// chunk (the course) is split phase by phase instead: the recurrences split the names, the
+// output layer the rows, the weight gradients the output rows and columns. K depends on the
+// batch alone and every output element is summed by one thread in a fixed order, so results do
+// not depend on the thread count.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
