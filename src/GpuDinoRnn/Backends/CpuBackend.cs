@@ -393,7 +393,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// <summary>The gradient = Σ of the chunks' in chunk order, a member's share of whole vectors.</summary>
     private void SumChunkGradients(int member)
     {
-        var (e0, e1) = ColumnsOf(member, _gq.Length);
+        var (e0, e1) = CpuKernels.VectorShare(member, _members, _gq.Length);
         for (int c = 1; c < _chunks; c++)
             CpuKernels.Add(G + e0, _chunkGradients[c - 1].Ptr + e0, G + e0, e1 - e0);
     }
@@ -519,8 +519,8 @@ public sealed unsafe class CpuBackend : IBackend
         int total = _h + _v;
         int m0 = (int)((long)total * member / _members + 2) & ~3;
         int m1 = member + 1 == _members ? total : (int)((long)total * (member + 1) / _members + 2) & ~3;
-        var (c0, c1) = ColumnsOf(member, _hp);
-        var (k0, k1) = ColumnsOf(member, _vp);
+        var (c0, c1) = CpuKernels.VectorShare(member, _members, _hp);
+        var (k0, k1) = CpuKernels.VectorShare(member, _members, _vp);
         WeightGradients(G, 0, _batch.Chars, ZeroStartRows(0), m0, m1, c0, c1, k0, k1);
     }
 
@@ -563,13 +563,6 @@ public sealed unsafe class CpuBackend : IBackend
             if (k1 > k0)
                 CpuKernels.Add(g + _by + k0, _dy.Ptr + (long)r * vp + k0, g + _by + k0, k1 - k0);
         }
-    }
-
-    /// <summary>A member's share of a padded width, in whole vectors.</summary>
-    private (int, int) ColumnsOf(int member, int width)
-    {
-        int vectors = width / CpuKernels.Lanes;
-        return (vectors * member / _members * CpuKernels.Lanes, vectors * (member + 1) / _members * CpuKernels.Lanes);
     }
 
     /// <summary>

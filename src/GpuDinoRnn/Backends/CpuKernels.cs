@@ -24,6 +24,13 @@ internal static unsafe class CpuKernels
 
     public static int Padded(int n) => (n + Pad - 1) / Pad * Pad;
 
+    /// <summary>Member m's share [start, end) of a width that is a multiple of Lanes, in whole vectors.</summary>
+    public static (int Start, int End) VectorShare(int member, int members, int width)
+    {
+        int vectors = width / Lanes;
+        return (vectors * member / members * Lanes, vectors * (member + 1) / members * Lanes);
+    }
+
     /// <summary>C (n × np) += L (n × k) · R (k × np).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddProduct(float* c, int ldc, float* l, int ldl, float* r, int ldr, int n, int k, int np)

@@ -414,7 +414,7 @@ public sealed unsafe class CpuStackBackend : IBackend
         GatherGradients();
     }
 
-    /// <summary>dWya = Σ dy·topᵀ split by output rows; dby = Σ dy by the last member.</summary>
+    /// <summary>dWya = Σ dy·topᵀ split by output rows; dby = Σ dy split by columns.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void OutputWeightGradients(int member)
     {
@@ -424,11 +424,12 @@ public sealed unsafe class CpuStackBackend : IBackend
             new Span<float>(Row(_gWya, k0, _hp), (k1 - k0) * _hp).Clear();
             CpuKernels.AddTransposedProduct(_gWya.Ptr, _hp, k0, k1, _dy.Ptr, _vp, _top.Ptr, _hp, _rows, _hp);
         }
-        if (member + 1 != _members)
+        var (c0, c1) = CpuKernels.VectorShare(member, _members, _vp);
+        if (c1 == c0)
             return;
-        _gBy.Span.Clear();
+        new Span<float>(_gBy.Ptr + c0, c1 - c0).Clear();
         for (int r = 0; r < _rows; r++)
-            CpuKernels.Add(_gBy.Ptr, Row(_dy, r, _vp), _gBy.Ptr, _vp);
+            CpuKernels.Add(_gBy.Ptr + c0, Row(_dy, r, _vp) + c0, _gBy.Ptr + c0, c1 - c0);
     }
 
     /// <summary>
@@ -462,7 +463,7 @@ public sealed unsafe class CpuStackBackend : IBackend
 
     /// <summary>
     /// The layer's weight gradients summed over all rows: dWaaᵀ = Σ h₋ᵀ·dpa and (above layer 0)
-    /// dWaxᵀ = Σ uᵀ·dpx split by output rows; db and layer 0's dWax (a scatter by input id) by the last member.
+    /// dWaxᵀ = Σ uᵀ·dpx split by output rows; db and layer 0's dWax (a scatter by input id) split by columns.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void WeightGradients(int member)
@@ -482,16 +483,19 @@ public sealed unsafe class CpuStackBackend : IBackend
             new Span<float>(Row(_gWaxT[l], wax0, ghp), (wax1 - wax0) * ghp).Clear();
             CpuKernels.AddTransposedProduct(_gWaxT[l].Ptr, ghp, wax0, wax1, _u[l].Ptr, hp, _dpx.Ptr, ghp, rows, ghp);
         }
-        if (member + 1 != _members)
+        var (c0, c1) = CpuKernels.VectorShare(member, _members, ghp);
+        if (c1 == c0)
             return;
-        _gBias[l].Span.Clear();
+        new Span<float>(_gBias[l].Ptr + c0, c1 - c0).Clear();
         if (l == 0)
-            _gWaxT[0].Span.Clear();
+            for (int k = 0; k < _v; k++)
+                new Span<float>(Row(_gWaxT[0], k, ghp) + c0, c1 - c0).Clear();
         for (int r = 0; r < rows; r++)
         {
-            CpuKernels.Add(_gBias[l].Ptr, Row(_dpx, r, ghp), _gBias[l].Ptr, ghp);
+            float* dpx = Row(_dpx, r, ghp) + c0;
+            CpuKernels.Add(_gBias[l].Ptr + c0, dpx, _gBias[l].Ptr + c0, c1 - c0);
             if (l == 0 && _x[r] >= 0)
-                CpuKernels.Add(Row(_gWaxT[0], _x[r], ghp), Row(_dpx, r, ghp), Row(_gWaxT[0], _x[r], ghp), ghp);
+                CpuKernels.Add(Row(_gWaxT[0], _x[r], ghp) + c0, dpx, Row(_gWaxT[0], _x[r], ghp) + c0, c1 - c0);
         }
     }
 
