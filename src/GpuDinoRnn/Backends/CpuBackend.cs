@@ -224,12 +224,8 @@ public sealed unsafe class CpuBackend : IBackend
     /// </summary>
     private void WarmUp()
     {
-        // TensorPrimitives compiles a code path per kind of length (short, whole vectors, a tail)
-        // on first use, and the softmax's logs meet them all within a run (9 ms at H 50, B 1).
-        Span<float> ones = stackalloc float[64], logs = stackalloc float[64];
-        ones.Fill(1f);
-        for (int n = 1; n <= ones.Length; n++)
-            TensorPrimitives.Log(ones[..n], logs[..n]);
+        if (!_preciseMath)
+            CpuKernels.CompileSoftmaxLogs();
         var batch = Batch.FromEncoded([[0, 1 % _v, 2 % _v], [1 % _v]]);
         Step(batch, new StepSettings(0.1f, 1f, ClipMode.Value, CarryState: false));
         ClipAndUpdate(new StepSettings(0.1f, 1e-30f, ClipMode.Norm, CarryState: false), apply: true);

@@ -184,7 +184,7 @@ public abstract class BackendTests(ITestOutputHelper output)
 
     [SkippableTheory]
     [InlineData(3)]
-    [InlineData(40)] // the cpu backend cuts 32 or more into chunks run by themselves
+    [InlineData(40)] // the cpu backend cuts 16 or more into chunks run by themselves
     public void SeveralStreamsCarryTheirStatesFromChunkToChunk(int streams)
     {
         var shape = new ModelShape(9, 7);
