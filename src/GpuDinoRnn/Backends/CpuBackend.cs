@@ -36,6 +36,7 @@ public sealed unsafe class CpuBackend : IBackend
     private const int SmallChunkNames = 8, ChunkNames = 16, MaxChunks = 8;
 
     private readonly int _h, _v, _hp, _vp;
+    private readonly int _hc;  // columns the products compute over H (CpuKernels.Columns); the rest of _hp stays 0
     private readonly CpuTeam _team;
     private readonly bool _preciseMath;
 
@@ -82,6 +83,7 @@ public sealed unsafe class CpuBackend : IBackend
         _v = shape.V;
         _hp = CpuKernels.Padded(_h);
         _vp = CpuKernels.Padded(_v);
+        _hc = CpuKernels.Columns(_h);
         _waxT = 0;
         _waaT = _waxT + _v * _hp;
         _wya = _waaT + _h * _hp;
@@ -435,7 +437,7 @@ public sealed unsafe class CpuBackend : IBackend
                     new Span<float>(bias, hp).CopyTo(new Span<float>(a + (long)r * hp, hp));
             }
             if (t > 0 || _carryIn) // the first step starts from zeros (prev · Waa adds nothing)
-                CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, hp);
+                CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, _hc);
             var states = new Span<float>(a + (long)r0 * hp, n * hp);
             if (_preciseMath)
             {
@@ -479,7 +481,7 @@ public sealed unsafe class CpuBackend : IBackend
             return;
         float* dz = _dz.Ptr + (long)r0 * hp;
         new Span<float>(dz, n * hp).Clear();
-        CpuKernels.AddProduct(dz, hp, logits, vp, Q + _wya, hp, n, _v, hp);
+        CpuKernels.AddProduct(dz, hp, logits, vp, Q + _wya, hp, n, _v, _hc);
     }
 
     /// <summary>dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²) for names lo ≤ b &lt; hi, last step first.</summary>
@@ -500,7 +502,7 @@ public sealed unsafe class CpuBackend : IBackend
             int r0 = first[t] + lo;
             int next = t + 1 < _batch.T ? Math.Min(hi, active[t + 1]) - lo : 0;
             if (next > 0)
-                CpuKernels.AddProduct(dz + (long)r0 * hp, hp, dz + (long)(first[t + 1] + lo) * hp, hp, _waa.Ptr, hp, next, _h, hp);
+                CpuKernels.AddProduct(dz + (long)r0 * hp, hp, dz + (long)(first[t + 1] + lo) * hp, hp, _waa.Ptr, hp, next, _h, _hc);
             CpuKernels.MultiplyByTanhDerivative(dz + (long)r0 * hp, a + (long)r0 * hp, n * hp);
         }
     }
@@ -535,13 +537,13 @@ public sealed unsafe class CpuBackend : IBackend
         {
             new Span<float>(g + _waaT + (long)waa0 * hp, (waa1 - waa0) * hp).Clear();
             long from = r0 + zeroRows;
-            CpuKernels.AddTransposedProduct(g + _waaT, hp, waa0, waa1, _prev.Ptr + from * hp, hp, _dz.Ptr + from * hp, hp, rows - zeroRows, hp);
+            CpuKernels.AddTransposedProduct(g + _waaT, hp, waa0, waa1, _prev.Ptr + from * hp, hp, _dz.Ptr + from * hp, hp, rows - zeroRows, _hc);
         }
         int wya0 = Math.Max(m0, _h) - _h, wya1 = Math.Max(m1, _h) - _h;
         if (wya1 > wya0)
         {
             new Span<float>(g + _wya + (long)wya0 * hp, (wya1 - wya0) * hp).Clear();
-            CpuKernels.AddTransposedProduct(g + _wya, hp, wya0, wya1, _dy.Ptr + (long)r0 * vp, vp, _a.Ptr + (long)r0 * hp, hp, rows, hp);
+            CpuKernels.AddTransposedProduct(g + _wya, hp, wya0, wya1, _dy.Ptr + (long)r0 * vp, vp, _a.Ptr + (long)r0 * hp, hp, rows, _hc);
         }
         for (int k = 0; k < _v; k++)
             new Span<float>(g + _waxT + (long)k * hp + c0, c1 - c0).Clear();

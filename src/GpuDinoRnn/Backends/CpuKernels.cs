@@ -1,9 +1,11 @@
 // The matrix kernels under CpuBackend, on raw row-major float pointers with a leading dimension
-// (ld) per matrix. Column counts (np) are padded to a multiple of Pad, so there is no column tail.
+// (ld) per matrix. Column counts (np) are padded to a multiple of Pad, so there is no ragged column
+// tail; with 512-bit vectors a product may end in a vector and a half instead (Columns).
 // Each output element is one chain of multiply-adds (ISimd.Fma) in a fixed order whatever tile
 // holds it, so a result does not depend on how rows are split among threads. Every kernel is
 // compiled optimized at once (AggressiveOptimization): a short run would otherwise spend much of
 // its time in unoptimized code, where the generic vector structs are not even inlined.
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
@@ -22,7 +24,18 @@ internal static unsafe class CpuKernels
     /// <summary>Every padded width is a multiple of two vectors: the kernels' narrowest tile.</summary>
     public static int Pad => 2 * Lanes;
 
-    public static int Padded(int n) => (n + Pad - 1) / Pad * Pad;
+    public static int Padded(int n) => PaddedTo(n, Pad);
+
+    /// <summary>
+    /// The columns a product computes for n real ones: Padded(n), less the last quarter of the last
+    /// tile where that quarter is padding alone and vectors are 512 bits wide. The 4-row tiles then
+    /// end in one vector and a half (H 50: 56 columns, not 64), which saves a quarter of the last
+    /// tile's multiply-adds on machines that split a 512-bit multiply-add into two 256-bit halves
+    /// (AMD Zen 4). Narrower vectors gain nothing from a half-vector tail: there np is Padded(n).
+    /// </summary>
+    public static int Columns(int n) => Lanes == 16 && Padded(n) - n >= Lanes / 2 ? Padded(n) - Lanes / 2 : Padded(n);
+
+    private static int PaddedTo(int n, int step) => (n + step - 1) / step * step;
 
     /// <summary>Member m's share [start, end) of a width that is a multiple of Lanes, in whole vectors.</summary>
     public static (int Start, int End) VectorShare(int member, int members, int width)
@@ -31,10 +44,16 @@ internal static unsafe class CpuKernels
         return (vectors * member / members * Lanes, vectors * (member + 1) / members * Lanes);
     }
 
-    /// <summary>C (n × np) += L (n × k) · R (k × np).</summary>
+    /// <summary>
+    /// C (n × np) += L (n × k) · R (k × np), for np = Padded(cols) or Columns(cols). Rows that do not
+    /// fill a 4-row tile are computed up to Padded(np) (at batch 1 each step waits on the previous
+    /// one, and the extra columns cost nothing), so R's columns np … Padded(np) must be zero there:
+    /// C's keep their values.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddProduct(float* c, int ldc, float* l, int ldl, float* r, int ldr, int n, int k, int np)
     {
+        Debug.Assert(np == Padded(np) || np == Columns(np));
         if (Vector512.IsHardwareAccelerated)
             AddProduct<Simd512>(c, ldc, l, ldl, r, ldr, n, k, np);
         else if (Vector256.IsHardwareAccelerated)
@@ -43,10 +62,15 @@ internal static unsafe class CpuKernels
             AddProduct<Simd128>(c, ldc, l, ldl, r, ldr, n, k, np);
     }
 
-    /// <summary>Rows m0 ≤ m &lt; m1 of C (· × np) += Lᵀ · R for L (n × ·) and R (n × np): C[m] += Σ_i L[i][m] R[i].</summary>
+    /// <summary>
+    /// Rows m0 ≤ m &lt; m1 of C (· × np) += Lᵀ · R for L (n × ·) and R (n × np): C[m] += Σ_i L[i][m] R[i].
+    /// np is Padded(cols) or Columns(cols); as in AddProduct, rows that do not fill a 4-row tile
+    /// are computed up to Padded(np), where R must be zero.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void AddTransposedProduct(float* c, int ldc, int m0, int m1, float* l, int ldl, float* r, int ldr, int n, int np)
     {
+        Debug.Assert(np == Padded(np) || np == Columns(np));
         // In blocks of input rows whose share of R (about 128 KB) stays in the L2 cache while every
         // tile of C streams through it; each sum still runs over the rows in order, so the bits
         // do not change.
@@ -360,12 +384,14 @@ internal static unsafe class CpuKernels
         where TV : struct, ISimd<TV>
     {
         int w = TV.Count;
+        int padded = PaddedTo(np, 2 * w);
         int row = 0;
         // 4 rows × 2 vectors: each R load feeds four rows.
         for (; row + 4 <= n; row += 4)
         {
             float* l0 = l + (long)row * ldl, l1 = l0 + ldl, l2 = l1 + ldl, l3 = l2 + ldl;
-            for (int col = 0; col < np; col += 2 * w)
+            int col = 0;
+            for (; col + 2 * w <= np; col += 2 * w)
             {
                 float* c0 = c + (long)row * ldc + col, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
                 TV a00 = TV.Load(c0), a01 = TV.Load(c0 + w), a10 = TV.Load(c1), a11 = TV.Load(c1 + w);
@@ -396,6 +422,8 @@ internal static unsafe class CpuKernels
                 TV.Store(a30, c3);
                 TV.Store(a31, c3 + w);
             }
+            if (col < np) // np ends in a vector and a half (Columns, 512-bit vectors only)
+                Tile4By1Half(c + (long)row * ldc + col, ldc, l + (long)row * ldl, ldl, 1, r + col, ldr, k);
         }
         // Two rows left (each step of a batch leaves 0 to 3): 4 vectors where they fit, so each R
         // load still feeds two chains of eight.
@@ -404,7 +432,7 @@ internal static unsafe class CpuKernels
             float* l0 = l + (long)row * ldl, l1 = l0 + ldl;
             float* c0 = c + (long)row * ldc, c1 = c0 + ldc;
             int col = 0;
-            for (; col + 4 * w <= np; col += 4 * w)
+            for (; col + 4 * w <= padded; col += 4 * w)
             {
                 TV a00 = TV.Load(c0 + col), a01 = TV.Load(c0 + col + w), a02 = TV.Load(c0 + col + 2 * w), a03 = TV.Load(c0 + col + 3 * w);
                 TV a10 = TV.Load(c1 + col), a11 = TV.Load(c1 + col + w), a12 = TV.Load(c1 + col + 2 * w), a13 = TV.Load(c1 + col + 3 * w);
@@ -432,7 +460,7 @@ internal static unsafe class CpuKernels
                 TV.Store(a12, c1 + col + 2 * w);
                 TV.Store(a13, c1 + col + 3 * w);
             }
-            for (; col < np; col += 2 * w)
+            for (; col < padded; col += 2 * w)
             {
                 TV a00 = TV.Load(c0 + col), a01 = TV.Load(c0 + col + w), a10 = TV.Load(c1 + col), a11 = TV.Load(c1 + col + w);
                 float* rk = r + col;
@@ -458,7 +486,7 @@ internal static unsafe class CpuKernels
             float* lr = l + (long)row * ldl;
             float* cr = c + (long)row * ldc;
             int col = 0;
-            for (; col + 4 * w <= np; col += 4 * w)
+            for (; col + 4 * w <= padded; col += 4 * w)
             {
                 TV a0 = TV.Load(cr + col), a1 = TV.Load(cr + col + w), a2 = TV.Load(cr + col + 2 * w), a3 = TV.Load(cr + col + 3 * w);
                 float* rk = r + col;
@@ -475,7 +503,7 @@ internal static unsafe class CpuKernels
                 TV.Store(a2, cr + col + 2 * w);
                 TV.Store(a3, cr + col + 3 * w);
             }
-            for (; col < np; col += 2 * w)
+            for (; col < padded; col += 2 * w)
             {
                 TV a0 = TV.Load(cr + col), a1 = TV.Load(cr + col + w);
                 float* rk = r + col;
@@ -496,11 +524,13 @@ internal static unsafe class CpuKernels
         where TV : struct, ISimd<TV>
     {
         int w = TV.Count;
+        int padded = PaddedTo(np, 2 * w);
         int m = m0;
         // 4 output rows × 2 vectors, summed over the n input rows in order.
         for (; m + 4 <= m1; m += 4)
         {
-            for (int col = 0; col < np; col += 2 * w)
+            int col = 0;
+            for (; col + 2 * w <= np; col += 2 * w)
             {
                 float* c0 = c + (long)m * ldc + col, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
                 TV a00 = TV.Load(c0), a01 = TV.Load(c0 + w), a10 = TV.Load(c1), a11 = TV.Load(c1 + w);
@@ -532,13 +562,15 @@ internal static unsafe class CpuKernels
                 TV.Store(a30, c3);
                 TV.Store(a31, c3 + w);
             }
+            if (col < np) // np ends in a vector and a half (Columns, 512-bit vectors only)
+                Tile4By1Half(c + (long)m * ldc + col, ldc, l + m, 1, ldl, r + col, ldr, n);
         }
         // Single output rows: 4 vectors where they fit, for four FMA chains.
         for (; m < m1; m++)
         {
             float* cm = c + (long)m * ldc;
             int col = 0;
-            for (; col + 4 * w <= np; col += 4 * w)
+            for (; col + 4 * w <= padded; col += 4 * w)
             {
                 TV a0 = TV.Load(cm + col), a1 = TV.Load(cm + col + w), a2 = TV.Load(cm + col + 2 * w), a3 = TV.Load(cm + col + 3 * w);
                 float* li = l + m;
@@ -556,7 +588,7 @@ internal static unsafe class CpuKernels
                 TV.Store(a2, cm + col + 2 * w);
                 TV.Store(a3, cm + col + 3 * w);
             }
-            for (; col < np; col += 2 * w)
+            for (; col < padded; col += 2 * w)
             {
                 TV a0 = TV.Load(cm + col), a1 = TV.Load(cm + col + w);
                 float* li = l + m;
@@ -571,6 +603,49 @@ internal static unsafe class CpuKernels
                 TV.Store(a1, cm + col + w);
             }
         }
+    }
+
+    /// <summary>
+    /// C (4 × 24, rows ldc apart) += L · R (k × 24) for the 4 × k matrix L whose element (q, j) is
+    /// l[q·rowStep + j·step]: the last tile of a product whose width is Columns(n), one 512-bit and
+    /// one 256-bit vector per row. Each 256-bit multiply-add takes half a 512-bit one's share of the
+    /// two FMA pipes on Zen 4, so this tile costs 3/4 of a full one; the 256-bit half reuses the
+    /// lower half of the 512-bit broadcast (a register broadcast is a shuffle, and shuffles share a
+    /// pipe with the multiply-adds). Sums run over j in order, as in every other tile.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tile4By1Half(float* c, int ldc, float* l, int rowStep, int step, float* r, int ldr, int k)
+    {
+        float* c0 = c, c1 = c0 + ldc, c2 = c1 + ldc, c3 = c2 + ldc;
+        Vector512<float> a00 = Vector512.Load(c0), a10 = Vector512.Load(c1), a20 = Vector512.Load(c2), a30 = Vector512.Load(c3);
+        Vector256<float> a01 = Vector256.Load(c0 + 16), a11 = Vector256.Load(c1 + 16), a21 = Vector256.Load(c2 + 16), a31 = Vector256.Load(c3 + 16);
+        float* l0 = l, l1 = l0 + rowStep, l2 = l1 + rowStep, l3 = l2 + rowStep;
+        for (int j = 0; j < k; j++, r += ldr)
+        {
+            var r0 = Vector512.Load(r);
+            var r1 = Vector256.Load(r + 16);
+            long e = (long)j * step;
+            var x = Vector512.Create(l0[e]);
+            a00 = Vector512.MultiplyAddEstimate(x, r0, a00);
+            a01 = Vector256.MultiplyAddEstimate(x.GetLower(), r1, a01);
+            x = Vector512.Create(l1[e]);
+            a10 = Vector512.MultiplyAddEstimate(x, r0, a10);
+            a11 = Vector256.MultiplyAddEstimate(x.GetLower(), r1, a11);
+            x = Vector512.Create(l2[e]);
+            a20 = Vector512.MultiplyAddEstimate(x, r0, a20);
+            a21 = Vector256.MultiplyAddEstimate(x.GetLower(), r1, a21);
+            x = Vector512.Create(l3[e]);
+            a30 = Vector512.MultiplyAddEstimate(x, r0, a30);
+            a31 = Vector256.MultiplyAddEstimate(x.GetLower(), r1, a31);
+        }
+        a00.Store(c0);
+        a01.Store(c0 + 16);
+        a10.Store(c1);
+        a11.Store(c1 + 16);
+        a20.Store(c2);
+        a21.Store(c2 + 16);
+        a30.Store(c3);
+        a31.Store(c3 + 16);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -34,20 +34,50 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
             buffer.Span.Slice(i * ld + cols, ld - cols).Fill(float.NaN);
     }
 
+    /// <summary>
+    /// The widths a product is asked for: Padded(cols), and Columns(cols) when that is narrower
+    /// (512-bit vectors), whose 4-row tiles end in a vector and a half.
+    /// </summary>
+    private static int[] Widths(int cols) => CpuKernels.Columns(cols) == CpuKernels.Padded(cols)
+        ? [CpuKernels.Padded(cols)]
+        : [CpuKernels.Padded(cols), CpuKernels.Columns(cols)];
+
+    [Fact]
+    public void ColumnsCoverTheRealOnesAndPadToTheSameWidth()
+    {
+        for (int n = 1; n <= 300; n++)
+        {
+            int np = CpuKernels.Columns(n), padded = CpuKernels.Padded(n);
+            Assert.InRange(np, n, padded);
+            // Only 512-bit vectors end in a half vector, and only a quarter of the last tile is dropped.
+            Assert.True(np == padded || (CpuKernels.Lanes == 16 && np == padded - 8), $"Columns({n}) = {np}, padded {padded}");
+        }
+        if (CpuKernels.Lanes == 16)
+            Assert.Equal(56, CpuKernels.Columns(50));
+    }
+
     [Theory]
     [MemberData(nameof(Sizes))]
     public void AddProductMatchesPlainLoops(int n, int k, int cols)
     {
-        int np = CpuKernels.Padded(cols), ld = np + CpuKernels.Pad; // ld > np: columns beyond np must stay untouched
+        foreach (int np in Widths(cols))
+            CheckAddProduct(n, k, cols, np);
+    }
+
+    private void CheckAddProduct(int n, int k, int cols, int np)
+    {
+        // Columns np … padded of C may be computed (rows outside 4-row tiles) but must keep their
+        // values, R's being 0 there; beyond padded nothing is touched.
+        int padded = CpuKernels.Padded(cols), ld = padded + CpuKernels.Pad;
         int ldl = k + 3;
         var l = Random(n * ldl, 1);
         Poison(l, n, ldl, k);
         var r = Random(k * ld, 2);
         for (int j = 0; j < k; j++)
-            r.Span.Slice(j * ld + cols, np - cols).Clear(); // zero padding, as the backend keeps it
-        Poison(r, k, ld, np);
+            r.Span.Slice(j * ld + cols, padded - cols).Clear(); // zero padding, as the backend keeps it
+        Poison(r, k, ld, padded);
         var c = Random((n + 1) * ld, 3);
-        Poison(c, n + 1, ld, np);
+        Poison(c, n + 1, ld, padded);
         c.Span.Slice(n * ld, ld).Fill(float.NaN); // a row past the end
         var before = c.Span.ToArray();
 
@@ -65,9 +95,14 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
             for (int j = 0; j < ld; j++)
             {
                 float got = c.Span[i * ld + j];
-                if (i == n || j >= np)
+                if (i == n || j >= padded)
                 {
                     Assert.True(float.IsNaN(got), $"C[{i}][{j}] outside the product was written");
+                    continue;
+                }
+                if (j >= np)
+                {
+                    Assert.Equal(before[i * ld + j], got);
                     continue;
                 }
                 double want = before[i * ld + j];
@@ -76,7 +111,7 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
                 worst = Math.Max(worst, Math.Abs(want - got));
                 Assert.True(Math.Abs(want - got) <= 1e-5 * (k + 1), $"C[{i}][{j}] = {got}, want {want}");
             }
-        output.WriteLine($"n {n}, k {k}, columns {cols} (padded {np}): max |difference| {worst:E2}");
+        output.WriteLine($"n {n}, k {k}, columns {cols} (computed {np}, padded {padded}): max |difference| {worst:E2}");
     }
 
     [Theory]
@@ -84,15 +119,23 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
     [InlineData(700, 9, 129)] // more input rows than one cache block
     public void AddTransposedProductMatchesPlainLoops(int n, int m, int cols)
     {
-        int np = CpuKernels.Padded(cols), ld = np + CpuKernels.Pad;
+        foreach (int np in Widths(cols))
+            CheckAddTransposedProduct(n, m, cols, np);
+    }
+
+    private void CheckAddTransposedProduct(int n, int m, int cols, int np)
+    {
+        int padded = CpuKernels.Padded(cols), ld = padded + CpuKernels.Pad;
         int ldl = m + 5;
         var l = Random(n * ldl, 4);
         Poison(l, n, ldl, m);
         var r = Random(n * ld, 5);
-        Poison(r, n, ld, np);
+        for (int i = 0; i < n; i++)
+            r.Span.Slice(i * ld + cols, padded - cols).Clear();
+        Poison(r, n, ld, padded);
         // Only rows 1 … m−1 of C are asked for (row 0 and row m stay NaN), as one thread's share.
         var c = Random((m + 1) * ld, 6);
-        Poison(c, m + 1, ld, np);
+        Poison(c, m + 1, ld, padded);
         c.Span[..ld].Fill(float.NaN);
         c.Span.Slice(m * ld, ld).Fill(float.NaN);
         var before = c.Span.ToArray();
@@ -117,9 +160,14 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
             for (int j = 0; j < ld; j++)
             {
                 float got = c.Span[i * ld + j];
-                if (i == 0 || i == m || j >= np)
+                if (i == 0 || i == m || j >= padded)
                 {
                     Assert.True(float.IsNaN(got), $"C[{i}][{j}] outside the product was written");
+                    continue;
+                }
+                if (j >= np)
+                {
+                    Assert.Equal(before[i * ld + j], got);
                     continue;
                 }
                 double want = before[i * ld + j];
@@ -128,7 +176,7 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
                 worst = Math.Max(worst, Math.Abs(want - got));
                 Assert.True(Math.Abs(want - got) <= 1e-5 * (n + 1), $"C[{i}][{j}] = {got}, want {want}");
             }
-        output.WriteLine($"n {n}, m {m}, columns {cols} (padded {np}): max |difference| {worst:E2}");
+        output.WriteLine($"n {n}, m {m}, columns {cols} (computed {np}, padded {padded}): max |difference| {worst:E2}");
     }
 
     [Theory]
