@@ -26,6 +26,7 @@ public sealed unsafe class CpuStackBackend : IBackend
 
     private readonly StackDims _d;
     private readonly int _h, _v, _hp, _vp, _ghp, _layers;
+    private readonly int _hc;  // columns the products into H compute (CpuKernels.Columns); the rest of _hp stays 0
     private readonly CellKind _cell;
     private readonly DropoutConfig _dropout;
     private readonly CpuTeam _team;
@@ -73,6 +74,7 @@ public sealed unsafe class CpuStackBackend : IBackend
         _hp = CpuKernels.Padded(_h);
         _vp = CpuKernels.Padded(_v);
         _ghp = _d.Gates * _hp;
+        _hc = CpuKernels.Columns(_h);
         _p = new float[_d.ParameterCount];
         _g = new float[_d.ParameterCount];
         _m1 = new float[_d.ParameterCount];
@@ -394,7 +396,7 @@ public sealed unsafe class CpuStackBackend : IBackend
         if (!_withGradients)
             return;
         new Span<float>(Row(_gh, r0, hp), n * hp).Clear();
-        CpuKernels.AddProduct(Row(_gh, r0, hp), hp, Row(_dy, r0, vp), vp, _wya.Ptr, hp, n, _v, hp);
+        CpuKernels.AddProduct(Row(_gh, r0, hp), hp, Row(_dy, r0, vp), vp, _wya.Ptr, hp, n, _v, _hc);
         Dropout(_gh, _gh, _layers, r0, r1);
     }
 
@@ -422,7 +424,7 @@ public sealed unsafe class CpuStackBackend : IBackend
         if (k1 > k0)
         {
             new Span<float>(Row(_gWya, k0, _hp), (k1 - k0) * _hp).Clear();
-            CpuKernels.AddTransposedProduct(_gWya.Ptr, _hp, k0, k1, _dy.Ptr, _vp, _top.Ptr, _hp, _rows, _hp);
+            CpuKernels.AddTransposedProduct(_gWya.Ptr, _hp, k0, k1, _dy.Ptr, _vp, _top.Ptr, _hp, _rows, _hc);
         }
         var (c0, c1) = CpuKernels.VectorShare(member, _members, _vp);
         if (c1 == c0)
@@ -457,7 +459,7 @@ public sealed unsafe class CpuStackBackend : IBackend
                     prev >= 0 ? RowSpan(_gh, prev, hp) : default, prev >= 0 && lstm ? RowSpan(_gc, prev, hp) : default);
             }
             if (t > 0)
-                CpuKernels.AddProduct(Row(_gh, _start[t - 1] + lo, hp), hp, Row(_dpa, r0, ghp), ghp, _waa[l].Ptr, hp, n, ghp, hp);
+                CpuKernels.AddProduct(Row(_gh, _start[t - 1] + lo, hp), hp, Row(_dpa, r0, ghp), ghp, _waa[l].Ptr, hp, n, ghp, _hc);
         }
     }
 
@@ -507,7 +509,7 @@ public sealed unsafe class CpuStackBackend : IBackend
         if (n <= 0)
             return;
         new Span<float>(Row(_gh, r0, _hp), n * _hp).Clear();
-        CpuKernels.AddProduct(Row(_gh, r0, _hp), _hp, Row(_dpx, r0, _ghp), _ghp, _wax[_layer].Ptr, _hp, n, _ghp, _hp);
+        CpuKernels.AddProduct(Row(_gh, r0, _hp), _hp, Row(_dpx, r0, _ghp), _ghp, _wax[_layer].Ptr, _hp, n, _ghp, _hc);
         Dropout(_gh, _gh, _layer, r0, r1);
     }
 
