@@ -21,12 +21,19 @@ public static class Devices
     /// <summary>The emulated device for ilgpu-cpu: warps of 4 threads, one multiprocessor per core.</summary>
     public static CPUDevice EmulatedCpu(int threads) => new(4, 1, Math.Max(1, threads));
 
+    /// <summary>
+    /// The cpu backend as `devices` names it: the vectors its kernels use (CpuKernels.Lanes; not
+    /// Vector&lt;float&gt;, which stays 256 bits on AVX-512 machines) and whether multiply-adds are fused.
+    /// </summary>
+    public static string CpuName =>
+        $"managed SIMD ({CpuKernels.Lanes * 32}-bit vectors{(CpuKernels.FusedMultiplyAdd ? "" : ", multiply-adds not fused")})";
+
     /// <summary>Every device, in --device N order: cpu, then CUDA, OpenCL, and the ILGPU CPU emulator.</summary>
     public static IReadOnlyList<DeviceInfo> List(int threads)
     {
         var list = new List<DeviceInfo>
         {
-            new("cpu", "cpu", $"managed SIMD ({System.Numerics.Vector<float>.Count * 32}-bit vectors)", GC.GetGCMemoryInfo().TotalAvailableMemoryBytes, threads, 1, true, "the laptop fallback"),
+            new("cpu", "cpu", CpuName, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes, threads, 1, true, "the laptop fallback"),
         };
         using var context = CreateContext(threads, includeUnsupported: true);
         foreach (var (id, device) in IlgpuDevices(context))

@@ -2,6 +2,7 @@
 // off (.ci/run), so the Vector256 and Vector128 paths are exercised too; this checks that the
 // switches really reach the runtime, and prints which path a run took.
 using System.Runtime.Intrinsics;
+using GpuDinoRnn.Backends;
 using Xunit.Abstractions;
 
 namespace GpuDinoRnn.Tests.Backends;
@@ -18,5 +19,15 @@ public class SimdPathTests(ITestOutputHelper output)
         if (Environment.GetEnvironmentVariable("DOTNET_EnableAVX2") == "0")
             Assert.False(Vector256.IsHardwareAccelerated, "AVX2 was switched off, yet Vector256 is accelerated: the Vector128 path is not tested");
         Assert.True(Vector128.IsHardwareAccelerated);
+    }
+
+    [Fact]
+    public void TheDeviceListNamesTheVectorsTheKernelsUse()
+    {
+        int bits = Vector512.IsHardwareAccelerated ? 512 : Vector256.IsHardwareAccelerated ? 256 : 128;
+        var cpu = Devices.List(1)[0];
+        output.WriteLine(cpu.Name);
+        Assert.Equal("cpu", cpu.Id);
+        Assert.Contains($"({bits}-bit vectors", cpu.Name);
     }
 }
