@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The speed issue's GPU check, prepared to run once on a lent GPU machine (one call, minutes):
+#  1. correctness: the default recipe and the course preset, ITERATIONS (100) iterations each, on
+#     `cpu` and on every device named, same seed and initial weights; every iteration's loss and
+#     gradient norm must be within 1e-4 relative of cpu's;
+#  2. speed: `bench` on the issue's four jobs and the default recipe's, `cpu` against each device
+#     named, after the correctness check whatever its outcome.
+# Everything printed goes to $OUT/log.txt too; bench's numbers to $OUT/bench-*.json, the loss
+# logs to $OUT/losses.tar.gz. The exit status is 1 if a device was off or failed.
+#
+# On the GPU machine, with the CLI packed by ../shared/tools/device-bundle.sh and .device carried:
+#     bash bench/device-check.sh cuda
+# Here, without a GPU, the same script on ILGPU's CPU accelerator (slow: keep it small):
+#     ITERATIONS=10 JOBS=small bash bench/device-check.sh ilgpu-cpu
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+devices=("$@")
+[ ${#devices[@]} -gt 0 ] || devices=(cuda)
+iterations=${ITERATIONS:-100}
+out=${OUT:-/tmp/gpudinornn-device-check}
+mkdir -p "$out"
+exec > >(tee "$out/log.txt") 2>&1
+
+app=${GPUDINORNN:-}
+if [ -z "$app" ]; then
+  if [ -f .device/bundle.tar.xz ]; then
+    mkdir -p /tmp/gpudinornn-app && tar xJf .device/bundle.tar.xz -C /tmp/gpudinornn-app
+    app=/tmp/gpudinornn-app/gpudinornn
+  else
+    app=src/GpuDinoRnn.Cli/bin/Release/net10.0/gpudinornn
+  fi
+fi
+[ -x "$app" ] || { echo "device-check: no gpudinornn at $app (pack it with device-bundle.sh, or build Release)"; exit 2; }
+
+date -u
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+"$app" version
+"$app" devices
+
+failed=0
+logs=$(mktemp -d)
+
+# 1. Correctness.
+for recipe in default course; do
+  preset=()
+  [ "$recipe" = course ] && preset=(--preset course)
+  for d in cpu "${devices[@]}"; do
+    if ! "$app" train "${preset[@]}" --iterations "$iterations" --log-every 1 --log-format jsonl --seed 1 --device "$d" \
+        > "$logs/$recipe-$d.jsonl" 2> "$logs/$recipe-$d.err"; then
+      echo "FAIL $recipe on $d: $(tail -1 "$logs/$recipe-$d.err")"
+      failed=1
+    fi
+  done
+  for d in "${devices[@]}"; do
+    [ -s "$logs/$recipe-$d.jsonl" ] || continue
+    python3 - "$logs/$recipe-cpu.jsonl" "$logs/$recipe-$d.jsonl" "$recipe" "$d" "$iterations" <<'EOF' || failed=1
+import json, sys
+def steps(path):
+    return {r["iteration"]: r for r in map(json.loads, open(path)) if "iteration" in r}
+cpu, dev, recipe, device, n = steps(sys.argv[1]), steps(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
+if len(cpu) != n or sorted(cpu) != sorted(dev):
+    sys.exit(f"FAIL {recipe} on {device}: {len(dev)} logged iterations against cpu's {len(cpu)} (wanted {n})")
+def worst(key):
+    return max((abs(dev[i][key] - cpu[i][key]) / max(abs(cpu[i][key]), 1e-30), i) for i in cpu)
+(loss, at_loss), (norm, at_norm) = worst("loss"), worst("grad_norm")
+ok = loss <= 1e-4 and norm <= 1e-4
+print(f"{'ok  ' if ok else 'FAIL'} {recipe} on {device}, {n} iterations against cpu: worst relative difference "
+      f"{loss:.2e} in the loss (iteration {at_loss}), {norm:.2e} in the gradient norm (iteration {at_norm}); "
+      f"final loss {dev[max(dev)]['loss']:.6f} against {cpu[max(cpu)]['loss']:.6f}")
+sys.exit(0 if ok else 1)
+EOF
+  done
+done
+tar -C "$logs" -czf "$out/losses.tar.gz" .
+
+# 2. Speed: the issue's four jobs (hidden, batch), then the default recipe's.
+list=$(IFS=,; echo "cpu,${devices[*]}")
+if [ "${JOBS:-all}" = small ]; then
+  jobs=("50 1 5" "50 32 5")
+else
+  jobs=("50 1 50" "50 32 50" "128 64 50" "256 256 20" "192 16 50")
+fi
+for job in "${jobs[@]}"; do
+  read -r h b steps <<< "$job"
+  "$app" bench --devices "$list" --hidden "$h" --batch "$b" --steps "$steps" --json "$out/bench-h$h-b$b.json" || failed=1
+done
+
+[ $failed = 0 ] && echo "device-check: every check passed" || echo "device-check: FAILED (see above)"
+exit $failed
