@@ -367,12 +367,7 @@ public sealed unsafe class CpuStackBackend : IBackend
         if (_drop.P <= 0f)
             return;
         for (int r = r0; r < r1; r++)
-        {
-            float* row = Row(dst, r, _hp);
-            ulong key = _drop.RowKey(input, _rowT[r], _rowB[r]);
-            for (int i = 0; i < _h; i++)
-                row[i] *= _drop.Factor(key, i);
-        }
+            CpuDropout.Apply(Row(dst, r, _hp), _h, _drop.RowKey(input, _rowT[r], _rowB[r]), _drop.P);
     }
 
     /// <summary>
