@@ -23,6 +23,8 @@ public sealed unsafe class CpuStackBackend : IBackend
 {
     // Below this much recurrence work (multiply-adds) per step, one thread beats waking others.
     private const long ParallelWork = 100_000;
+    // Below this many parameters, the update and the weight copies run on one thread.
+    private const int ParallelParameters = 65_536;
 
     private readonly StackDims _d;
     private readonly int _h, _v, _hp, _vp, _ghp, _layers;
@@ -36,6 +38,14 @@ public sealed unsafe class CpuStackBackend : IBackend
     private DropoutSettings _drop;         // the running step's dropout
     private bool _carryIn, _withGradients;
     private readonly Action<int> _inputPhase, _forwardPhase, _outputPhase, _outputWeightPhase, _backwardPhase, _weightPhase, _inputGradientPhase;
+    private readonly Action<int> _gatherPhase, _updatePhase, _refreshPhase;
+    // The update and the copies between the flat and the padded layouts are split among
+    // _copyMembers threads: the copies by blocks (a layer's gate, or the output layer), member m
+    // taking blocks _copySplit[m] … _copySplit[m + 1] − 1 (about equal floats each), the update by
+    // runs of the flat buffer. Each element has one owner, so the bits do not depend on the split.
+    private readonly int _copyMembers;
+    private readonly int[] _copySplit;
+    private OptimizerSettings _update;
 
     private readonly float[] _p, _g, _m1, _m2;   // flat, in the layout of StackDims
     private long _updates;
@@ -103,6 +113,11 @@ public sealed unsafe class CpuStackBackend : IBackend
         _backwardPhase = m => BackwardSteps(_names[m], _names[m + 1]);
         _weightPhase = WeightGradients;
         _inputGradientPhase = m => InputGradients(RowsOf(m), RowsOf(m + 1));
+        _copyMembers = _p.Length >= ParallelParameters ? _team.Size : 1;
+        _copySplit = SplitBlocks(_copyMembers);
+        _gatherPhase = m => GatherGradients(_copySplit[m], _copySplit[m + 1]);
+        _updatePhase = UpdateShare;
+        _refreshPhase = m => RefreshCopies(_copySplit[m], _copySplit[m + 1]);
         RefreshCopies();
     }
 
@@ -149,10 +164,10 @@ public sealed unsafe class CpuStackBackend : IBackend
             _lastSumSquares = CpuKernels.SumOfSquares(g, _g.Length);
         // As the device records it: a non-finite gradient reads as a NaN loss, and such a step is not applied.
         float recorded = _lastSumSquares <= float.MaxValue ? (float)loss : float.NaN;
-        var update = s.ForUpdate(++_updates);
+        _update = s.ForUpdate(++_updates);
         if (float.IsFinite(recorded))
         {
-            CpuOptimizer.Update(_p, _g, _m1, _m2, update, _lastSumSquares);
+            _team.Run(_updatePhase, _copyMembers);
             RefreshCopies();
         }
         _losses.Add(recorded);
@@ -408,7 +423,7 @@ public sealed unsafe class CpuStackBackend : IBackend
             if (_layer > 0)
                 RunPhase(_inputGradientPhase);
         }
-        GatherGradients();
+        _team.Run(_gatherPhase, _copyMembers);
     }
 
     /// <summary>dWya = Σ dy·topᵀ split by output rows; dby = Σ dy split by columns.</summary>
@@ -508,60 +523,99 @@ public sealed unsafe class CpuStackBackend : IBackend
         Dropout(_gh, _gh, _layer, r0, r1);
     }
 
-    /// <summary>The padded gradients into the flat buffer.</summary>
-    private void GatherGradients()
+    /// <summary>
+    /// The copies' blocks: one per layer and gate, then the output layer's. Member m of `members`
+    /// gets a run of whole blocks with about equal floats.
+    /// </summary>
+    private int[] SplitBlocks(int members)
+    {
+        int blocks = _layers * _d.Gates + 1;
+        var floats = new long[blocks + 1];
+        for (int k = 0; k < blocks; k++)
+            floats[k + 1] = floats[k] + (k < blocks - 1 ? (long)_h * (_d.InputsOf(k / _d.Gates) + _h + 1) : (long)_v * (_h + 1));
+        var split = new int[members + 1];
+        for (int m = 1; m < members; m++)
+        {
+            long target = floats[blocks] * m / members;
+            int k = split[m - 1];
+            while (k < blocks && floats[k + 1] <= target)
+                k++;
+            split[m] = k;
+        }
+        split[members] = blocks;
+        return split;
+    }
+
+    /// <summary>The optimizer on member m's run of the flat buffer (whole cache lines, the last member to the end).</summary>
+    private void UpdateShare(int member)
+    {
+        int n = _p.Length;
+        int e0 = (int)((long)n * member / _copyMembers) & ~15;
+        int e1 = member + 1 == _copyMembers ? n : (int)((long)n * (member + 1) / _copyMembers) & ~15;
+        CpuOptimizer.Update(_p.AsSpan(e0, e1 - e0), _g.AsSpan(e0, e1 - e0), _m1.AsSpan(e0, e1 - e0), _m2.AsSpan(e0, e1 - e0), _update, _lastSumSquares);
+    }
+
+    /// <summary>Blocks k0 … k1 − 1 of the padded gradients into the flat buffer.</summary>
+    private void GatherGradients(int k0, int k1)
     {
         fixed (float* g = _g)
         {
-            for (int l = 0; l < _layers; l++)
+            for (int k = k0; k < k1; k++)
             {
-                int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
-                for (int gate = 0; gate < _d.Gates; gate++)
+                if (k == _layers * _d.Gates)
                 {
-                    // Gate block (H × inputs) from its columns gate·Hp … of the padded transposes.
-                    int row = gate * _h, col = gate * _hp;
-                    CpuKernels.Transpose(_gWaxT[l].Ptr + col, _ghp, g + wax + row * inputs, inputs, inputs, _h);
-                    CpuKernels.Transpose(_gWaaT[l].Ptr + col, _ghp, g + waa + row * _h, _h, _h, _h);
-                    new Span<float>(_gBias[l].Ptr + col, _h).CopyTo(_g.AsSpan(bias + row, _h));
+                    for (int o = 0; o < _v; o++)
+                    {
+                        new Span<float>(Row(_gWya, o, _hp), _h).CopyTo(_g.AsSpan(_d.WyaOffset + o * _h, _h));
+                        _g[_d.ByOffset + o] = _gBy.Ptr[o];
+                    }
+                    continue;
                 }
+                int l = k / _d.Gates, gate = k % _d.Gates;
+                int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
+                // Gate block (H × inputs) from its columns gate·Hp … of the padded transposes.
+                int row = gate * _h, col = gate * _hp;
+                CpuKernels.Transpose(_gWaxT[l].Ptr + col, _ghp, g + wax + row * inputs, inputs, inputs, _h);
+                CpuKernels.Transpose(_gWaaT[l].Ptr + col, _ghp, g + waa + row * _h, _h, _h, _h);
+                new Span<float>(_gBias[l].Ptr + col, _h).CopyTo(_g.AsSpan(bias + row, _h));
             }
-        }
-        for (int k = 0; k < _v; k++)
-        {
-            new Span<float>(Row(_gWya, k, _hp), _h).CopyTo(_g.AsSpan(_d.WyaOffset + k * _h, _h));
-            _g[_d.ByOffset + k] = _gBy.Ptr[k];
         }
     }
 
     /// <summary>The padded copies of the flat weights, after an upload or an update.</summary>
-    private void RefreshCopies()
+    private void RefreshCopies() => _team.Run(_refreshPhase, _copyMembers);
+
+    /// <summary>Blocks k0 … k1 − 1 of the padded copies from the flat weights.</summary>
+    private void RefreshCopies(int k0, int k1)
     {
         fixed (float* p = _p)
         {
-            for (int l = 0; l < _layers; l++)
+            for (int k = k0; k < k1; k++)
             {
-                int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
-                for (int gate = 0; gate < _d.Gates; gate++)
+                if (k == _layers * _d.Gates)
                 {
-                    // Gate block (H × inputs) into columns gate·Hp … of the padded transposes, and its rows as they are.
-                    int row = gate * _h, col = gate * _hp;
-                    CpuKernels.Transpose(p + wax + row * inputs, inputs, _waxT[l].Ptr + col, _ghp, _h, inputs);
-                    CpuKernels.Transpose(p + waa + row * _h, _h, _waaT[l].Ptr + col, _ghp, _h, _h);
-                    for (int i = 0; i < _h; i++)
-                    {
-                        _p.AsSpan(waa + (row + i) * _h, _h).CopyTo(RowSpan(_waa[l], col + i, _hp));
-                        if (l > 0)
-                            _p.AsSpan(wax + (row + i) * inputs, _h).CopyTo(RowSpan(_wax[l], col + i, _hp));
-                    }
-                    _p.AsSpan(bias + row, _h).CopyTo(new Span<float>(_bias[l].Ptr + col, _h));
+                    for (int o = 0; o < _v; o++)
+                        _p.AsSpan(_d.WyaOffset + o * _h, _h).CopyTo(RowSpan(_wya, o, _hp));
+                    CpuKernels.Transpose(p + _d.WyaOffset, _h, _wyaT.Ptr, _vp, _v, _h);
+                    _byRow.Span.Fill(float.NegativeInfinity);
+                    _p.AsSpan(_d.ByOffset, _v).CopyTo(_byRow.Span);
+                    continue;
                 }
+                int l = k / _d.Gates, gate = k % _d.Gates;
+                int wax = _d.WaxOffset(l), waa = _d.WaaOffset(l), bias = _d.BOffset(l), inputs = _d.InputsOf(l);
+                // Gate block (H × inputs) into columns gate·Hp … of the padded transposes, and its rows as they are.
+                int row = gate * _h, col = gate * _hp;
+                CpuKernels.Transpose(p + wax + row * inputs, inputs, _waxT[l].Ptr + col, _ghp, _h, inputs);
+                CpuKernels.Transpose(p + waa + row * _h, _h, _waaT[l].Ptr + col, _ghp, _h, _h);
+                for (int i = 0; i < _h; i++)
+                {
+                    _p.AsSpan(waa + (row + i) * _h, _h).CopyTo(RowSpan(_waa[l], col + i, _hp));
+                    if (l > 0)
+                        _p.AsSpan(wax + (row + i) * inputs, _h).CopyTo(RowSpan(_wax[l], col + i, _hp));
+                }
+                _p.AsSpan(bias + row, _h).CopyTo(new Span<float>(_bias[l].Ptr + col, _h));
             }
-            for (int k = 0; k < _v; k++)
-                _p.AsSpan(_d.WyaOffset + k * _h, _h).CopyTo(RowSpan(_wya, k, _hp));
-            CpuKernels.Transpose(p + _d.WyaOffset, _h, _wyaT.Ptr, _vp, _v, _h);
         }
-        _byRow.Span.Fill(float.NegativeInfinity);
-        _p.AsSpan(_d.ByOffset, _v).CopyTo(_byRow.Span);
     }
 
     /// <summary>Each name's state after its last step, every layer (h, then c for the LSTM).</summary>

@@ -261,6 +261,7 @@ public sealed class CpuStackBackendTwoThreadTests(ITestOutputHelper output) : St
     [InlineData(CellKind.Gru, 2, 32, 40)]
     [InlineData(CellKind.Lstm, 3, 16, 40)]
     [InlineData(CellKind.Gru, 1, 2, 200)] // fewer names than threads: the third thread must sit out
+    [InlineData(CellKind.Lstm, 2, 16, 100)] // 125k parameters: the update and the weight copies are split too
     public void ResultsDoNotDependOnTheThreadCount(CellKind cell, int layers, int batch, int hidden)
     {
         // Large enough that the work is split (B·H·G·H per layer above the threshold).
