@@ -13,7 +13,9 @@ public static class RnnKernels
     /// <summary>
     /// The whole forward pass in one launch: one thread group per name walks all T steps,
     /// a_{t+1} = tanh(Wax·x_t + Waa·a_t + b), with a group barrier between steps (a step needs
-    /// all of the previous state). Waa is kept in shared memory when it fits (useShared = 1).
+    /// all of the previous state). Waa is kept in shared memory when it fits (useShared = 1),
+    /// transposed there, so that the threads of a warp (consecutive units i) read consecutive
+    /// floats at each j: row-major, H a multiple of 32 would put all 32 reads in one bank.
     /// A is ((T+1), B, H): slot 0 holds the initial state. A padded step (target &lt; 0) copies
     /// the state forward, so slot T holds each name's final state.
     /// Launch: grid B groups; any group size (each thread takes units i, i + group size, …);
@@ -31,7 +33,9 @@ public static class RnnKernels
         int b = Grid.IdxX;
         int tid = Group.IdxX;
         int size = Group.DimX;
-        var waa = Waa(d, p, useShared);
+        var waa = Waa(d, p, useShared, transposed: true);
+        // Waa[i][j] is at waa[i·rowStep + j·colStep].
+        int rowStep = useShared != 0 ? 1 : d.H, colStep = useShared != 0 ? d.H : 1;
         for (int t = 0; t < d.T; t++)
         {
             int r = t * d.B + b;
@@ -49,9 +53,9 @@ public static class RnnKernels
                 float z = p[d.BOffset + i];
                 if (xr >= 0)
                     z += p[d.WaxOffset + i * d.V + xr];
-                int row = i * d.H;
+                int row = i * rowStep;
                 for (int j = 0; j < d.H; j++)
-                    z += waa[row + j] * a[prev + j];
+                    z += waa[row + j * colStep] * a[prev + j];
                 a[next + i] = XMath.Tanh(z);
             }
             Group.Barrier();
@@ -60,15 +64,19 @@ public static class RnnKernels
 
     /// <summary>
     /// Waa (H, H) as the passes read it: copied by the whole group into the dynamic shared
-    /// memory when useShared, else the parameters' own view.
+    /// memory when useShared (transposed: element (i, j) at j·H + i), else the parameters' own
+    /// row-major view.
     /// </summary>
-    private static ArrayView<float> Waa(RnnDims d, ArrayView<float> p, int useShared)
+    private static ArrayView<float> Waa(RnnDims d, ArrayView<float> p, int useShared, bool transposed)
     {
         if (useShared == 0)
             return p.SubView(d.WaaOffset, d.H * d.H);
         var waa = SharedMemory.GetDynamic<float>();
         for (int k = Group.IdxX; k < d.H * d.H; k += Group.DimX)
-            waa[k] = p[d.WaaOffset + k];
+        {
+            int i = k / d.H, j = k - i * d.H;
+            waa[transposed ? j * d.H + i : k] = p[d.WaaOffset + k];
+        }
         Group.Barrier();
         return waa;
     }
@@ -93,7 +101,7 @@ public static class RnnKernels
         int b = Grid.IdxX;
         int tid = Group.IdxX;
         int size = Group.DimX;
-        var waa = Waa(d, p, useShared);
+        var waa = Waa(d, p, useShared, transposed: false); // read as waa[j·H + i]: consecutive for consecutive i
         for (int t = d.T - 1; t >= 0; t--)
         {
             int r = t * d.B + b;
