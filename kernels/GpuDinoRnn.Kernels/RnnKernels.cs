@@ -13,9 +13,10 @@ public static class RnnKernels
     /// <summary>
     /// The whole forward pass in one launch: one thread group per name walks all T steps,
     /// a_{t+1} = tanh(Wax·x_t + Waa·a_t + b), with a group barrier between steps (a step needs
-    /// all of the previous state). Waa is kept in shared memory when it fits (useShared = 1),
-    /// transposed there, so that the threads of a warp (consecutive units i) read consecutive
-    /// floats at each j: row-major, H a multiple of 32 would put all 32 reads in one bank.
+    /// all of the previous state). The pass reads Waa transposed, so that the threads of a warp
+    /// (consecutive units i) read consecutive floats at each j: from shared memory when it fits
+    /// (useShared = 1; row-major, an H that is a multiple of 32 would put all 32 reads in one
+    /// bank), else from waaT (TransposeWaa's; row-major, each read would be a cache line of its own).
     /// A is ((T+1), B, H): slot 0 holds the initial state. A padded step (target &lt; 0) copies
     /// the state forward, so slot T holds each name's final state.
     /// Launch: grid B groups; any group size (each thread takes units i, i + group size, …);
@@ -26,16 +27,15 @@ public static class RnnKernels
     /// <param name="x">Input ids (T, B); -1 is START (the zero vector).</param>
     /// <param name="y">Target ids (T, B); -1 marks padding.</param>
     /// <param name="a">Hidden states ((T+1), B, H).</param>
-    /// <param name="useShared">1: copy Waa into shared memory first.</param>
+    /// <param name="waaT">Waa transposed (H, H), read when useShared = 0.</param>
+    /// <param name="useShared">1: copy Waa, transposed, into shared memory first.</param>
     public static void ForwardPass(
-        RnnDims d, ArrayView<float> p, ArrayView<int> x, ArrayView<int> y, ArrayView<float> a, int useShared)
+        RnnDims d, ArrayView<float> p, ArrayView<int> x, ArrayView<int> y, ArrayView<float> a, ArrayView<float> waaT, int useShared)
     {
         int b = Grid.IdxX;
         int tid = Group.IdxX;
         int size = Group.DimX;
-        var waa = Waa(d, p, useShared, transposed: true);
-        // Waa[i][j] is at waa[i·rowStep + j·colStep].
-        int rowStep = useShared != 0 ? 1 : d.H, colStep = useShared != 0 ? d.H : 1;
+        var waa = useShared != 0 ? SharedWaa(d, p, transposed: true) : waaT; // Waa[i][j] at waa[j·H + i]
         for (int t = 0; t < d.T; t++)
         {
             int r = t * d.B + b;
@@ -53,24 +53,31 @@ public static class RnnKernels
                 float z = p[d.BOffset + i];
                 if (xr >= 0)
                     z += p[d.WaxOffset + i * d.V + xr];
-                int row = i * rowStep;
                 for (int j = 0; j < d.H; j++)
-                    z += waa[row + j * colStep] * a[prev + j];
+                    z += waa[j * d.H + i] * a[prev + j];
                 a[next + i] = XMath.Tanh(z);
             }
             Group.Barrier();
         }
     }
 
-    /// <summary>
-    /// Waa (H, H) as the passes read it: copied by the whole group into the dynamic shared
-    /// memory when useShared (transposed: element (i, j) at j·H + i), else the parameters' own
-    /// row-major view.
-    /// </summary>
-    private static ArrayView<float> Waa(RnnDims d, ArrayView<float> p, int useShared, bool transposed)
+    /// <summary>waaT[j·H + i] = Waa[i][j]: the forward pass's copy when Waa does not fit in shared memory.</summary>
+    /// <param name="index">j·H + i.</param>
+    /// <param name="d">Shapes.</param>
+    /// <param name="p">Parameters.</param>
+    /// <param name="waaT">Waa transposed (H, H), overwritten.</param>
+    public static void TransposeWaa(Index1D index, RnnDims d, ArrayView<float> p, ArrayView<float> waaT)
     {
-        if (useShared == 0)
-            return p.SubView(d.WaaOffset, d.H * d.H);
+        int j = index / d.H, i = index - j * d.H;
+        waaT[index] = p[d.WaaOffset + i * d.H + j];
+    }
+
+    /// <summary>
+    /// Waa (H, H) copied by the whole group into the dynamic shared memory, transposed (element
+    /// (i, j) at j·H + i) or as it is.
+    /// </summary>
+    private static ArrayView<float> SharedWaa(RnnDims d, ArrayView<float> p, bool transposed)
+    {
         var waa = SharedMemory.GetDynamic<float>();
         for (int k = Group.IdxX; k < d.H * d.H; k += Group.DimX)
         {
@@ -101,7 +108,8 @@ public static class RnnKernels
         int b = Grid.IdxX;
         int tid = Group.IdxX;
         int size = Group.DimX;
-        var waa = Waa(d, p, useShared, transposed: false); // read as waa[j·H + i]: consecutive for consecutive i
+        // Read as waa[j·H + i]: consecutive for consecutive i, row-major as in the parameters.
+        var waa = useShared != 0 ? SharedWaa(d, p, transposed: false) : p.SubView(d.WaaOffset, d.H * d.H);
         for (int t = d.T - 1; t >= 0; t--)
         {
             int r = t * d.B + b;

@@ -16,11 +16,13 @@ public sealed class IlgpuBackend : IBackend
     private readonly DeviceMemory _memory;
     private readonly bool _ownsAccelerator;
     private readonly IDisposable? _ownedContext;
-    private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int> _forwardPass;
+    private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> _forwardPass;
+    private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _transposeWaa;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>> _outputLayer;
     private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _backwardPass;
     private readonly int _groupSize;   // threads per name in the forward and backward passes
     private readonly bool _waaShared;  // Waa fits in a group's shared memory
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _waaT; // Waa transposed for the forward pass, when it does not fit
     private readonly Action<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _weightGradients;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _carryState;
 
@@ -35,22 +37,30 @@ public sealed class IlgpuBackend : IBackend
     /// <param name="ownsAccelerator">Dispose the accelerator with the backend.</param>
     /// <param name="ownedContext">The ILGPU context to dispose last, when the backend made it.</param>
     public IlgpuBackend(Accelerator accelerator, ModelShape shape, bool ownsAccelerator = true, IDisposable? ownedContext = null)
+        : this(accelerator, shape, accelerator.MaxSharedMemoryPerGroup, ownsAccelerator, ownedContext)
+    {
+    }
+
+    /// <param name="sharedMemoryLimit">Bytes of shared memory a group may use (tests pass less than the device has).</param>
+    internal IlgpuBackend(Accelerator accelerator, ModelShape shape, long sharedMemoryLimit, bool ownsAccelerator = true, IDisposable? ownedContext = null)
     {
         _acc = accelerator;
         _memory = new DeviceMemory(accelerator);
         _ownsAccelerator = ownsAccelerator;
         _ownedContext = ownedContext;
         Shape = shape;
-        _forwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int>(RnnKernels.ForwardPass);
+        _forwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.ForwardPass);
+        _transposeWaa = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.TransposeWaa);
         _outputLayer = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>>(LossKernels.OutputLayer);
         _backwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.BackwardPass);
         int warp = Math.Max(1, _acc.WarpSize);
         _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
-        _waaShared = (long)shape.H * shape.H * sizeof(float) <= _acc.MaxSharedMemoryPerGroup;
+        _waaShared = (long)shape.H * shape.H * sizeof(float) <= sharedMemoryLimit;
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
 
         _state = new DeviceTrainingState(_acc, shape.ParameterCount, shape.H, Allocate<float>);
+        _waaT = Allocate<float>(_waaShared ? 1 : (long)shape.H * shape.H);
     }
 
     public string Device => DeviceMemory.Name(_acc);
@@ -105,7 +115,9 @@ public sealed class IlgpuBackend : IBackend
         var d = Shape.Dims(batch.B, batch.T);
         UploadBatch(batch, d);
         _a!.View.SubView(0, d.B * d.H).MemSetToZero();
-        _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0);
+        if (!_waaShared)
+            _transposeWaa(d.H * d.H, d, _state.P, _waaT.View);
+        _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaT.View, _waaShared ? 1 : 0);
         _outputLayer(d.Rows, d, _state.P, _y!.View, _a.View, 0f, _dy!.View, _loss!.View);
         var rowLoss = new float[d.Rows];
         _loss.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
@@ -115,7 +127,7 @@ public sealed class IlgpuBackend : IBackend
     public void Dispose()
     {
         _state.Dispose();
-        foreach (var buffer in new MemoryBuffer?[] { _x, _y, _a, _dy, _dz, _loss })
+        foreach (var buffer in new MemoryBuffer?[] { _waaT, _x, _y, _a, _dy, _dz, _loss })
             buffer?.Dispose();
         if (_ownsAccelerator)
             _acc.Dispose();
@@ -126,7 +138,10 @@ public sealed class IlgpuBackend : IBackend
     private KernelConfig PassConfig(RnnDims d) =>
         new(d.B, _groupSize, SharedMemoryConfig.RequestDynamic<float>(_waaShared ? d.H * d.H : 1));
 
-    /// <summary>State reset, forward pass, output layer, backward pass, weight gradients: 5 launches whatever T and B.</summary>
+    /// <summary>
+    /// State reset, forward pass, output layer, backward pass, weight gradients: 5 launches whatever
+    /// T and B, 6 when Waa does not fit in shared memory (its transposed copy for the forward pass).
+    /// </summary>
     private void ForwardAndBackward(Batch batch, RnnDims d, bool carryState)
     {
         UploadBatch(batch, d);
@@ -137,7 +152,9 @@ public sealed class IlgpuBackend : IBackend
             Launch(() => _state.Carry.SubView(0, d.B * d.H).CopyTo(a0));
         else
             Launch(() => a0.MemSetToZero());
-        Launch(() => _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaShared ? 1 : 0));
+        if (!_waaShared)
+            Launch(() => _transposeWaa(d.H * d.H, d, _state.P, _waaT.View));
+        Launch(() => _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaT.View, _waaShared ? 1 : 0));
         Launch(() => _outputLayer(d.Rows, d, _state.P, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
         Launch(() => _backwardPass(PassConfig(d), d, _state.P, _y!.View, _a.View, _dy!.View, _dz!.View, _waaShared ? 1 : 0));
         Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _state.G));

@@ -6,6 +6,7 @@ using GpuDinoRnn.Data;
 using GpuDinoRnn.Kernels;
 using GpuDinoRnn.Model;
 using GpuDinoRnn.Tests.Reference;
+using ILGPU.Runtime.CPU;
 using Xunit.Abstractions;
 
 namespace GpuDinoRnn.Tests.Backends;
@@ -294,6 +295,30 @@ public sealed class IlgpuCpuBackendTests(ITestOutputHelper output) : BackendTest
         Assert.Equal(small, longer);
         // State reset, forward pass, output layer, backward pass, weight gradients, norm partials, update, loss.
         Assert.Equal(8, small);
+    }
+}
+
+/// <summary>
+/// The ILGPU backend as on a GPU whose shared memory cannot hold Waa (H &gt; 110 on CUDA): the
+/// emulator's is unlimited, so the limit is set to nothing here; the forward pass then reads the
+/// transposed copy that one more launch per step makes.
+/// </summary>
+public sealed class IlgpuCpuGlobalWaaBackendTests(ITestOutputHelper output) : BackendTests(output)
+{
+    protected override (IBackend?, string?) Create(ModelShape shape)
+    {
+        var context = Devices.CreateContext(threads: 2, includeUnsupported: false);
+        return (new IlgpuBackend(context.GetCPUDevice(0).CreateAccelerator(context), shape, sharedMemoryLimit: 0, ownedContext: context), null);
+    }
+
+    [Fact]
+    public void EachStepTransposesWaaOnce()
+    {
+        var shape = new ModelShape(8, 6);
+        using var backend = (IlgpuBackend)Create(shape).Item1!;
+        backend.Upload(TestData.RandomParameters(shape, 1));
+        backend.Step(Batch.FromEncoded([[1, 2, 3], [4]]), new StepSettings(0.1f, 1f, ClipMode.Norm, CarryState: false));
+        Assert.Equal(9, backend.LaunchesPerStep);
     }
 }
 

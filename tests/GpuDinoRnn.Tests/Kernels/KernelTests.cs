@@ -64,14 +64,32 @@ public sealed class KernelTests : IDisposable
     [InlineData(true)]
     public void ForwardPassWritesEveryStateAndCarriesPaddedOnes(bool shared)
     {
-        var k = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, int>(RnnKernels.ForwardPass);
+        var k = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.ForwardPass);
+        var transpose = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.TransposeWaa);
         using var p = Upload(_p.Data);
         using var x = Upload(_batch.X);
         using var y = Upload(_batch.Y);
         using var a = Poisoned((_d.T + 1) * _d.B * _d.H);
+        // Without shared memory the pass reads TransposeWaa's copy; with it, that copy is never read (NaN).
+        using var waaT = Poisoned(_d.H * _d.H);
+        if (!shared)
+            transpose(_d.H * _d.H, _d, p.View, waaT.View);
         a.View.SubView(0, _d.B * _d.H).MemSetToZero();
-        k(PassConfig(shared), _d, p.View, x.View, y.View, a.View, shared ? 1 : 0);
+        k(PassConfig(shared), _d, p.View, x.View, y.View, a.View, waaT.View, shared ? 1 : 0);
         TestData.AssertClose(_output, $"ForwardPass a (Waa in shared memory: {shared})", _ref.A, a.GetAsArray1D(), rtol: 1e-5, atol: 1e-6);
+    }
+
+    [Fact]
+    public void TransposeWaaWritesEveryElement()
+    {
+        var k = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.TransposeWaa);
+        using var p = Upload(_p.Data);
+        using var waaT = Poisoned(_d.H * _d.H);
+        k(_d.H * _d.H, _d, p.View, waaT.View);
+        var got = waaT.GetAsArray1D();
+        for (int i = 0; i < _d.H; i++)
+            for (int j = 0; j < _d.H; j++)
+                Assert.Equal(_p.Data[_d.WaaOffset + i * _d.H + j], got[j * _d.H + i]);
     }
 
     [Fact]
