@@ -66,30 +66,54 @@ public static class StackKernels
     /// <summary>Whether element b·StateSize + s of the carry is a c (the LSTM's second half of a layer's state).</summary>
     private static bool IsC(StackDims d, int index) => index % d.StatePerLayer >= d.H;
 
-    /// <summary>Row gi of Wax·u + b at row r: layer 0 takes the one-hot x (−1 the zero vector), above it u.</summary>
-    private static float Px(StackDims d, ArrayView<float> p, int layer, int gi, int xr, ArrayView<float> u, int r)
+    /// <summary>
+    /// The forward passes' copy of the recurrent and input weights, transposed so that the threads
+    /// of a warp (consecutive units, so consecutive rows gi of a gate block) read consecutive floats
+    /// at each j; row-major, each read would be a cache line of its own. Per layer l, at
+    /// l·2·H·GH: Waa_lᵀ (H, GH), then Wax_lᵀ (H, GH) above layer 0 (zeros for layer 0, whose input
+    /// is one-hot and read from the parameters).
+    /// </summary>
+    /// <param name="index">l·2·H·GH + part·H·GH + j·GH + gi.</param>
+    /// <param name="d">Shapes.</param>
+    /// <param name="p">Parameters.</param>
+    /// <param name="wT">The transposed weights, overwritten.</param>
+    public static void TransposeWeights(Index1D index, StackDims d, ArrayView<float> p, ArrayView<float> wT)
+    {
+        int block = d.H * d.GH;
+        int layer = index / (2 * block);
+        int rest = index - layer * 2 * block;
+        int part = rest / block;
+        int e = rest - part * block;
+        int j = e / d.GH, gi = e - j * d.GH;
+        if (part == 0)
+            wT[index] = p[d.WaaOffset(layer) + gi * d.H + j];
+        else
+            wT[index] = layer > 0 ? p[d.WaxOffset(layer) + gi * d.H + j] : 0f;
+    }
+
+    /// <summary>Row gi of Wax·u + b at row r: layer 0 takes the one-hot x (−1 the zero vector), above it u (Waxᵀ from wT).</summary>
+    private static float Px(StackDims d, ArrayView<float> p, ArrayView<float> wT, int layer, int gi, int xr, ArrayView<float> u, int r)
     {
         float z = p[d.BOffset(layer) + gi];
-        int inputs = d.InputsOf(layer);
-        int w = d.WaxOffset(layer) + gi * inputs;
         if (layer == 0)
         {
             if (xr >= 0)
-                z += p[w + xr];
+                z += p[d.WaxOffset(0) + gi * d.InputsOf(0) + xr];
             return z;
         }
+        int w = (2 * layer + 1) * d.H * d.GH + gi;
         for (int j = 0; j < d.H; j++)
-            z += p[w + j] * u[r * d.H + j];
+            z += wT[w + j * d.GH] * u[r * d.H + j];
         return z;
     }
 
-    /// <summary>Row gi of Waa·h₋, h₋ starting at prev.</summary>
-    private static float Pa(StackDims d, ArrayView<float> p, int layer, int gi, ArrayView<float> h, int prev)
+    /// <summary>Row gi of Waa·h₋, h₋ starting at prev (Waaᵀ from wT).</summary>
+    private static float Pa(StackDims d, ArrayView<float> wT, int layer, int gi, ArrayView<float> h, int prev)
     {
         float z = 0f;
-        int w = d.WaaOffset(layer) + gi * d.H;
+        int w = 2 * layer * d.H * d.GH + gi;
         for (int j = 0; j < d.H; j++)
-            z += p[w + j] * h[prev + j];
+            z += wT[w + j * d.GH] * h[prev + j];
         return z;
     }
 
@@ -106,6 +130,7 @@ public static class StackKernels
     /// </summary>
     /// <param name="d">Shapes.</param>
     /// <param name="p">Parameters (flat layout of <see cref="StackDims"/>).</param>
+    /// <param name="wT">The transposed weights (TransposeWeights).</param>
     /// <param name="x">Input ids (T, B); −1 is START (the zero vector).</param>
     /// <param name="y">Target ids (T, B); −1 marks padding.</param>
     /// <param name="layer">The layer.</param>
@@ -117,7 +142,7 @@ public static class StackKernels
     /// <param name="u">This layer's input (T, B, H), overwritten; unused for layer 0.</param>
     /// <param name="drop">This step's dropout.</param>
     public static void ForwardPass(
-        StackDims d, ArrayView<float> p, ArrayView<int> x, ArrayView<int> y, int layer, ArrayView<float> below,
+        StackDims d, ArrayView<float> p, ArrayView<float> wT, ArrayView<int> x, ArrayView<int> y, int layer, ArrayView<float> below,
         ArrayView<float> h, ArrayView<float> c, ArrayView<float> act, ArrayView<float> an, ArrayView<float> u, DropoutSettings drop)
     {
         int b = Grid.IdxX;
@@ -155,16 +180,16 @@ public static class StackKernels
                 }
                 if (d.Cell == CellKind.Rnn)
                 {
-                    float a = XMath.Tanh(Px(d, p, layer, i, xr, u, r) + Pa(d, p, layer, i, h, prev));
+                    float a = XMath.Tanh(Px(d, p, wT, layer, i, xr, u, r) + Pa(d, wT, layer, i, h, prev));
                     act[ra + i] = a;
                     h[next + i] = a;
                 }
                 else if (d.Cell == CellKind.Gru)
                 {
-                    float rg = Sigmoid(Px(d, p, layer, i, xr, u, r) + Pa(d, p, layer, i, h, prev));
-                    float zg = Sigmoid(Px(d, p, layer, H + i, xr, u, r) + Pa(d, p, layer, H + i, h, prev));
-                    float aN = Pa(d, p, layer, 2 * H + i, h, prev);
-                    float ng = XMath.Tanh(Px(d, p, layer, 2 * H + i, xr, u, r) + rg * aN);
+                    float rg = Sigmoid(Px(d, p, wT, layer, i, xr, u, r) + Pa(d, wT, layer, i, h, prev));
+                    float zg = Sigmoid(Px(d, p, wT, layer, H + i, xr, u, r) + Pa(d, wT, layer, H + i, h, prev));
+                    float aN = Pa(d, wT, layer, 2 * H + i, h, prev);
+                    float ng = XMath.Tanh(Px(d, p, wT, layer, 2 * H + i, xr, u, r) + rg * aN);
                     act[ra + i] = rg;
                     act[ra + H + i] = zg;
                     act[ra + 2 * H + i] = ng;
@@ -173,10 +198,10 @@ public static class StackKernels
                 }
                 else
                 {
-                    float ig = Sigmoid(Px(d, p, layer, i, xr, u, r) + Pa(d, p, layer, i, h, prev));
-                    float fg = Sigmoid(Px(d, p, layer, H + i, xr, u, r) + Pa(d, p, layer, H + i, h, prev));
-                    float gg = XMath.Tanh(Px(d, p, layer, 2 * H + i, xr, u, r) + Pa(d, p, layer, 2 * H + i, h, prev));
-                    float og = Sigmoid(Px(d, p, layer, 3 * H + i, xr, u, r) + Pa(d, p, layer, 3 * H + i, h, prev));
+                    float ig = Sigmoid(Px(d, p, wT, layer, i, xr, u, r) + Pa(d, wT, layer, i, h, prev));
+                    float fg = Sigmoid(Px(d, p, wT, layer, H + i, xr, u, r) + Pa(d, wT, layer, H + i, h, prev));
+                    float gg = XMath.Tanh(Px(d, p, wT, layer, 2 * H + i, xr, u, r) + Pa(d, wT, layer, 2 * H + i, h, prev));
+                    float og = Sigmoid(Px(d, p, wT, layer, 3 * H + i, xr, u, r) + Pa(d, wT, layer, 3 * H + i, h, prev));
                     act[ra + i] = ig;
                     act[ra + H + i] = fg;
                     act[ra + 2 * H + i] = gg;

@@ -19,7 +19,7 @@ public sealed class IlgpuStackBackend : IBackend
     private readonly DropoutConfig _dropout;
     private readonly int _groupSize; // threads per name in the forward and backward passes
     private readonly Action<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>> _startState;
-    private readonly Action<KernelConfig, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
+    private readonly Action<KernelConfig, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings> _forwardPass;
     private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
         ArrayView<float>, ArrayView<float>, DropoutSettings> _outputLayer;
@@ -30,6 +30,8 @@ public sealed class IlgpuStackBackend : IBackend
         ArrayView<float>, ArrayView<float>> _weightGradients;
     private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>> _carryState;
 
+    private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<float>> _transposeWeights;
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _wT;      // the forward passes' transposed Waa and Wax (TransposeWeights)
     private readonly DeviceTrainingState _state;                      // parameters, gradients, moments, loss history
     private MemoryBuffer1D<int, Stride1D.Dense>? _x, _y;               // (T, B) ids
     private MemoryBuffer1D<float, Stride1D.Dense>? _h, _c;             // L × ((T+1), B, H) states (c: LSTM)
@@ -59,7 +61,8 @@ public sealed class IlgpuStackBackend : IBackend
         int warp = Math.Max(1, _acc.WarpSize);
         _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
         _startState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>>(StackKernels.StartState);
-        _forwardPass = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
+        _transposeWeights = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<float>>(StackKernels.TransposeWeights);
+        _forwardPass = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.ForwardPass);
         _outputLayer = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
             ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.OutputLayer);
@@ -71,6 +74,8 @@ public sealed class IlgpuStackBackend : IBackend
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<float>>(StackKernels.CarryState);
 
         _state = new DeviceTrainingState(_acc, shape.ParameterCount, shape.StateSize, Allocate<float>);
+        var dims = shape.Stack(1, 1);
+        _wT = Allocate<float>(2L * dims.Layers * dims.H * dims.GH);
     }
 
     public string Device => DeviceMemory.Name(_acc);
@@ -137,7 +142,7 @@ public sealed class IlgpuStackBackend : IBackend
     public void Dispose()
     {
         _state.Dispose();
-        foreach (var buffer in new MemoryBuffer?[] { _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
+        foreach (var buffer in new MemoryBuffer?[] { _wT, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
             buffer?.Dispose();
         if (_ownsAccelerator)
             _acc.Dispose();
@@ -145,8 +150,8 @@ public sealed class IlgpuStackBackend : IBackend
     }
 
     /// <summary>
-    /// Initial state, L forward passes, output layer, L backward passes with L − 1 input
-    /// gradients between them, weight gradients: 3L + 1 launches whatever T and B.
+    /// Initial state, transposed weights, L forward passes, output layer, L backward passes with
+    /// L − 1 input gradients between them, weight gradients: 3L + 2 launches whatever T and B.
     /// </summary>
     private void ForwardAndBackward(Batch batch, StackDims d, bool carryState, DropoutSettings drop)
     {
@@ -164,18 +169,19 @@ public sealed class IlgpuStackBackend : IBackend
         Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _h!.View, _u!.View, _dy!.View, _dPx!.View, _dPa!.View, _state.G));
     }
 
-    /// <summary>Initial state, every layer's forward pass and the output layer (L + 2 launches).</summary>
+    /// <summary>Initial state, the weights transposed, every layer's forward pass and the output layer (L + 3 launches).</summary>
     private void Forward(StackDims d, bool carryState, DropoutSettings drop, float gradScale)
     {
         if (carryState)
             _state.EnsureCarry(d.B);
         Launch(() => _startState(d.B * Shape.StateSize, d, _state.Carry, carryState ? 1 : 0, _h!.View, _c!.View));
+        Launch(() => _transposeWeights((int)_wT.Length, d, _state.P, _wT.View));
         var config = new KernelConfig(d.B, _groupSize);
         for (int l = 0; l < d.Layers; l++)
         {
             int layer = l;
             var below = layer > 0 ? H(d, layer - 1) : H(d, layer);
-            Launch(() => _forwardPass(config, d, _state.P, _x!.View, _y!.View, layer, below, H(d, layer), C(d, layer), Act(d, layer),
+            Launch(() => _forwardPass(config, d, _state.P, _wT.View, _x!.View, _y!.View, layer, below, H(d, layer), C(d, layer), Act(d, layer),
                 An(d, layer), U(d, layer), drop));
         }
         Launch(() => _outputLayer(d.Rows, d, _state.P, _y!.View, H(d, d.Layers - 1), U(d, d.Layers), gradScale, _dy!.View, _loss!.View, drop));

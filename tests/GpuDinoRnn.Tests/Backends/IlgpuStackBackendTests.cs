@@ -63,10 +63,10 @@ public sealed class IlgpuStackCpuBackendTests(ITestOutputHelper output) : StackB
         Output.WriteLine($"{small} launches with B = 3, T = 4; {wide} with B = 16, T = 4; {longer} with B = 16, T = 8; {carried} carrying the state");
         Assert.Equal(small, wide);
         Assert.Equal(small, longer);
-        // Initial state, L forward passes, output layer, L backward passes, L − 1 input gradients,
-        // weight gradients, norm partials, loss, update: 3L + 5 = 11 for L = 2; carrying the state adds one.
-        Assert.Equal(11, small);
-        Assert.Equal(12, carried);
+        // Initial state, transposed weights, L forward passes, output layer, L backward passes, L − 1 input
+        // gradients, weight gradients, norm partials, loss, update: 3L + 6 = 12 for L = 2; carrying the state adds one.
+        Assert.Equal(12, small);
+        Assert.Equal(13, carried);
     }
 }
 
