@@ -1,5 +1,6 @@
 // The output layer, fused: logits = Wya·a + by, softmax, cross-entropy and its gradient, for all
-// rows of a step at once (none of it depends on the previous step). CPU twin: CpuBackend.OutputLayer.
+// rows of a step at once (none of it depends on the previous step), a thread group per row.
+// CPU twin: CpuBackend.OutputLayer.
 using ILGPU;
 using ILGPU.Algorithms;
 
@@ -10,8 +11,8 @@ public static class LossKernels
     /// <summary>
     /// For row r = t·B + b: loss[r] = −log softmax(Wya·a_{t+1} + by)[y_r] (nats) and
     /// dy[r] = (softmax − onehot(y_r))·gradScale. Padded rows (y_r &lt; 0) get loss 0 and dy 0.
+    /// Launch: grid rows groups, any group size (see RowOutput).
     /// </summary>
-    /// <param name="index">Row r.</param>
     /// <param name="d">Shapes.</param>
     /// <param name="p">Parameters.</param>
     /// <param name="y">Target ids (T, B); -1 marks padding.</param>
@@ -20,35 +21,52 @@ public static class LossKernels
     /// <param name="dy">Gradient with respect to the logits (T, B, V), overwritten.</param>
     /// <param name="loss">Loss per row (T, B), overwritten.</param>
     public static void OutputLayer(
-        Index1D index, RnnDims d,
-        ArrayView<float> p, ArrayView<int> y, ArrayView<float> a, float gradScale,
+        RnnDims d, ArrayView<float> p, ArrayView<int> y, ArrayView<float> a, float gradScale,
         ArrayView<float> dy, ArrayView<float> loss)
     {
-        int r = index;
-        int row = r * d.V;
-        int target = y[r];
+        int r = Grid.IdxX;
+        RowOutput(p, d.WyaOffset, d.ByOffset, d.V, d.H, a, (r + d.B) * d.H, r, y[r], gradScale, dy, loss);
+    }
+
+    /// <summary>
+    /// One row of an output layer by one thread group, shared with StackKernels.OutputLayer: the
+    /// group's threads take logits k, k + group size, … (each by + Wya[k]·input, summed over the H
+    /// inputs in order) into dy, then after a barrier thread 0 turns them into the loss and dy
+    /// (SoftmaxCrossEntropy). A thread per logit, not per row: the row's V·H multiply-adds would
+    /// otherwise be one thread's chain while a step's few hundred rows leave the GPU idle.
+    /// </summary>
+    /// <param name="input">The output layer's input; this row's H values start at inputRow.</param>
+    /// <param name="target">y of the row; &lt; 0 for padding (loss 0, dy 0).</param>
+    internal static void RowOutput(
+        ArrayView<float> p, int wyaOffset, int byOffset, int v, int h, ArrayView<float> input, int inputRow,
+        int r, int target, float gradScale, ArrayView<float> dy, ArrayView<float> loss)
+    {
+        int lane = Group.IdxX;
+        int size = Group.DimX;
+        int row = r * v;
         if (target < 0)
         {
-            for (int k = 0; k < d.V; k++)
+            for (int k = lane; k < v; k += size)
                 dy[row + k] = 0f;
-            loss[r] = 0f;
+            if (lane == 0)
+                loss[r] = 0f;
             return;
         }
-        int ar = (r + d.B) * d.H;
-        float max = float.NegativeInfinity;
-        float zTarget = 0f;
-        for (int k = 0; k < d.V; k++)
+        for (int k = lane; k < v; k += size)
         {
-            float z = p[d.ByOffset + k];
-            int w = d.WyaOffset + k * d.H;
-            for (int i = 0; i < d.H; i++)
-                z += p[w + i] * a[ar + i];
+            float z = p[byOffset + k];
+            int w = wyaOffset + k * h;
+            for (int i = 0; i < h; i++)
+                z += p[w + i] * input[inputRow + i];
             dy[row + k] = z;
-            if (k == target)
-                zTarget = z;
-            max = XMath.Max(max, z);
         }
-        loss[r] = SoftmaxCrossEntropy(dy, row, d.V, target, zTarget, max, gradScale);
+        Group.Barrier();
+        if (lane != 0)
+            return;
+        float max = float.NegativeInfinity;
+        for (int k = 0; k < v; k++)
+            max = XMath.Max(max, dy[row + k]);
+        loss[r] = SoftmaxCrossEntropy(dy, row, v, target, dy[row + target], max, gradScale);
     }
 
     /// <summary>

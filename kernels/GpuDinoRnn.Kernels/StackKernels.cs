@@ -219,8 +219,8 @@ public static class StackKernels
     /// The output layer, fused, for row r = t·B + b: u = h_top × the dropout factor of input L
     /// (kept for dWya), logits = Wya·u + by, loss[r] = −log softmax(logits)[y_r] and
     /// dy[r] = (softmax − onehot(y_r))·gradScale. Padded rows get loss 0 and dy 0.
+    /// Launch: grid rows groups, any group size (LossKernels.RowOutput).
     /// </summary>
-    /// <param name="index">Row r.</param>
     /// <param name="d">Shapes.</param>
     /// <param name="p">Parameters.</param>
     /// <param name="y">Target ids (T, B); −1 marks padding.</param>
@@ -231,39 +231,18 @@ public static class StackKernels
     /// <param name="loss">Loss per row (T, B), overwritten.</param>
     /// <param name="drop">This step's dropout.</param>
     public static void OutputLayer(
-        Index1D index, StackDims d, ArrayView<float> p, ArrayView<int> y, ArrayView<float> top, ArrayView<float> u,
+        StackDims d, ArrayView<float> p, ArrayView<int> y, ArrayView<float> top, ArrayView<float> u,
         float gradScale, ArrayView<float> dy, ArrayView<float> loss, DropoutSettings drop)
     {
-        int r = index;
-        int row = r * d.V;
-        int target = y[r];
+        int r = Grid.IdxX;
         int t = r / d.B;
         int b = r - t * d.B;
         int ur = r * d.H;
         // Padded rows too: dWya reads u of every row (times their dy of 0).
-        for (int i = 0; i < d.H; i++)
+        for (int i = Group.IdxX; i < d.H; i += Group.DimX)
             u[ur + i] = top[(r + d.B) * d.H + i] * drop.Factor(d.Layers, t, b, i);
-        if (target < 0)
-        {
-            for (int k = 0; k < d.V; k++)
-                dy[row + k] = 0f;
-            loss[r] = 0f;
-            return;
-        }
-        float max = float.NegativeInfinity;
-        float zTarget = 0f;
-        for (int k = 0; k < d.V; k++)
-        {
-            float z = p[d.ByOffset + k];
-            int w = d.WyaOffset + k * d.H;
-            for (int i = 0; i < d.H; i++)
-                z += p[w + i] * u[ur + i];
-            dy[row + k] = z;
-            if (k == target)
-                zTarget = z;
-            max = XMath.Max(max, z);
-        }
-        loss[r] = LossKernels.SoftmaxCrossEntropy(dy, row, d.V, target, zTarget, max, gradScale);
+        Group.Barrier();
+        LossKernels.RowOutput(p, d.WyaOffset, d.ByOffset, d.V, d.H, u, ur, r, y[r], gradScale, dy, loss);
     }
 
     /// <summary>

@@ -18,9 +18,10 @@ public sealed class IlgpuBackend : IBackend
     private readonly IDisposable? _ownedContext;
     private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> _forwardPass;
     private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<float>> _transposeWaa;
-    private readonly Action<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>> _outputLayer;
+    private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>> _outputLayer;
     private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _backwardPass;
     private readonly int _groupSize;   // threads per name in the forward and backward passes
+    private readonly int _outputGroupSize; // threads per row in the output layer (a logit each)
     private readonly bool _waaShared;  // Waa fits in a group's shared memory
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _waaT; // Waa transposed for the forward pass, when it does not fit
     private readonly Action<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>> _weightGradients;
@@ -51,10 +52,11 @@ public sealed class IlgpuBackend : IBackend
         Shape = shape;
         _forwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.ForwardPass);
         _transposeWaa = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.TransposeWaa);
-        _outputLayer = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>>(LossKernels.OutputLayer);
+        _outputLayer = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>>(LossKernels.OutputLayer);
         _backwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.BackwardPass);
         int warp = Math.Max(1, _acc.WarpSize);
         _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
+        _outputGroupSize = Math.Min((shape.V + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
         _waaShared = (long)shape.H * shape.H * sizeof(float) <= sharedMemoryLimit;
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);
@@ -118,7 +120,7 @@ public sealed class IlgpuBackend : IBackend
         if (!_waaShared)
             _transposeWaa(d.H * d.H, d, _state.P, _waaT.View);
         _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaT.View, _waaShared ? 1 : 0);
-        _outputLayer(d.Rows, d, _state.P, _y!.View, _a.View, 0f, _dy!.View, _loss!.View);
+        _outputLayer(new KernelConfig(d.Rows, _outputGroupSize), d, _state.P, _y!.View, _a.View, 0f, _dy!.View, _loss!.View);
         var rowLoss = new float[d.Rows];
         _loss.View.SubView(0, d.Rows).CopyToCPU(rowLoss);
         return rowLoss.Sum(v => (double)v);
@@ -155,7 +157,7 @@ public sealed class IlgpuBackend : IBackend
         if (!_waaShared)
             Launch(() => _transposeWaa(d.H * d.H, d, _state.P, _waaT.View));
         Launch(() => _forwardPass(PassConfig(d), d, _state.P, _x!.View, _y!.View, _a.View, _waaT.View, _waaShared ? 1 : 0));
-        Launch(() => _outputLayer(d.Rows, d, _state.P, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
+        Launch(() => _outputLayer(new KernelConfig(d.Rows, _outputGroupSize), d, _state.P, _y!.View, _a.View, 1f / d.B, _dy!.View, _loss!.View));
         Launch(() => _backwardPass(PassConfig(d), d, _state.P, _y!.View, _a.View, _dy!.View, _dz!.View, _waaShared ? 1 : 0));
         Launch(() => _weightGradients(d.ParameterCount, d, _x!.View, _a.View, _dy!.View, _dz!.View, _state.G));
     }

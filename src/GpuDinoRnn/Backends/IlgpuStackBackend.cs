@@ -18,10 +18,11 @@ public sealed class IlgpuStackBackend : IBackend
     private readonly IDisposable? _ownedContext;
     private readonly DropoutConfig _dropout;
     private readonly int _groupSize; // threads per name in the forward and backward passes
+    private readonly int _outputGroupSize; // threads per row in the output layer (a logit each)
     private readonly Action<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>> _startState;
     private readonly Action<KernelConfig, StackDims, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings> _forwardPass;
-    private readonly Action<Index1D, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
+    private readonly Action<KernelConfig, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
         ArrayView<float>, ArrayView<float>, DropoutSettings> _outputLayer;
     private readonly Action<KernelConfig, StackDims, ArrayView<float>, ArrayView<int>, int, ArrayView<float>, ArrayView<float>,
         ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings> _backwardPass;
@@ -60,11 +61,12 @@ public sealed class IlgpuStackBackend : IBackend
         Shape = shape;
         int warp = Math.Max(1, _acc.WarpSize);
         _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
+        _outputGroupSize = Math.Min((shape.V + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
         _startState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>>(StackKernels.StartState);
         _transposeWeights = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<float>>(StackKernels.TransposeWeights);
         _forwardPass = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.ForwardPass);
-        _outputLayer = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
+        _outputLayer = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, float,
             ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.OutputLayer);
         _backwardPass = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<int>, int, ArrayView<float>, ArrayView<float>,
             ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, DropoutSettings>(StackKernels.BackwardPass);
@@ -184,7 +186,8 @@ public sealed class IlgpuStackBackend : IBackend
             Launch(() => _forwardPass(config, d, _state.P, _wT.View, _x!.View, _y!.View, layer, below, H(d, layer), C(d, layer), Act(d, layer),
                 An(d, layer), U(d, layer), drop));
         }
-        Launch(() => _outputLayer(d.Rows, d, _state.P, _y!.View, H(d, d.Layers - 1), U(d, d.Layers), gradScale, _dy!.View, _loss!.View, drop));
+        Launch(() => _outputLayer(new KernelConfig(d.Rows, _outputGroupSize), d, _state.P, _y!.View, H(d, d.Layers - 1), U(d, d.Layers), gradScale,
+            _dy!.View, _loss!.View, drop));
     }
 
     // Each layer's view of the per-layer buffers, cut for this step's T and B.
