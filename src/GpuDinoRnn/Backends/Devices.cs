@@ -139,8 +139,10 @@ public static class Devices
     }
 
     /// <summary>A context with algorithms enabled (XMath on every backend).</summary>
-    public static Context CreateContext(int threads, bool includeUnsupported) =>
-        Context.Create(b =>
+    public static Context CreateContext(int threads, bool includeUnsupported)
+    {
+        DriverLibraries.Register();
+        return Context.Create(b =>
         {
             if (includeUnsupported)
                 b.Cuda(_ => true).OpenCL(_ => true);
@@ -148,6 +150,7 @@ public static class Devices
                 b.Cuda().OpenCL();
             b.CPU(EmulatedCpu(threads)).EnableAlgorithms().Optimize(OptimizationLevel.O2);
         });
+    }
 
     private static IEnumerable<(string Id, Device Device)> IlgpuDevices(Context context)
     {

@@ -1,0 +1,68 @@
+// Where ILGPU finds the GPU drivers on Linux. It imports the CUDA driver as "cuda" and OpenCL as
+// "OpenCL", which .NET looks for as libcuda.so and libOpenCL.so: unversioned names that only
+// development packages install. A machine with just a driver (a container with the driver mounted,
+// a server without the CUDA toolkit) has libcuda.so.1 and libOpenCL.so.1, and ILGPU would find no
+// GPU there. So the app lets ILGPU's imports fall back to the versioned names. On WSL ILGPU sets its
+// own resolver (for /usr/lib/wsl/lib), and an assembly can have only one, so nothing is set there.
+using System.Reflection;
+using System.Runtime.InteropServices;
+using ILGPU;
+
+namespace GpuDinoRnn.Backends;
+
+internal static class DriverLibraries
+{
+    private static int _registered;
+
+    /// <summary>Once per process, before the first ILGPU context: the fallback resolver for ILGPU's imports (Linux, not WSL).</summary>
+    public static void Register()
+    {
+        if (!OperatingSystem.IsLinux() || IsWsl() || Interlocked.Exchange(ref _registered, 1) == 1)
+            return;
+        try
+        {
+            NativeLibrary.SetDllImportResolver(typeof(Context).Assembly, Resolve);
+        }
+        catch (InvalidOperationException)
+        {
+            // A resolver is set already (ILGPU's own): leave it.
+        }
+    }
+
+    /// <summary>The file names tried for one of ILGPU's imports, unversioned first; null for any other library.</summary>
+    public static string[]? Candidates(string libraryName) => libraryName switch
+    {
+        "cuda" => ["libcuda.so", "libcuda.so.1"],
+        "OpenCL" => ["libOpenCL.so", "libOpenCL.so.1"],
+        _ => null,
+    };
+
+    /// <summary>The first of names the dynamic loader can open (its own search path), or Zero.</summary>
+    public static IntPtr LoadFirst(IEnumerable<string> names)
+    {
+        foreach (var name in names)
+            if (NativeLibrary.TryLoad(name, out var handle))
+                return handle;
+        return IntPtr.Zero;
+    }
+
+    /// <summary>Zero, for the runtime's own probing, when the library is not a driver or none of its names loads.</summary>
+    private static IntPtr Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath) =>
+        Candidates(libraryName) is { } names ? LoadFirst(names) : IntPtr.Zero;
+
+    private static bool IsWsl()
+    {
+        try
+        {
+            return File.ReadAllText("/proc/version").Contains("microsoft", StringComparison.OrdinalIgnoreCase);
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
+}
