@@ -35,6 +35,8 @@ fi
 
 date -u
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+# Which driver libraries the loader knows (ILGPU asks for libcuda.so, the app falls back to libcuda.so.1).
+ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libOpenCL\.so' || echo "ldconfig lists no libcuda or libOpenCL (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
 "$app" version
 "$app" devices
 
