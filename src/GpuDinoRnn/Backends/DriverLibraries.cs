@@ -1,9 +1,10 @@
 // Where ILGPU finds the GPU drivers on Linux. It imports the CUDA driver as "cuda" and OpenCL as
 // "OpenCL", which .NET looks for as libcuda.so and libOpenCL.so: unversioned names that come with
-// development packages and that driver-only installs often lack. A machine with just a driver (a container with the driver mounted,
-// a server without the CUDA toolkit) has libcuda.so.1 and libOpenCL.so.1, and ILGPU would find no
-// GPU there. So the app lets ILGPU's imports fall back to the versioned names. On WSL ILGPU sets its
-// own resolver (for /usr/lib/wsl/lib), and an assembly can have only one, so nothing is set there.
+// development packages and that driver-only installs often lack. A machine with just a driver (a
+// container with the driver mounted, a server without the CUDA toolkit) has libcuda.so.1 and
+// libOpenCL.so.1, and ILGPU would find no GPU there. So the app lets ILGPU's imports fall back to
+// the versioned names. On WSL ILGPU sets its own resolver (for /usr/lib/wsl/lib), and an assembly
+// can have only one, so nothing is set there.
 using System.Reflection;
 using System.Runtime.InteropServices;
 using ILGPU;
