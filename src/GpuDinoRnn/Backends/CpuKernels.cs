@@ -480,43 +480,9 @@ internal static unsafe class CpuKernels
                 TV.Store(a11, c1 + col + w);
             }
         }
-        // Single rows (batch 1 is all single rows): 4 vectors where they fit, for four FMA chains.
+        // Single rows (batch 1 is all single rows).
         for (; row < n; row++)
-        {
-            float* lr = l + (long)row * ldl;
-            float* cr = c + (long)row * ldc;
-            int col = 0;
-            for (; col + 4 * w <= padded; col += 4 * w)
-            {
-                TV a0 = TV.Load(cr + col), a1 = TV.Load(cr + col + w), a2 = TV.Load(cr + col + 2 * w), a3 = TV.Load(cr + col + 3 * w);
-                float* rk = r + col;
-                for (int j = 0; j < k; j++, rk += ldr)
-                {
-                    TV x = TV.Broadcast(lr[j]);
-                    a0 = TV.Fma(x, TV.Load(rk), a0);
-                    a1 = TV.Fma(x, TV.Load(rk + w), a1);
-                    a2 = TV.Fma(x, TV.Load(rk + 2 * w), a2);
-                    a3 = TV.Fma(x, TV.Load(rk + 3 * w), a3);
-                }
-                TV.Store(a0, cr + col);
-                TV.Store(a1, cr + col + w);
-                TV.Store(a2, cr + col + 2 * w);
-                TV.Store(a3, cr + col + 3 * w);
-            }
-            for (; col < padded; col += 2 * w)
-            {
-                TV a0 = TV.Load(cr + col), a1 = TV.Load(cr + col + w);
-                float* rk = r + col;
-                for (int j = 0; j < k; j++, rk += ldr)
-                {
-                    TV x = TV.Broadcast(lr[j]);
-                    a0 = TV.Fma(x, TV.Load(rk), a0);
-                    a1 = TV.Fma(x, TV.Load(rk + w), a1);
-                }
-                TV.Store(a0, cr + col);
-                TV.Store(a1, cr + col + w);
-            }
-        }
+            SingleRow<TV>(c + (long)row * ldc, l + (long)row * ldl, 1, r, ldr, k, padded);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -565,43 +531,53 @@ internal static unsafe class CpuKernels
             if (col < np) // np ends in a vector and a half (Columns, 512-bit vectors only)
                 Tile4By1Half(c + (long)m * ldc + col, ldc, l + m, 1, ldl, r + col, ldr, n);
         }
-        // Single output rows: 4 vectors where they fit, for four FMA chains.
+        // Single output rows.
         for (; m < m1; m++)
+            SingleRow<TV>(c + (long)m * ldc, l + m, ldl, r, ldr, n, padded);
+    }
+
+    /// <summary>
+    /// One row of C (np columns, a multiple of two vectors) += Σ_j l[j·step]·R[j] over the k rows
+    /// of R (ldr apart), in order: the lone rows of both products (AddProduct: a row of L, step 1;
+    /// AddTransposedProduct: a column of L, step ldl). 4 vectors where they fit, for four FMA chains.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void SingleRow<TV>(float* c, float* l, int step, float* r, int ldr, int k, int np)
+        where TV : struct, ISimd<TV>
+    {
+        int w = TV.Count;
+        int col = 0;
+        for (; col + 4 * w <= np; col += 4 * w)
         {
-            float* cm = c + (long)m * ldc;
-            int col = 0;
-            for (; col + 4 * w <= padded; col += 4 * w)
+            TV a0 = TV.Load(c + col), a1 = TV.Load(c + col + w), a2 = TV.Load(c + col + 2 * w), a3 = TV.Load(c + col + 3 * w);
+            float* lj = l;
+            float* rj = r + col;
+            for (int j = 0; j < k; j++, lj += step, rj += ldr)
             {
-                TV a0 = TV.Load(cm + col), a1 = TV.Load(cm + col + w), a2 = TV.Load(cm + col + 2 * w), a3 = TV.Load(cm + col + 3 * w);
-                float* li = l + m;
-                float* ri = r + col;
-                for (int i = 0; i < n; i++, li += ldl, ri += ldr)
-                {
-                    TV x = TV.Broadcast(li[0]);
-                    a0 = TV.Fma(x, TV.Load(ri), a0);
-                    a1 = TV.Fma(x, TV.Load(ri + w), a1);
-                    a2 = TV.Fma(x, TV.Load(ri + 2 * w), a2);
-                    a3 = TV.Fma(x, TV.Load(ri + 3 * w), a3);
-                }
-                TV.Store(a0, cm + col);
-                TV.Store(a1, cm + col + w);
-                TV.Store(a2, cm + col + 2 * w);
-                TV.Store(a3, cm + col + 3 * w);
+                TV x = TV.Broadcast(*lj);
+                a0 = TV.Fma(x, TV.Load(rj), a0);
+                a1 = TV.Fma(x, TV.Load(rj + w), a1);
+                a2 = TV.Fma(x, TV.Load(rj + 2 * w), a2);
+                a3 = TV.Fma(x, TV.Load(rj + 3 * w), a3);
             }
-            for (; col < padded; col += 2 * w)
+            TV.Store(a0, c + col);
+            TV.Store(a1, c + col + w);
+            TV.Store(a2, c + col + 2 * w);
+            TV.Store(a3, c + col + 3 * w);
+        }
+        for (; col < np; col += 2 * w)
+        {
+            TV a0 = TV.Load(c + col), a1 = TV.Load(c + col + w);
+            float* lj = l;
+            float* rj = r + col;
+            for (int j = 0; j < k; j++, lj += step, rj += ldr)
             {
-                TV a0 = TV.Load(cm + col), a1 = TV.Load(cm + col + w);
-                float* li = l + m;
-                float* ri = r + col;
-                for (int i = 0; i < n; i++, li += ldl, ri += ldr)
-                {
-                    TV x = TV.Broadcast(li[0]);
-                    a0 = TV.Fma(x, TV.Load(ri), a0);
-                    a1 = TV.Fma(x, TV.Load(ri + w), a1);
-                }
-                TV.Store(a0, cm + col);
-                TV.Store(a1, cm + col + w);
+                TV x = TV.Broadcast(*lj);
+                a0 = TV.Fma(x, TV.Load(rj), a0);
+                a1 = TV.Fma(x, TV.Load(rj + w), a1);
             }
+            TV.Store(a0, c + col);
+            TV.Store(a1, c + col + w);
         }
     }
 

@@ -18,7 +18,7 @@ internal static class DriverLibraries
     /// <summary>Once per process, before the first ILGPU context: the fallback resolver for ILGPU's imports (Linux, not WSL).</summary>
     public static void Register()
     {
-        if (!OperatingSystem.IsLinux() || IsWsl() || Interlocked.Exchange(ref _registered, 1) == 1)
+        if (!OperatingSystem.IsLinux() || Interlocked.Exchange(ref _registered, 1) == 1 || IsWsl())
             return;
         try
         {
