@@ -441,13 +441,10 @@ public sealed unsafe class CpuBackend : IBackend
             var states = new Span<float>(a + (long)r0 * hp, n * hp);
             if (_preciseMath)
             {
-                // Row by row over the H real units: TensorPrimitives.Tanh(0) is −6e−8, not 0, and the
-                // padding must stay exactly 0 so that every gradient's padding is 0 too.
+                // Row by row over the H real units: TensorPrimitives' tanh(0) is −0, and the padding
+                // must stay exactly +0 so that every gradient's padding is 0 too.
                 for (int i = 0; i < n; i++)
-                {
-                    var row = states.Slice(i * hp, _h);
-                    TensorPrimitives.Tanh(row, row);
-                }
+                    CpuKernels.PreciseTanh(a + (long)(r0 + i) * hp, _h);
             }
             else
                 CpuKernels.Tanh(a + (long)r0 * hp, n * hp); // FastMath.Tanh(0) is 0: the padding stays 0

@@ -273,6 +273,52 @@ internal static unsafe class CpuKernels
         return e;
     }
 
+    /// <summary>
+    /// x = tanh(x) over n floats, bit for bit as TensorPrimitives.Tanh gives them (PreciseMath), the
+    /// last vector overlapping as in the library; below one vector, the library itself (it works
+    /// element by element there).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PreciseTanh(float* x, int n)
+    {
+        if (Vector512.IsHardwareAccelerated && n >= Simd512.Count)
+            PreciseTanh<Simd512>(x, n);
+        else if (Vector256.IsHardwareAccelerated && n >= Simd256.Count)
+            PreciseTanh<Simd256>(x, n);
+        else if (Vector128.IsHardwareAccelerated && n >= Simd128.Count)
+            PreciseTanh<Simd128>(x, n);
+        else
+            TensorPrimitives.Tanh(new ReadOnlySpan<float>(x, n), new Span<float>(x, n));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PreciseTanh<TV>(float* x, int n) where TV : struct, ISimd<TV>
+    {
+        TV last = PreciseMath.Tanh(TV.Load(x + n - TV.Count)); // before the loop overwrites its start
+        for (int e = 0; e + TV.Count <= n; e += TV.Count)
+            TV.Store(PreciseMath.Tanh(TV.Load(x + e)), x + e);
+        TV.Store(last, x + n - TV.Count);
+    }
+
+    /// <summary>x = e^x over n floats, n a multiple of the vector width, bit for bit as TensorPrimitives.Exp gives them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PreciseExp(float* x, int n)
+    {
+        if (Vector512.IsHardwareAccelerated)
+            PreciseExp<Simd512>(x, n);
+        else if (Vector256.IsHardwareAccelerated)
+            PreciseExp<Simd256>(x, n);
+        else
+            PreciseExp<Simd128>(x, n);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PreciseExp<TV>(float* x, int n) where TV : struct, ISimd<TV>
+    {
+        for (int e = 0; e < n; e += TV.Count)
+            TV.Store(TV.RuntimeExp(TV.Load(x + e)), x + e);
+    }
+
     /// <summary>dz ⊙= 1 − a² over n floats (tanh′ from its output), n a multiple of the vector width.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void MultiplyByTanhDerivative(float* dz, float* a, int n)
@@ -305,7 +351,7 @@ internal static unsafe class CpuKernels
     /// Softmax cross-entropy on n rows of v logits (row stride ld, a multiple of two vectors; columns
     /// v … ld−1 hold −∞ and come out 0): rowLoss[i] = log Σ exp z − z[y[i]], and, with
     /// gradients, each row becomes dLoss/dz · scale = (softmax − onehot(y)) · scale. preciseExp:
-    /// TensorPrimitives' exp instead of FastMath's (TrainOptions.PreciseMath).
+    /// TensorPrimitives' exp (PreciseExp) instead of FastMath's (TrainOptions.PreciseMath).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void SoftmaxCrossEntropy(float* z, int ld, int n, int v, ReadOnlySpan<int> y, Span<double> rowLoss, float scale, bool gradients, bool preciseExp)
@@ -336,7 +382,7 @@ internal static unsafe class CpuKernels
         }
         // The −∞ padding becomes 0.
         if (preciseExp)
-            TensorPrimitives.Exp(new Span<float>(z, n * ld), new Span<float>(z, n * ld));
+            PreciseExp(z, n * ld);
         else
             Exp(z, n * ld);
         // Each row's Σ exp: for the course preset (preciseExp) in order, one by one, as its printed

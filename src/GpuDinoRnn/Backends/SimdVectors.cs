@@ -25,6 +25,11 @@ internal unsafe interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf Sqrt(TSelf a);
     /// <summary>x limited to [lo, hi] (Math.Clamp for a number).</summary>
     static abstract TSelf Clamp(TSelf x, TSelf lo, TSelf hi);
+    /// <summary>
+    /// Clamp for finite x, with the hardware's own min and max (one instruction each, where
+    /// Clamp's IEEE rules for NaN and −0 take six); a NaN may come out as a limit.
+    /// </summary>
+    static abstract TSelf ClampFinite(TSelf x, TSelf lo, TSelf hi);
     static abstract TSelf Max(TSelf a, TSelf b);
     /// <summary>To the nearest integer, ties to even.</summary>
     static abstract TSelf Round(TSelf x);
@@ -32,6 +37,14 @@ internal unsafe interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf Pow2(TSelf n);
     /// <summary>value where x ≥ limit (or x is NaN), else 0.</summary>
     static abstract TSelf ZeroBelow(TSelf x, TSelf limit, TSelf value);
+    static abstract TSelf Abs(TSelf x);
+    /// <summary>value with its sign bit flipped where signOf's is set (value ^ (signOf &amp; −0)).</summary>
+    static abstract TSelf FlipSign(TSelf value, TSelf signOf);
+    /// <summary>
+    /// e^x as the runtime's own vector exp gives it (VectorN.Exp, which TensorPrimitives.Exp uses),
+    /// lane for lane: its float exp goes through double, so every width agrees.
+    /// </summary>
+    static abstract TSelf RuntimeExp(TSelf x);
     /// <summary>The largest lane.</summary>
     static abstract float MaxAcross(TSelf a);
     /// <summary>The sum of the lanes (in the runtime's fixed order for the width).</summary>
@@ -63,11 +76,20 @@ internal readonly unsafe struct Simd512(Vector512<float> v) : ISimd<Simd512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Clamp(Simd512 x, Simd512 lo, Simd512 hi) => new(Vector512.Min(Vector512.Max(x._v, lo._v), hi._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 ClampFinite(Simd512 x, Simd512 lo, Simd512 hi) => new(Vector512.MinNative(Vector512.MaxNative(x._v, lo._v), hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.Max(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Round(Simd512 x) => new(Vector512.Round(x._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 Pow2(Simd512 n) => new(Vector512.ShiftLeft(Vector512.ConvertToInt32(n._v) + Vector512.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 Abs(Simd512 x) => new(Vector512.Abs(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 FlipSign(Simd512 value, Simd512 signOf) =>
+        new((value._v.AsUInt32() ^ (signOf._v.AsUInt32() & Vector512.Create(0x8000_0000u))).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd512 RuntimeExp(Simd512 x) => new(PreciseMath.Exp512(x._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd512 ZeroBelow(Simd512 x, Simd512 limit, Simd512 value) =>
         new(Vector512.ConditionalSelect(Vector512.LessThan(x._v, limit._v), Vector512<float>.Zero, value._v));
@@ -102,11 +124,20 @@ internal readonly unsafe struct Simd256(Vector256<float> v) : ISimd<Simd256>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 Clamp(Simd256 x, Simd256 lo, Simd256 hi) => new(Vector256.Min(Vector256.Max(x._v, lo._v), hi._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 ClampFinite(Simd256 x, Simd256 lo, Simd256 hi) => new(Vector256.MinNative(Vector256.MaxNative(x._v, lo._v), hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 Max(Simd256 a, Simd256 b) => new(Vector256.Max(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 Round(Simd256 x) => new(Vector256.Round(x._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 Pow2(Simd256 n) => new(Vector256.ShiftLeft(Vector256.ConvertToInt32(n._v) + Vector256.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 Abs(Simd256 x) => new(Vector256.Abs(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 FlipSign(Simd256 value, Simd256 signOf) =>
+        new((value._v.AsUInt32() ^ (signOf._v.AsUInt32() & Vector256.Create(0x8000_0000u))).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd256 RuntimeExp(Simd256 x) => new(Vector256.Exp(x._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd256 ZeroBelow(Simd256 x, Simd256 limit, Simd256 value) =>
         new(Vector256.ConditionalSelect(Vector256.LessThan(x._v, limit._v), Vector256<float>.Zero, value._v));
@@ -141,11 +172,20 @@ internal readonly unsafe struct Simd128(Vector128<float> v) : ISimd<Simd128>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 Clamp(Simd128 x, Simd128 lo, Simd128 hi) => new(Vector128.Min(Vector128.Max(x._v, lo._v), hi._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 ClampFinite(Simd128 x, Simd128 lo, Simd128 hi) => new(Vector128.MinNative(Vector128.MaxNative(x._v, lo._v), hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 Max(Simd128 a, Simd128 b) => new(Vector128.Max(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 Round(Simd128 x) => new(Vector128.Round(x._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 Pow2(Simd128 n) => new(Vector128.ShiftLeft(Vector128.ConvertToInt32(n._v) + Vector128.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 Abs(Simd128 x) => new(Vector128.Abs(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 FlipSign(Simd128 value, Simd128 signOf) =>
+        new((value._v.AsUInt32() ^ (signOf._v.AsUInt32() & Vector128.Create(0x8000_0000u))).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd128 RuntimeExp(Simd128 x) => new(Vector128.Exp(x._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd128 ZeroBelow(Simd128 x, Simd128 limit, Simd128 value) =>
         new(Vector128.ConditionalSelect(Vector128.LessThan(x._v, limit._v), Vector128<float>.Zero, value._v));
@@ -185,11 +225,20 @@ internal readonly unsafe struct Simd1(float v) : ISimd<Simd1>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd1 Clamp(Simd1 x, Simd1 lo, Simd1 hi) => new(Math.Clamp(x._v, lo._v, hi._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 ClampFinite(Simd1 x, Simd1 lo, Simd1 hi) => new(Math.Clamp(x._v, lo._v, hi._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd1 Max(Simd1 a, Simd1 b) => new(MathF.Max(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd1 Round(Simd1 x) => new(MathF.Round(x._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd1 Pow2(Simd1 n) => new(BitConverter.Int32BitsToSingle(((int)n._v + 127) << 23));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 Abs(Simd1 x) => new(MathF.Abs(x._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 FlipSign(Simd1 value, Simd1 signOf) =>
+        new(BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(value._v) ^ (BitConverter.SingleToUInt32Bits(signOf._v) & 0x8000_0000u)));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Simd1 RuntimeExp(Simd1 x) => new(Vector128.Exp(Vector128.CreateScalar(x._v)).ToScalar()); // a vector lane, not MathF.Exp
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Simd1 ZeroBelow(Simd1 x, Simd1 limit, Simd1 value) => new(x._v < limit._v ? 0f : value._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -10,6 +10,7 @@ public sealed class CpuOptimizerTests
     [Theory]
     [InlineData(OptimizerKind.Sgd, ClipMode.Value, 0.05f)]
     [InlineData(OptimizerKind.Sgd, ClipMode.Norm, 0.5f)]
+    [InlineData(OptimizerKind.Sgd, ClipMode.Value, 0f)]
     [InlineData(OptimizerKind.Momentum, ClipMode.Norm, 0.5f)]
     [InlineData(OptimizerKind.Adam, ClipMode.Value, 0.05f)]
     [InlineData(OptimizerKind.AdamW, ClipMode.Norm, 0.5f)]
@@ -21,6 +22,10 @@ public sealed class CpuOptimizerTests
         var random = new Random(7);
         float[] Fill(float scale) => Enumerable.Range(0, n).Select(_ => (float)(random.NextDouble() - 0.5) * scale).ToArray();
         float[] p = Fill(1f), g = Fill(0.4f), m = Fill(0.1f), v = Fill(0.01f).Select(Math.Abs).ToArray();
+        // Zeros of both signs and the limits themselves, in the vectors and in the tail.
+        foreach (int e in new[] { 3, 17, 98 })
+            (g[e], g[e + 1], g[e + 2]) = (-0f, 0f, -clip);
+        g[40] = clip;
         float sumSquares = g.Sum(x => x * x);
         var settings = new StepSettings(0.03f, clip, mode, CarryState: false, new OptimizerConfig(kind)).ForUpdate(3);
 
