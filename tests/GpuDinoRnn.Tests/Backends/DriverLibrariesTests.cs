@@ -12,8 +12,8 @@ public sealed class DriverLibrariesTests
     [Fact]
     public void OnlyTheDriversGetFallbackNamesUnversionedFirst()
     {
-        Assert.Equal(["libcuda.so", "libcuda.so.1"], DriverLibraries.Candidates("cuda"));
-        Assert.Equal(["libOpenCL.so", "libOpenCL.so.1"], DriverLibraries.Candidates("OpenCL"));
+        Assert.Equal(["libcuda.so", "libcuda.so.1"], DriverLibraries.Candidates("cuda")!);
+        Assert.Equal(["libOpenCL.so", "libOpenCL.so.1"], DriverLibraries.Candidates("OpenCL")!);
         Assert.Null(DriverLibraries.Candidates("libc"));
     }
 
