@@ -55,7 +55,7 @@ public static class RnnKernels
                     z += p[d.WaxOffset + i * d.V + xr];
                 for (int j = 0; j < d.H; j++)
                     z += waa[j * d.H + i] * a[prev + j];
-                a[next + i] = XMath.Tanh(z);
+                a[next + i] = KernelMath.Tanh(z);
             }
             Group.Barrier();
         }

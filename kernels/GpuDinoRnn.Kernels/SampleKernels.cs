@@ -136,23 +136,23 @@ public static class SampleKernels
             {
                 float hPrev = state[own + i];
                 if (d.Cell == CellKind.Rnn)
-                    state[own + i] = XMath.Tanh(px[i] + pa[i]);
+                    state[own + i] = KernelMath.Tanh(px[i] + pa[i]);
                 else if (d.Cell == CellKind.Gru)
                 {
                     float r = Sigmoid(px[i] + pa[i]);
                     float z = Sigmoid(px[h + i] + pa[h + i]);
-                    float nn = XMath.Tanh(px[2 * h + i] + r * pa[2 * h + i]);
+                    float nn = KernelMath.Tanh(px[2 * h + i] + r * pa[2 * h + i]);
                     state[own + i] = (1f - z) * nn + z * hPrev;
                 }
                 else
                 {
                     float ig = Sigmoid(px[i] + pa[i]);
                     float fg = Sigmoid(px[h + i] + pa[h + i]);
-                    float gg = XMath.Tanh(px[2 * h + i] + pa[2 * h + i]);
+                    float gg = KernelMath.Tanh(px[2 * h + i] + pa[2 * h + i]);
                     float og = Sigmoid(px[3 * h + i] + pa[3 * h + i]);
                     float c = fg * state[own + h + i] + ig * gg;
                     state[own + h + i] = c;
-                    state[own + i] = og * XMath.Tanh(c);
+                    state[own + i] = og * KernelMath.Tanh(c);
                 }
             }
         }

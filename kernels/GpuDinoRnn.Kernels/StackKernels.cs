@@ -180,7 +180,7 @@ public static class StackKernels
                 }
                 if (d.Cell == CellKind.Rnn)
                 {
-                    float a = XMath.Tanh(Px(d, p, wT, layer, i, xr, u, r) + Pa(d, wT, layer, i, h, prev));
+                    float a = KernelMath.Tanh(Px(d, p, wT, layer, i, xr, u, r) + Pa(d, wT, layer, i, h, prev));
                     act[ra + i] = a;
                     h[next + i] = a;
                 }
@@ -189,7 +189,7 @@ public static class StackKernels
                     float rg = Sigmoid(Px(d, p, wT, layer, i, xr, u, r) + Pa(d, wT, layer, i, h, prev));
                     float zg = Sigmoid(Px(d, p, wT, layer, H + i, xr, u, r) + Pa(d, wT, layer, H + i, h, prev));
                     float aN = Pa(d, wT, layer, 2 * H + i, h, prev);
-                    float ng = XMath.Tanh(Px(d, p, wT, layer, 2 * H + i, xr, u, r) + rg * aN);
+                    float ng = KernelMath.Tanh(Px(d, p, wT, layer, 2 * H + i, xr, u, r) + rg * aN);
                     act[ra + i] = rg;
                     act[ra + H + i] = zg;
                     act[ra + 2 * H + i] = ng;
@@ -200,7 +200,7 @@ public static class StackKernels
                 {
                     float ig = Sigmoid(Px(d, p, wT, layer, i, xr, u, r) + Pa(d, wT, layer, i, h, prev));
                     float fg = Sigmoid(Px(d, p, wT, layer, H + i, xr, u, r) + Pa(d, wT, layer, H + i, h, prev));
-                    float gg = XMath.Tanh(Px(d, p, wT, layer, 2 * H + i, xr, u, r) + Pa(d, wT, layer, 2 * H + i, h, prev));
+                    float gg = KernelMath.Tanh(Px(d, p, wT, layer, 2 * H + i, xr, u, r) + Pa(d, wT, layer, 2 * H + i, h, prev));
                     float og = Sigmoid(Px(d, p, wT, layer, 3 * H + i, xr, u, r) + Pa(d, wT, layer, 3 * H + i, h, prev));
                     act[ra + i] = ig;
                     act[ra + H + i] = fg;
@@ -208,7 +208,7 @@ public static class StackKernels
                     act[ra + 3 * H + i] = og;
                     float cn = fg * c[prev + i] + ig * gg;
                     c[next + i] = cn;
-                    h[next + i] = og * XMath.Tanh(cn);
+                    h[next + i] = og * KernelMath.Tanh(cn);
                 }
             }
             Group.Barrier();
@@ -355,7 +355,7 @@ public static class StackKernels
                     float fg = act[ra + H + i];
                     float gg = act[ra + 2 * H + i];
                     float og = act[ra + 3 * H + i];
-                    float tc = XMath.Tanh(c[next + i]);
+                    float tc = KernelMath.Tanh(c[next + i]);
                     float dc = dhc[dcNext + i] + dh * og * (1f - tc * tc);
                     float di = dc * gg * ig * (1f - ig);
                     float df = dc * c[prev + i] * fg * (1f - fg);
