@@ -40,9 +40,12 @@ internal sealed class DeviceTrainingState : IDisposable
         _g = allocate(parameterCount);
         _m = allocate(parameterCount);
         _v = allocate(parameterCount);
+        // GPU memory comes uninitialised: what can be read before the first step starts at zero.
+        _g.MemSetToZero();
         _m.MemSetToZero();
         _v.MemSetToZero();
         _partial = allocate(UpdateKernels.NormPartials);
+        _partial.MemSetToZero();
         _history = allocate(HistoryCapacity);
         _carry = allocate(stateSize);
         _carry.MemSetToZero();

@@ -230,6 +230,26 @@ public abstract class BackendTests(ITestOutputHelper output)
     }
 
     [SkippableFact]
+    public void BeforeAnyStepTheGradientsAndTheirNormAreZero()
+    {
+        var shape = new ModelShape(16, 27);
+        var batch = Batch.FromEncoded(TestData.RandomNames(5, shape.V, seed: 4));
+        using (var used = CreateOrSkip(shape))
+        {
+            // A backend that trained and was freed first, so that recycled memory holds numbers.
+            used.Upload(TestData.RandomParameters(shape, seed: 4));
+            used.Step(batch, new StepSettings(0.1f, 5f, ClipMode.Norm, CarryState: false));
+        }
+        using var backend = CreateOrSkip(shape);
+        backend.Upload(TestData.RandomParameters(shape, seed: 5));
+        var gradients = new float[shape.ParameterCount];
+        gradients.AsSpan().Fill(float.NaN);
+        backend.DownloadGradients(gradients);
+        Assert.Equal(0f, backend.LastGradientNorm());
+        Assert.All(gradients, g => Assert.Equal(0f, g));
+    }
+
+    [SkippableFact]
     public void TrainingOnTheBundledNamesLowersTheLossAndRepeatsExactly()
     {
         var dataset = Dataset.Load(TestData.BundledNames);
