@@ -25,6 +25,10 @@ internal sealed class DeviceMemory(Accelerator accelerator)
     public MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length, string hint)
         where T : unmanaged
     {
+        if (length > int.MaxValue)
+            throw new UserError(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"{Name(accelerator)}: a buffer of {length:N0} elements is too large: the kernels index with 32-bit integers " +
+                $"(at most {int.MaxValue:N0}); try a smaller {hint}"), UserError.DeviceError);
         try
         {
             var buffer = accelerator.Allocate1D<T>(length);

@@ -213,11 +213,28 @@ public class BadInputTests(ITestOutputHelper output)
     public void RunningOutOfDeviceMemoryNamesTheSizeAndTheDevice()
     {
         using var backend = (GpuDinoRnn.Backends.IlgpuBackend)GpuDinoRnn.Backends.Devices.Create("ilgpu-cpu", new Model.ModelShape(4, 5), 1);
-        var e = Assert.Throws<UserError>(() => { using var huge = backend.Allocate<float>(long.MaxValue / 8); });
+        // 2³¹ − 1 elements of 64 KiB: a count the kernels can index, a size no machine has.
+        var e = Assert.Throws<UserError>(() => { using var huge = backend.Allocate<Chunk>(int.MaxValue); });
         output.WriteLine(e.Message);
         Assert.Equal(UserError.DeviceError, e.ExitCode);
         Assert.Contains("out of device memory allocating", e.Message);
         Assert.Contains("GiB", e.Message);
         Assert.Contains("--device cpu", e.Message);
+    }
+
+    private unsafe struct Chunk
+    {
+        public fixed byte Bytes[65536];
+    }
+
+    [Fact]
+    public void ABufferTooLongForThe32BitIndicesIsRefusedBeforeItIsAllocated()
+    {
+        using var backend = (GpuDinoRnn.Backends.IlgpuBackend)GpuDinoRnn.Backends.Devices.Create("ilgpu-cpu", new Model.ModelShape(4, 5), 1);
+        var e = Assert.Throws<UserError>(() => { using var huge = backend.Allocate<float>((long)int.MaxValue + 1); });
+        output.WriteLine(e.Message);
+        Assert.Equal(UserError.DeviceError, e.ExitCode);
+        Assert.Equal("ilgpu-cpu (CPUAccelerator): a buffer of 2,147,483,648 elements is too large: the kernels index with 32-bit " +
+            "integers (at most 2,147,483,647); try a smaller --hidden or --batch", e.Message);
     }
 }
