@@ -3,6 +3,7 @@
 // TensorPrimitives' tanh and exp go through double precision: at H 50 they were a third of a
 // training step.
 using System.Runtime.CompilerServices;
+using GpuDinoRnn.Kernels;
 
 namespace GpuDinoRnn.Backends;
 
@@ -16,19 +17,19 @@ internal static class FastMath
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static TV Tanh<TV>(TV x) where TV : struct, ISimd<TV>
     {
-        const float Limit = 7.90531110763549805f;
-        x = TV.Clamp(x, TV.Broadcast(-Limit), TV.Broadcast(Limit));
+        // The constants are KernelMath's: the GPU kernels run this approximation too.
+        x = TV.Clamp(x, TV.Broadcast(-KernelMath.TanhLimit), TV.Broadcast(KernelMath.TanhLimit));
         TV x2 = TV.Multiply(x, x);
-        TV p = TV.Fma(x2, TV.Broadcast(-2.76076847742355e-16f), TV.Broadcast(2.00018790482477e-13f));
-        p = TV.Fma(x2, p, TV.Broadcast(-8.60467152213735e-11f));
-        p = TV.Fma(x2, p, TV.Broadcast(5.12229709037114e-08f));
-        p = TV.Fma(x2, p, TV.Broadcast(1.48572235717979e-05f));
-        p = TV.Fma(x2, p, TV.Broadcast(6.37261928875436e-04f));
-        p = TV.Fma(x2, p, TV.Broadcast(4.89352455891786e-03f));
+        TV p = TV.Fma(x2, TV.Broadcast(KernelMath.TanhP0), TV.Broadcast(KernelMath.TanhP1));
+        p = TV.Fma(x2, p, TV.Broadcast(KernelMath.TanhP2));
+        p = TV.Fma(x2, p, TV.Broadcast(KernelMath.TanhP3));
+        p = TV.Fma(x2, p, TV.Broadcast(KernelMath.TanhP4));
+        p = TV.Fma(x2, p, TV.Broadcast(KernelMath.TanhP5));
+        p = TV.Fma(x2, p, TV.Broadcast(KernelMath.TanhP6));
         p = TV.Multiply(x, p);
-        TV q = TV.Fma(x2, TV.Broadcast(1.19825839466702e-06f), TV.Broadcast(1.18534705686654e-04f));
-        q = TV.Fma(x2, q, TV.Broadcast(2.26843463243900e-03f));
-        q = TV.Fma(x2, q, TV.Broadcast(4.89352518554385e-03f));
+        TV q = TV.Fma(x2, TV.Broadcast(KernelMath.TanhQ0), TV.Broadcast(KernelMath.TanhQ1));
+        q = TV.Fma(x2, q, TV.Broadcast(KernelMath.TanhQ2));
+        q = TV.Fma(x2, q, TV.Broadcast(KernelMath.TanhQ3));
         return TV.Divide(p, q);
     }
 
