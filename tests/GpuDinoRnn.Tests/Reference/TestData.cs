@@ -25,6 +25,28 @@ public static class TestData
     public static string SharedData(string file) => Path.Combine(RepoRoot, "..", "shared", "data", file);
 
     /// <summary>
+    /// Positive inputs for checking a tanh: every float step near 0, a grid 1e−5 apart out to 20
+    /// (tanh is ±1 in float from 7.9 on), then the far values.
+    /// </summary>
+    public static List<float> TanhInputs()
+    {
+        var xs = new List<float>();
+        for (float x = 1e-8f; x < 1e-3f; x *= 1.01f)
+            xs.Add(x);
+        for (int i = 0; i <= 2_000_000; i++)
+            xs.Add(i * 1e-5f);
+        xs.AddRange([9f, 20f, 1e10f, float.MaxValue]);
+        return xs;
+    }
+
+    /// <summary>How far a float result is from the float64 value, in units of the float's last place.</summary>
+    public static double UlpError(float got, double want)
+    {
+        double ulp = Math.Max(float.Epsilon, MathF.BitIncrement(MathF.Abs((float)want)) - MathF.Abs((float)want));
+        return Math.Abs(got - want) / ulp;
+    }
+
+    /// <summary>
     /// Weights ~ N(0, scale²) large enough that tanh is far from linear, biases non-zero too.
     /// </summary>
     public static Parameters RandomParameters(ModelShape shape, int seed, double scale = 0.5)
