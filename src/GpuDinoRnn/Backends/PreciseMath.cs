@@ -1,6 +1,8 @@
 // TensorPrimitives' tanh and exp (the course preset's, TrainOptions.PreciseMath) written out inline,
 // bit for bit: the library's calls cost a third of a course step at batch 1, mostly in calls and
 // per-span set-up around a few vectors. PreciseMathTests compares them with TensorPrimitives.
+// Exp512 restates .NET 10's VectorMath.ExpSingle (MIT licence), itself a port of AMD's aocl-libm
+// vrs4_expf (BSD-3-Clause), operation for operation: the same bits need the same operations.
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
