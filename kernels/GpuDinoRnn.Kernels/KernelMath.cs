@@ -1,6 +1,6 @@
 // tanh for the kernels. ILGPU compiles XMath.Tanh to CUDA's tanh.approx.f32 from sm_75 on (about
-// 2⁻¹¹ relative error, where the cpu backend is within 7 ulp): a GPU would then train measurably
-// apart from the cpu backend. This is the cpu backend's own approximation (FastMath.Tanh) in
+// 2⁻¹¹ relative error, where the cpu backend is within 7 ulp), which would likely move a GPU's
+// training off the cpu backend's. This is the cpu backend's own approximation (FastMath.Tanh) in
 // scalar arithmetic, the same on every backend.
 namespace GpuDinoRnn.Kernels;
 

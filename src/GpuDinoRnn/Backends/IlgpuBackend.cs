@@ -57,8 +57,8 @@ public sealed class IlgpuBackend : IBackend
         int warp = Math.Max(1, _acc.WarpSize);
         _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
         _outputGroupSize = Math.Min((shape.V + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
-        // Not on OpenCL: ILGPU's barrier there is work_group_barrier(CLK_GLOBAL_MEM_FENCE), which does
-        // not promise that the group sees Waa's copy in local memory (KernelCompileTests shows it).
+        // Not on OpenCL: ILGPU 1.5.3 writes its barrier there as work_group_barrier(CLK_GLOBAL_MEM_FENCE),
+        // which does not promise that the group sees Waa's copy in local memory.
         _waaShared = _acc.AcceleratorType != AcceleratorType.OpenCL && (long)shape.H * shape.H * sizeof(float) <= sharedMemoryLimit;
         _weightGradients = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(RnnKernels.WeightGradients);
         _carryState = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.CarryState);

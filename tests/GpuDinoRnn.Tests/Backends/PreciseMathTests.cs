@@ -73,4 +73,27 @@ public sealed unsafe class PreciseMathTests
             Assert.True(float.IsNaN(got.Span[n]), $"n = {n} wrote past the end");
         }
     }
+
+    [Fact]
+    public void OneFloatGivesAVectorLanesBits()
+    {
+        // Simd1's side of the formula (what a tail one float at a time would run).
+        var random = new Random(6);
+        float* lanes = stackalloc float[4];
+        for (int i = 0; i < 10_000; i++)
+        {
+            for (int k = 0; k < 4; k++)
+                lanes[k] = (float)(random.NextDouble() * 40 - 20);
+            float x = lanes[i % 4];
+            Simd128.Store(PreciseMath.Tanh(Simd128.Load(lanes)), lanes);
+            Assert.Equal(BitConverter.SingleToUInt32Bits(lanes[i % 4]), BitConverter.SingleToUInt32Bits(Tanh1(x)));
+        }
+
+        static float Tanh1(float x)
+        {
+            float r;
+            Simd1.Store(PreciseMath.Tanh(Simd1.Load(&x)), &r);
+            return r;
+        }
+    }
 }
