@@ -37,6 +37,16 @@ date -u
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 # Which driver libraries the loader knows (ILGPU asks for libcuda.so, the app falls back to libcuda.so.1).
 ldconfig -p 2>/dev/null | grep -E 'libcuda\.so|libOpenCL\.so' || echo "ldconfig lists no libcuda or libOpenCL (LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
+# A driver mounted outside the loader's cache (/usr/local/nvidia in some containers) is found only
+# through LD_LIBRARY_PATH: add its folder, and say so, rather than spend the run finding no GPU.
+if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+  for dir in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
+    if [ -e "$dir/libcuda.so.1" ] && [[ ":${LD_LIBRARY_PATH:-}:" != *":$dir:"* ]]; then
+      echo "device-check: libcuda.so.1 is in $dir, outside the loader's cache: adding it to LD_LIBRARY_PATH"
+      export LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    fi
+  done
+fi
 "$app" version
 "$app" devices
 
