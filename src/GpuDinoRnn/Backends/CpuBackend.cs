@@ -11,9 +11,10 @@
 //
 // Chunks and threads: from B = 16 names on, a batch is cut into K chunks of names with about
 // equal characters (K = B / 8 below 32 names, then min(B / 16, 8)), each packed on its own (rows
-// chunk by chunk, then step by step) and run start to finish by one thread: forward, output
-// layer, backward, and the weight gradients into the chunk's own buffer; then the chunks'
-// gradients are added in chunk order. A thread so works on its own rows only (threads sharing
+// chunk by chunk, then step by step) and run start to finish by one thread: packing, forward,
+// output layer, backward, and the weight gradients into the chunk's own buffer; then the chunks'
+// gradients are added in chunk order, each thread a share of the elements, and the same threads
+// update their shares and refresh the copies. A thread so works on its own rows only (threads sharing
 // every row ran each phase about 40 % slower than the same split on one thread). A batch of one
 // chunk (the course) is split phase by phase instead: the recurrences split the names, the
 // output layer the rows, the weight gradients the output rows and columns. K depends on the
@@ -72,6 +73,8 @@ public sealed unsafe class CpuBackend : IBackend
     private float _gradScale;
     private int _members;
     private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase, _chunkPhase, _sumPhase;
+    private readonly Action<int> _updatePhase, _copyPhase;
+    private OptimizerSettings _update;    // this step's rule, for _updatePhase
     private readonly List<float> _losses = [];
 
     /// <param name="preciseMath">TensorPrimitives' tanh and exp instead of FastMath's (TrainOptions.PreciseMath).</param>
@@ -109,6 +112,8 @@ public sealed unsafe class CpuBackend : IBackend
                 RunChunk(c);
         };
         _sumPhase = SumChunkGradients;
+        _updatePhase = UpdateShare;
+        _copyPhase = m => RefreshCopies(m, _members);
         WarmUp();
     }
 
@@ -307,6 +312,7 @@ public sealed unsafe class CpuBackend : IBackend
         }
         // Chunk boundaries: names in order (longest first), about R / K characters to a chunk.
         _chunkName[0] = 0;
+        _chunkRow[0] = 0;
         int name = 0, chars = 0;
         for (int c = 1; c < _chunks; c++)
         {
@@ -314,26 +320,10 @@ public sealed unsafe class CpuBackend : IBackend
             while (name < batch.B - (_chunks - c) && (name == _chunkName[c - 1] || chars < target))
                 chars += batch.Lengths[name++];
             _chunkName[c] = name;
+            _chunkRow[c] = chars;
         }
         _chunkName[_chunks] = batch.B;
-        int row = 0;
-        for (int c = 0; c < _chunks; c++)
-        {
-            int b0 = _chunkName[c], names = _chunkName[c + 1] - b0;
-            _chunkRow[c] = row;
-            for (int t = 0; t < steps; t++)
-            {
-                int active = Math.Clamp(batch.Active(t) - b0, 0, names);
-                _active[c * steps + t] = active;
-                _start[c * steps + t] = row;
-                for (int b = b0; b < b0 + active; b++, row++)
-                {
-                    _x[row] = batch.X[t * batch.B + b];
-                    _y[row] = batch.Y[t * batch.B + b];
-                }
-            }
-        }
-        _chunkRow[_chunks] = row;
+        _chunkRow[_chunks] = rows;
         while (withGradients && _chunkGradients.Count < _chunks - 1)
             _chunkGradients.Add(new PinnedFloats(_gq.Length));
 
@@ -348,7 +338,8 @@ public sealed unsafe class CpuBackend : IBackend
                 _names[m] = _chunks * m / _members;
             return;
         }
-        // One chunk: names in contiguous ranges of about equal characters.
+        // One chunk: packed here, then names in contiguous ranges of about equal characters.
+        Pack(0);
         _members = threads;
         _names[0] = 0;
         name = 0;
@@ -361,6 +352,27 @@ public sealed unsafe class CpuBackend : IBackend
             _names[m] = name;
         }
         _names[_members] = batch.B;
+    }
+
+    /// <summary>Packs chunk c's rows step by step (its names' characters at t, then at t + 1 …) from its first row on.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void Pack(int c)
+    {
+        var batch = _batch;
+        int steps = batch.T, b0 = _chunkName[c], row = _chunkRow[c];
+        int active = _chunkName[c + 1] - b0; // names longest first: the count running shrinks as t grows
+        for (int t = 0; t < steps; t++)
+        {
+            while (active > 0 && batch.Lengths[b0 + active - 1] <= t)
+                active--;
+            _active[c * steps + t] = active;
+            _start[c * steps + t] = row;
+            for (int b = b0; b < b0 + active; b++, row++)
+            {
+                _x[row] = batch.X[t * batch.B + b];
+                _y[row] = batch.Y[t * batch.B + b];
+            }
+        }
     }
 
     /// <summary>Chunk c's rows of the first step when they start from zeros (no carried state): they add nothing to dWaa.</summary>
@@ -379,6 +391,7 @@ public sealed unsafe class CpuBackend : IBackend
     private void RunChunk(int c)
     {
         int b0 = _chunkName[c], b1 = _chunkName[c + 1];
+        Pack(c);
         ForwardStep(c, b0, b1);
         OutputLayer(_chunkRow[c], _chunkRow[c + 1]);
         if (!_withGradients)
@@ -568,20 +581,39 @@ public sealed unsafe class CpuBackend : IBackend
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void ClipAndUpdate(StepSettings s, bool apply)
     {
-        var update = s.ForUpdate(++_updates);
+        _update = s.ForUpdate(++_updates);
         if (!apply)
             return;
-        CpuOptimizer.Update(_q.Span, _gq.Span, _m1.Span, _m2.Span, update, _lastSumSquares);
-        RefreshCopies();
+        // By the members that summed the gradient, each on the share it summed (still in its cache).
+        RunPhase(_updatePhase);
+        RunPhase(_copyPhase);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RefreshCopies()
+    /// <summary>The optimizer on member m's share of whole vectors (element by element, so any split gives the same bits).</summary>
+    private void UpdateShare(int member)
     {
-        CpuKernels.TransposeBlocks(Q + _waaT, _hp, _waa.Ptr, _hp, _h, _h);
-        CpuKernels.TransposeBlocks(Q + _wya, _hp, _wyaT.Ptr, _vp, _v, _h);
-        _byRow.Span.Fill(float.NegativeInfinity);
-        new Span<float>(Q + _by, _v).CopyTo(_byRow.Span);
+        var (e0, e1) = CpuKernels.VectorShare(member, _members, _gq.Length);
+        CpuOptimizer.Update(_q.Span[e0..e1], _gq.Span[e0..e1], _m1.Span[e0..e1], _m2.Span[e0..e1], _update, _lastSumSquares);
+    }
+
+    private void RefreshCopies() => RefreshCopies(0, 1);
+
+    /// <summary>Member m of `members`: its run of 8-column blocks of Waaᵀ and Wya into the copies' rows (member 0 also by).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void RefreshCopies(int member, int members)
+    {
+        int blocks = CpuKernels.Blocks8(_h) / 8;
+        int j0 = blocks * member / members * 8, j1 = Math.Min(blocks * (member + 1) / members * 8, _h);
+        if (j1 > j0)
+        {
+            CpuKernels.TransposeBlocks(Q + _waaT + j0, _hp, _waa.Ptr + (long)j0 * _hp, _hp, _h, j1 - j0);
+            CpuKernels.TransposeBlocks(Q + _wya + j0, _hp, _wyaT.Ptr + (long)j0 * _vp, _vp, _v, j1 - j0);
+        }
+        if (member == 0)
+        {
+            _byRow.Span.Fill(float.NegativeInfinity);
+            new Span<float>(Q + _by, _v).CopyTo(_byRow.Span);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
