@@ -20,6 +20,15 @@ internal sealed class DeviceMemory(Accelerator accelerator)
         _ => "ilgpu-cpu",
     }} ({accelerator.Name})";
 
+    /// <summary>
+    /// Rows of room for a batch of `rows` when `current` are too few: twice the current, so that
+    /// batches that grow a little at a time reallocate rarely, but never more than the 32-bit
+    /// kernels can index in a buffer of elementsPerRow elements a row (doubling must not refuse
+    /// a batch that fits by itself), and never fewer than the batch needs.
+    /// </summary>
+    public static int GrownRows(int rows, int current, long elementsPerRow) =>
+        (int)Math.Max(rows, Math.Min(2L * current, int.MaxValue / Math.Max(1, elementsPerRow)));
+
     /// <param name="length">Elements.</param>
     /// <param name="hint">What the user can make smaller, e.g. "--hidden or --batch".</param>
     public MemoryBuffer1D<T, Stride1D.Dense> Allocate<T>(long length, string hint)

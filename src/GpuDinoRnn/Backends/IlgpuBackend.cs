@@ -169,7 +169,7 @@ public sealed class IlgpuBackend : IBackend
         int rows = d.Rows;
         if (rows > _rowCapacity || _a is null)
         {
-            int capacity = Math.Max(rows, 2 * _rowCapacity);
+            int capacity = DeviceMemory.GrownRows(rows, _rowCapacity, Math.Max(2L * d.H, d.V)); // _a's 2·H or _dy's V a row
             foreach (var buffer in new MemoryBuffer?[] { _x, _y, _a, _dy, _dz, _loss })
                 buffer?.Dispose();
             _x = Allocate<int>(capacity);

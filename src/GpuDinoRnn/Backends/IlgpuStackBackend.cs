@@ -214,7 +214,8 @@ public sealed class IlgpuStackBackend : IBackend
         int rows = d.Rows;
         if (rows > _rowCapacity || _h is null)
         {
-            int capacity = Math.Max(rows, 2 * _rowCapacity);
+            // The largest buffer a row: _h's (and _c's) L·2·H, _act's L·GH, _dy's V.
+            int capacity = DeviceMemory.GrownRows(rows, _rowCapacity, Math.Max(Math.Max(2L * d.Layers * d.H, (long)d.Layers * d.GH), d.V));
             foreach (var buffer in new MemoryBuffer?[] { _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
                 buffer?.Dispose();
             long L = d.Layers, H = d.H, GH = d.GH;

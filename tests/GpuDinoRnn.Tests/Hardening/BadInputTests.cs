@@ -227,6 +227,21 @@ public class BadInputTests(ITestOutputHelper output)
         public fixed byte Bytes[65536];
     }
 
+    /// <summary>
+    /// The GPU backends' row buffers grow by doubling, but not past what the kernels can index:
+    /// a batch that fits by itself is never refused for the doubled room.
+    /// </summary>
+    [Theory]
+    [InlineData(100, 0, 384, 100)]                // the first batch: its own rows
+    [InlineData(100, 80, 384, 160)]               // then twice the room
+    [InlineData(1500, 1200, 1 << 20, 2047)]       // twice would pass 2³¹ − 1 elements: as many rows as can be indexed
+    [InlineData(2047, 2000, 1 << 20, 2047)]       // exactly the last row that can be indexed
+    [InlineData(3000, 2000, 1 << 20, 3000)]       // the batch alone is too long: its rows, which Allocate then refuses
+    public void RowRoomDoublesButStaysWithinThe32BitIndices(int rows, int current, long elementsPerRow, int expected)
+    {
+        Assert.Equal(expected, GpuDinoRnn.Backends.DeviceMemory.GrownRows(rows, current, elementsPerRow));
+    }
+
     [Fact]
     public void ABufferTooLongForThe32BitIndicesIsRefusedBeforeItIsAllocated()
     {
