@@ -1,6 +1,9 @@
 // The cpu backend's threads: the caller plus threads − 1 workers that wait for the next phase.
 // A training step has four phases, so a phase must start in well under a microsecond: workers
-// spin for a while after each phase and only then block (batch 1 runs inline and never waits).
+// spin for a while after each phase of theirs and only then block (batch 1 runs inline and never
+// waits). A phase wakes and waits for its own members only: a small batch on a many-core
+// machine uses two threads, and the other workers, which would otherwise spin through every
+// phase, go to sleep, leaving their cores (and a laptop's power) to the two that work.
 using System.Diagnostics;
 
 namespace GpuDinoRnn.Backends;
@@ -8,23 +11,28 @@ namespace GpuDinoRnn.Backends;
 internal sealed class CpuTeam : IDisposable
 {
     private static readonly long SpinTicks = Stopwatch.Frequency / 2000; // 0.5 ms
+    private const long MembersPerTicket = 1 << 16;
     private readonly Thread[] _workers;
-    private readonly object _gate = new();
+    private readonly ManualResetEventSlim[] _wake; // (Size) worker m's, set when a phase of its starts while it sleeps
+    private readonly int[] _asleep;                // (Size) 1 while worker m blocks on _wake[m]
     private Action<int> _body = _ => { };
-    private int _members;      // members that run the current phase (the others only wait for the next)
-    private int _generation;   // bumped once per phase
+    private long _ticket;      // the current phase: its number · MembersPerTicket + its members; published after _body
     private int _running;      // workers still in the current phase
-    private int _sleeping;     // workers blocked on _gate
-    private bool _stop;
+    private volatile bool _stop;
     private Exception? _failure;
 
     public CpuTeam(int threads)
     {
+        if (threads >= MembersPerTicket)
+            throw new ArgumentOutOfRangeException(nameof(threads), threads, $"at most {MembersPerTicket - 1} threads");
         Size = Math.Max(1, threads);
+        _wake = new ManualResetEventSlim[Size];
+        _asleep = new int[Size];
         _workers = new Thread[Size - 1];
         for (int w = 0; w < _workers.Length; w++)
         {
             int member = w + 1;
+            _wake[member] = new ManualResetEventSlim(false, spinCount: 1);
             _workers[w] = new Thread(() => Work(member)) { IsBackground = true, Name = $"cpu backend {member}" };
             _workers[w].Start();
         }
@@ -46,12 +54,12 @@ internal sealed class CpuTeam : IDisposable
             return;
         }
         _body = body;
-        _members = members;
-        Volatile.Write(ref _running, Size - 1);
-        Interlocked.Increment(ref _generation);
-        if (Volatile.Read(ref _sleeping) > 0)
-            lock (_gate)
-                Monitor.PulseAll(_gate);
+        Volatile.Write(ref _running, members - 1);
+        // A full fence: a worker about to sleep either sees this phase or is seen asleep here.
+        Interlocked.Exchange(ref _ticket, (_ticket / MembersPerTicket + 1) * MembersPerTicket + members);
+        for (int m = 1; m < members; m++)
+            if (Volatile.Read(ref _asleep[m]) != 0)
+                _wake[m].Set();
         body(0);
         var spin = new SpinWait();
         while (Volatile.Read(ref _running) > 0)
@@ -63,41 +71,33 @@ internal sealed class CpuTeam : IDisposable
         }
     }
 
+    /// <summary>Whether worker m is blocked waiting (for tests: workers no phase needs must not spin on).</summary>
+    internal bool IsAsleep(int member) => Volatile.Read(ref _asleep[member]) != 0;
+
     public void Dispose()
     {
-        Volatile.Write(ref _stop, true);
-        Interlocked.Increment(ref _generation);
-        lock (_gate)
-            Monitor.PulseAll(_gate);
+        _stop = true;
+        Interlocked.Exchange(ref _ticket, (_ticket / MembersPerTicket + 1) * MembersPerTicket + Size);
+        for (int m = 1; m < Size; m++)
+            _wake[m].Set();
         foreach (var worker in _workers)
             worker.Join();
+        for (int m = 1; m < Size; m++)
+            _wake[m].Dispose();
     }
 
     private void Work(int member)
     {
-        int seen = 0;
+        long done = 0; // the number of the last phase this worker ran
         while (true)
         {
-            long spinUntil = Stopwatch.GetTimestamp() + SpinTicks;
-            while (Volatile.Read(ref _generation) == seen && Stopwatch.GetTimestamp() < spinUntil)
-                Thread.SpinWait(20);
-            if (Volatile.Read(ref _generation) == seen)
-            {
-                lock (_gate)
-                {
-                    Interlocked.Increment(ref _sleeping);
-                    while (Volatile.Read(ref _generation) == seen)
-                        Monitor.Wait(_gate);
-                    Interlocked.Decrement(ref _sleeping);
-                }
-            }
-            seen = Volatile.Read(ref _generation);
-            if (Volatile.Read(ref _stop))
+            long ticket = WaitForPhase(member, done);
+            if (_stop)
                 return;
+            done = ticket / MembersPerTicket;
             try
             {
-                if (member < _members)
-                    _body(member);
+                _body(member);
             }
             catch (Exception e)
             {
@@ -106,4 +106,33 @@ internal sealed class CpuTeam : IDisposable
             Interlocked.Decrement(ref _running);
         }
     }
+
+    /// <summary>
+    /// The ticket of the next phase with this member in it. The caller waits for every member of a
+    /// phase before it starts the next, so a phase of this worker's is never passed over.
+    /// </summary>
+    private long WaitForPhase(int member, long done)
+    {
+        long spinUntil = Stopwatch.GetTimestamp() + SpinTicks;
+        while (true)
+        {
+            long ticket = Volatile.Read(ref _ticket);
+            if (IsFor(ticket, member, done))
+                return ticket;
+            if (Stopwatch.GetTimestamp() < spinUntil)
+            {
+                Thread.SpinWait(20);
+                continue;
+            }
+            _wake[member].Reset();
+            Interlocked.Exchange(ref _asleep[member], 1); // a full fence before the ticket is read again
+            if (!IsFor(Volatile.Read(ref _ticket), member, done))
+                _wake[member].Wait();
+            Volatile.Write(ref _asleep[member], 0);
+            spinUntil = Stopwatch.GetTimestamp() + SpinTicks;
+        }
+    }
+
+    private static bool IsFor(long ticket, int member, long done) =>
+        ticket / MembersPerTicket != done && ticket % MembersPerTicket > member;
 }

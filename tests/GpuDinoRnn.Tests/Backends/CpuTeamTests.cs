@@ -1,0 +1,62 @@
+// The cpu backend's thread team: every member of a phase runs it exactly once, no other thread
+// does, workers that no phase needs go to sleep instead of spinning, and a failure reaches the
+// caller. Teams larger than the machine's cores are used on purpose (CI has two).
+using System.Diagnostics;
+using GpuDinoRnn.Backends;
+
+namespace GpuDinoRnn.Tests.Backends;
+
+public sealed class CpuTeamTests
+{
+    [Fact]
+    public void EachPhaseRunsOnItsMembersExactlyOnce()
+    {
+        const int size = 4, phases = 3000;
+        using var team = new CpuTeam(size);
+        var runs = new int[phases, size];
+        for (int p = 0; p < phases; p++)
+        {
+            int members = 1 + p * 7 % size; // 1, 4, 3, 2, 1, … in a changing order
+            int phase = p;
+            team.Run(m => Interlocked.Increment(ref runs[phase, m]), members);
+            for (int m = 0; m < size; m++)
+                Assert.True(runs[p, m] == (m < members ? 1 : 0), $"phase {p} of {members} members: member {m} ran {runs[p, m]} times");
+        }
+    }
+
+    [Fact]
+    public void WorkersThatNoPhaseNeedsGoToSleepAndWakeForTheNextThatDoes()
+    {
+        using var team = new CpuTeam(4);
+        int ran = 0;
+        // Two-member phases, back to back: members 2 and 3 are not needed and must stop spinning.
+        var clock = Stopwatch.StartNew();
+        while (!(team.IsAsleep(2) && team.IsAsleep(3)) && clock.Elapsed < TimeSpan.FromSeconds(20))
+            team.Run(_ => Interlocked.Increment(ref ran), 2);
+        Assert.True(team.IsAsleep(2) && team.IsAsleep(3), $"workers 2 and 3 still awake after {ran} two-member phases in {clock.Elapsed}");
+        // The phases that do not need them neither wake them nor wait for them.
+        for (int p = 0; p < 200; p++)
+        {
+            team.Run(_ => Interlocked.Increment(ref ran), 2);
+            Assert.True(team.IsAsleep(2) && team.IsAsleep(3), $"a two-member phase woke worker 2 or 3 ({p} phases after both slept)");
+        }
+        var seen = new int[4];
+        team.Run(m => Interlocked.Increment(ref seen[m]), 4);
+        Assert.Equal([1, 1, 1, 1], seen);
+    }
+
+    [Fact]
+    public void AWorkersFailureReachesTheCallerAndTheTeamWorksOn()
+    {
+        using var team = new CpuTeam(3);
+        var e = Assert.Throws<AggregateException>(() => team.Run(m =>
+        {
+            if (m == 2)
+                throw new InvalidOperationException("member 2 failed");
+        }, 3));
+        Assert.Equal("member 2 failed", e.InnerException!.Message);
+        var seen = new int[3];
+        team.Run(m => Interlocked.Increment(ref seen[m]), 3);
+        Assert.Equal([1, 1, 1], seen);
+    }
+}
