@@ -18,7 +18,7 @@ public static class BenchCommand
         foreach (var id in devices)
         {
             stderr.WriteLine($"bench: {id} ({job.Describe()}, {job.Steps} steps × {job.Repetitions})");
-            results.Add(Benchmark.Run(id, job));
+            results.Add(Benchmark.Run(id, job, message => stderr.WriteLine($"bench: {message}")));
         }
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stdout) });
         if (!console.Profile.Out.IsTerminal)

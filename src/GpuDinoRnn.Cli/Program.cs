@@ -32,7 +32,7 @@ public static class Program
             {
                 TrainVerb t => Train(t, stdout, stderr, terminal),
                 SampleVerb s => SampleCommand.Run(s, stdout, stderr),
-                EvalVerb e => Evaluate(e, stdout),
+                EvalVerb e => Evaluate(e, stdout, stderr),
                 BenchVerb b => BenchCommand.Run(b, stdout, stderr),
                 DevicesVerb d => ListDevices(d, stdout),
                 _ => UserError.BadInput,
@@ -77,7 +77,7 @@ public static class Program
         return UserError.Interrupted;
     }
 
-    private static int Evaluate(EvalVerb verb, TextWriter stdout)
+    private static int Evaluate(EvalVerb verb, TextWriter stdout, TextWriter stderr)
     {
         if (verb.Format is not ("text" or "jsonl"))
             throw new UserError($"--format must be text or jsonl (got '{verb.Format}')");
@@ -97,7 +97,7 @@ public static class Program
             var names = GpuDinoRnn.Data.Dataset.Load(verb.Data, trained.KeepCase).Names.Select(n => model.Vocabulary.Encode(n)).ToList();
             (batches, count, unit) = (GpuDinoRnn.Data.Batcher.Cover(names, 256), names.Count, "names");
         }
-        using var backend = Devices.Create(verb.Device, model.Parameters.Shape, verb.Threads ?? Environment.ProcessorCount);
+        using var backend = Devices.Create(verb.Device, model.Parameters.Shape, verb.Threads ?? Environment.ProcessorCount, stderr.WriteLine);
         backend.Upload(model.Parameters);
         var (nats, chars) = Trainer.TotalLoss(backend, batches);
         double bits = nats / chars / Math.Log(2);

@@ -54,7 +54,7 @@ public static class Benchmark
             ? Devices.List(threads).Where(d => d.Usable).Select(d => d.Id).ToList()
             : devices.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
-    public static BenchResult Run(string deviceId, BenchJob job)
+    public static BenchResult Run(string deviceId, BenchJob job, Action<string>? log = null)
     {
         job.Validate();
         int threads = job.Threads > 0 ? job.Threads : Environment.ProcessorCount;
@@ -70,7 +70,7 @@ public static class Benchmark
         var settings = new StepSettings(0.01f, 5f, ClipMode.Value, CarryState: false);
 
         var clock = Stopwatch.StartNew();
-        using var backend = Devices.Create(deviceId, shape, threads);
+        using var backend = Devices.Create(deviceId, shape, threads, log);
         double coldStart = clock.Elapsed.TotalSeconds;
 
         backend.Upload(initial);

@@ -79,6 +79,23 @@ public class CliTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void MoreThreadsThanCoresAreCutBackWithALineSayingSo()
+    {
+        int cores = Environment.ProcessorCount, asked = cores + 3;
+        var (code, stdout, stderr) = Run("train", "--data", TestData.BundledNames, "--device", "cpu", "--hidden", "16", "--iterations", "3",
+            "--threads", $"{asked}", "--sample-count", "1");
+        Assert.Equal(0, code);
+        Assert.Contains($"cpu: {asked} threads asked for, {cores} cores here: using {cores}", stderr);
+        Assert.Contains($"device cpu ({cores} thread{(cores == 1 ? "" : "s")})", stderr);
+        Assert.Contains("Trained 3 iterations", stdout);
+        // As many as there are cores: no line.
+        (code, _, stderr) = Run("train", "--data", TestData.BundledNames, "--device", "cpu", "--hidden", "16", "--iterations", "1",
+            "--threads", $"{cores}", "--sample-count", "1");
+        Assert.Equal(0, code);
+        Assert.DoesNotContain("threads asked for", stderr);
+    }
+
+    [Fact]
     public void AnAbsentDeviceListsTheDevicesThatExist()
     {
         var (code, _, stderr) = Run("train", "--device", "cuda:7", "--iterations", "1");
