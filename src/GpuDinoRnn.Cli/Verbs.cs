@@ -93,7 +93,7 @@ public sealed class TrainVerb
     [Option("val-fraction", HelpText = "Fraction of names held out for validation (default 0.1; 0 = none).")]
     public double? ValFraction { get; set; }
 
-    [Option("threads", HelpText = "Threads for the cpu backend (default: all cores).")]
+    [Option("threads", HelpText = "Threads for the cpu backend (default, and at most: all cores).")]
     public int? Threads { get; set; }
 
     [Option("seed", HelpText = "Seed for the split, order, initialisation and samples (default 1).")]
@@ -309,7 +309,7 @@ public sealed class BenchVerb
     [Option("seed", Default = 1, HelpText = "Seed of the batches and the initial weights.")]
     public int Seed { get; set; }
 
-    [Option("threads", HelpText = "Threads for cpu and ilgpu-cpu (default: all cores).")]
+    [Option("threads", HelpText = "Threads for cpu (default, and at most: all cores) and ilgpu-cpu (default: all cores).")]
     public int? Threads { get; set; }
 
     [Option("data", HelpText = "Names file (default: the bundled names).")]
@@ -337,7 +337,7 @@ public sealed class EvalVerb
     [Option("device", Default = "cpu", HelpText = "Where to evaluate (as train --device).")]
     public string Device { get; set; } = "cpu";
 
-    [Option("threads", HelpText = "Threads for the cpu backend (default: all cores).")]
+    [Option("threads", HelpText = "Threads for the cpu backend (default, and at most: all cores).")]
     public int? Threads { get; set; }
 
     [Option("format", Default = "text", HelpText = "text or jsonl.")]
@@ -347,6 +347,6 @@ public sealed class EvalVerb
 [Verb("devices", HelpText = "List every device and whether GpuDinoRnn can use it.")]
 public sealed class DevicesVerb
 {
-    [Option("threads", HelpText = "Threads for cpu and ilgpu-cpu (default: all cores).")]
+    [Option("threads", HelpText = "Threads for cpu (default, and at most: all cores) and ilgpu-cpu (default: all cores).")]
     public int? Threads { get; set; }
 }
