@@ -11,11 +11,12 @@
 //
 // Chunks and threads: from B = 16 names on, a batch is cut into K chunks of names with about
 // equal characters (K = B / 8 below 32 names, then min(B / 16, 8)), each packed on its own (rows
-// chunk by chunk, then step by step) and run start to finish by one thread: packing, forward,
-// output layer, backward, and the weight gradients into the chunk's own buffer; then the chunks'
-// gradients are added in chunk order, each thread a share of the elements, and the same threads
-// update their shares and refresh the copies. A thread so works on its own rows only (threads sharing
-// every row ran each phase about 40 % slower than the same split on one thread). A batch of one
+// chunk by chunk, then step by step) and run start to finish by one thread, whichever asks for
+// it next: packing, forward, output layer, backward, and the weight gradients into the chunk's
+// own buffer; then the chunks' gradients are added in chunk order, the update applied and the
+// copies refreshed, in runs of the elements handed out the same way. A thread so works on its
+// own rows only (threads sharing every row ran each phase about 40 % slower than the same split
+// on one thread), and one the OS has paused holds up one piece, not a share. A batch of one
 // chunk (the course) is split phase by phase instead: the recurrences split the names, the
 // output layer the rows, the weight gradients the output rows and columns. K depends on the
 // batch alone and every output element is summed by one thread in a fixed order, so results do
@@ -63,7 +64,7 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly int[] _chunkName = new int[MaxChunks + 1], _chunkRow = new int[MaxChunks + 1]; // each chunk's first name, first row
     private int _chunks;                  // K
     private readonly List<PinnedFloats> _chunkGradients = []; // chunks 1 … K − 1 (chunk 0 sums into the gradient itself)
-    private readonly int[] _names;        // (threads + 1) one chunk: each thread's names; several: each thread's chunks
+    private readonly int[] _names;        // (threads + 1) a batch of one chunk: each thread's names
     private PinnedFloats _carry;          // (B, Hp) each name's final state of the last step, for CarryState
     private int _carried;                 // names (streams) whose state _carry holds
 
@@ -72,9 +73,14 @@ public sealed unsafe class CpuBackend : IBackend
     private bool _carryIn, _withGradients;
     private float _gradScale;
     private int _members;
-    private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase, _chunkPhase, _sumPhase;
-    private readonly Action<int> _updatePhase, _copyPhase;
-    private OptimizerSettings _update;    // this step's rule, for _updatePhase
+    private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase, _piecePhase;
+    private readonly Action<int> _chunkPiece, _sumPiece, _updatePiece, _copyPiece;
+    private OptimizerSettings _update;    // this step's rule, for _updatePiece
+    // A phase in pieces (chunks, or runs of the buffers) goes to whichever member asks first, so a
+    // thread that the OS has paused (another program wants its core) holds up one piece, not its
+    // share of the step. Whoever runs a piece, its result is the same.
+    private Action<int> _piece = _ => { };
+    private int _pieces, _next;
     private readonly List<float> _losses = [];
 
     /// <param name="preciseMath">TensorPrimitives' tanh and exp instead of FastMath's (TrainOptions.PreciseMath).</param>
@@ -106,14 +112,15 @@ public sealed unsafe class CpuBackend : IBackend
         _outputPhase = m => OutputLayer(RowsOf(m), RowsOf(m + 1));
         _backwardPhase = m => BackwardStep(0, _names[m], _names[m + 1]);
         _weightPhase = WeightGradients;
-        _chunkPhase = m =>
+        _piecePhase = _ =>
         {
-            for (int c = _names[m]; c < _names[m + 1]; c++)
-                RunChunk(c);
+            for (int p; (p = Interlocked.Increment(ref _next) - 1) < _pieces;)
+                _piece(p);
         };
-        _sumPhase = SumChunkGradients;
-        _updatePhase = UpdateShare;
-        _copyPhase = m => RefreshCopies(m, _members);
+        _chunkPiece = RunChunk;
+        _sumPiece = SumChunkGradients;
+        _updatePiece = UpdateShare;
+        _copyPiece = p => RefreshCopies(p, _pieces);
         WarmUp();
     }
 
@@ -214,7 +221,7 @@ public sealed unsafe class CpuBackend : IBackend
     {
         Prepare(batch, carryIn: false, withGradients: false);
         if (_chunks > 1)
-            RunPhase(_chunkPhase);
+            RunPieces(_chunkPiece, _chunks);
         else
         {
             RunPhase(_forwardPhase);
@@ -266,8 +273,8 @@ public sealed unsafe class CpuBackend : IBackend
         Prepare(batch, carryState, withGradients: true);
         if (_chunks > 1)
         {
-            RunPhase(_chunkPhase);
-            RunPhase(_sumPhase);
+            RunPieces(_chunkPiece, _chunks);
+            RunPieces(_sumPiece, ElementPieces);
         }
         else
         {
@@ -283,6 +290,17 @@ public sealed unsafe class CpuBackend : IBackend
     {
         _team.Run(phase, _members);
     }
+
+    private void RunPieces(Action<int> piece, int pieces)
+    {
+        _piece = piece;
+        _pieces = pieces;
+        _next = 0;
+        _team.Run(_piecePhase, _members);
+    }
+
+    /// <summary>Pieces of the element-wise phases: a few to a member, so a paused thread's can be taken over.</summary>
+    private int ElementPieces => _members == 1 ? 1 : 4 * _members;
 
     /// <summary>Packs the batch's real rows and splits the work; allocates only when a batch is larger than any before.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -332,10 +350,8 @@ public sealed unsafe class CpuBackend : IBackend
         int threads = work >= ParallelWork ? Math.Min(_team.Size, batch.B) : 1;
         if (_chunks > 1)
         {
-            // Whole chunks to a thread.
+            // Whole chunks to a thread, each taking the next chunk left when it is done with one.
             _members = Math.Min(threads, _chunks);
-            for (int m = 0; m <= _members; m++)
-                _names[m] = _chunks * m / _members;
             return;
         }
         // One chunk: packed here, then names in contiguous ranges of about equal characters.
@@ -401,10 +417,10 @@ public sealed unsafe class CpuBackend : IBackend
         WeightGradients(g, _chunkRow[c], _chunkRow[c + 1], ZeroStartRows(c), 0, _h + _v, 0, _hp, 0, _vp);
     }
 
-    /// <summary>The gradient = Σ of the chunks' in chunk order, a member's share of whole vectors.</summary>
-    private void SumChunkGradients(int member)
+    /// <summary>The gradient = Σ of the chunks' in chunk order, on piece p's run of whole vectors.</summary>
+    private void SumChunkGradients(int p)
     {
-        var (e0, e1) = CpuKernels.VectorShare(member, _members, _gq.Length);
+        var (e0, e1) = CpuKernels.VectorShare(p, _pieces, _gq.Length);
         for (int c = 1; c < _chunks; c++)
             CpuKernels.Add(G + e0, _chunkGradients[c - 1].Ptr + e0, G + e0, e1 - e0);
     }
@@ -584,32 +600,31 @@ public sealed unsafe class CpuBackend : IBackend
         _update = s.ForUpdate(++_updates);
         if (!apply)
             return;
-        // By the members that summed the gradient, each on the share it summed (still in its cache).
-        RunPhase(_updatePhase);
-        RunPhase(_copyPhase);
+        RunPieces(_updatePiece, ElementPieces);
+        RunPieces(_copyPiece, Math.Min(ElementPieces, CpuKernels.Blocks8(_h) / 8));
     }
 
-    /// <summary>The optimizer on member m's share of whole vectors (element by element, so any split gives the same bits).</summary>
-    private void UpdateShare(int member)
+    /// <summary>The optimizer on piece p's run of whole vectors (element by element, so any split gives the same bits).</summary>
+    private void UpdateShare(int p)
     {
-        var (e0, e1) = CpuKernels.VectorShare(member, _members, _gq.Length);
+        var (e0, e1) = CpuKernels.VectorShare(p, _pieces, _gq.Length);
         CpuOptimizer.Update(_q.Span[e0..e1], _gq.Span[e0..e1], _m1.Span[e0..e1], _m2.Span[e0..e1], _update, _lastSumSquares);
     }
 
     private void RefreshCopies() => RefreshCopies(0, 1);
 
-    /// <summary>Member m of `members`: its run of 8-column blocks of Waaᵀ and Wya into the copies' rows (member 0 also by).</summary>
+    /// <summary>Piece p of `pieces`: its run of 8-column blocks of Waaᵀ and Wya into the copies' rows (piece 0 also by).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RefreshCopies(int member, int members)
+    private void RefreshCopies(int p, int pieces)
     {
         int blocks = CpuKernels.Blocks8(_h) / 8;
-        int j0 = blocks * member / members * 8, j1 = Math.Min(blocks * (member + 1) / members * 8, _h);
+        int j0 = blocks * p / pieces * 8, j1 = Math.Min(blocks * (p + 1) / pieces * 8, _h);
         if (j1 > j0)
         {
             CpuKernels.TransposeBlocks(Q + _waaT + j0, _hp, _waa.Ptr + (long)j0 * _hp, _hp, _h, j1 - j0);
             CpuKernels.TransposeBlocks(Q + _wya + j0, _hp, _wyaT.Ptr + (long)j0 * _vp, _vp, _v, j1 - j0);
         }
-        if (member == 0)
+        if (p == 0)
         {
             _byRow.Span.Fill(float.NegativeInfinity);
             new Span<float>(Q + _by, _v).CopyTo(_byRow.Span);

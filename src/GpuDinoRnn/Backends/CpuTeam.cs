@@ -4,6 +4,13 @@
 // waits). A phase wakes and waits for its own members only: a small batch on a many-core
 // machine uses two threads, and the other workers, which would otherwise spin through every
 // phase, go to sleep, leaving their cores (and a laptop's power) to the two that work.
+//
+// Another busy program on the cores is the team's worst case: a member that the OS has paused
+// holds up the whole phase while the others spin through the time it needs (beside one busy
+// process on a 2-core VM, 2 threads ran 6 to 14 times slower than 1). So a phase that kept the
+// caller waiting far longer than its own part took sends the team solo for a while: the caller
+// runs every member's part itself, one after another (the parts are independent, and the
+// backends' results do not depend on which thread runs which).
 using System.Diagnostics;
 
 namespace GpuDinoRnn.Backends;
@@ -12,6 +19,8 @@ internal sealed class CpuTeam : IDisposable
 {
     private static readonly long SpinTicks = Stopwatch.Frequency / 2000; // 0.5 ms
     private const long MembersPerTicket = 1 << 16;
+    private static readonly long SlowTicks = Stopwatch.Frequency / 5000;  // 0.2 ms: a wait this long is a paused thread
+    private static readonly long SoloTicks = Stopwatch.Frequency / 20;    // 50 ms solo, then the team is tried again
     private readonly Thread[] _workers;
     private readonly ManualResetEventSlim[] _wake; // (Size) worker m's, set when a phase of its starts while it sleeps
     private readonly int[] _asleep;                // (Size) 1 while worker m blocks on _wake[m]
@@ -19,6 +28,7 @@ internal sealed class CpuTeam : IDisposable
     private long _ticket;      // the current phase: its number · MembersPerTicket + its members; published after _body
     private int _running;      // workers still in the current phase
     private volatile bool _stop;
+    private long _soloUntil;   // timestamp until which the caller runs every member's part itself
     private Exception? _failure;
 
     public CpuTeam(int threads)
@@ -40,30 +50,45 @@ internal sealed class CpuTeam : IDisposable
 
     public int Size { get; }
 
+    /// <summary>Whether the calling thread runs every member's part itself now.</summary>
+    internal bool Solo => Stopwatch.GetTimestamp() < _soloUntil;
+
     /// <summary>
     /// Runs body(member) for members 0 … members − 1 (0 on the calling thread; members ≤ Size) and
-    /// waits for all.
+    /// waits for all; while solo, the calling thread runs them all in turn.
     /// </summary>
     public void Run(Action<int> body, int members)
     {
         if (members < 1 || members > Size)
             throw new ArgumentOutOfRangeException(nameof(members), members, $"a team of {Size}");
-        if (members == 1)
+        if (members == 1 || Solo)
         {
-            body(0);
+            for (int m = 0; m < members; m++)
+                body(m);
             return;
         }
         _body = body;
         Volatile.Write(ref _running, members - 1);
         // A full fence: a worker about to sleep either sees this phase or is seen asleep here.
         Interlocked.Exchange(ref _ticket, (_ticket / MembersPerTicket + 1) * MembersPerTicket + members);
+        bool woken = false; // waking a sleeping worker takes the OS a while: that wait says nothing of busy cores
         for (int m = 1; m < members; m++)
+        {
             if (Volatile.Read(ref _asleep[m]) != 0)
+            {
                 _wake[m].Set();
+                woken = true;
+            }
+        }
+        long start = Stopwatch.GetTimestamp();
         body(0);
+        long own = Stopwatch.GetTimestamp();
         var spin = new SpinWait();
         while (Volatile.Read(ref _running) > 0)
             spin.SpinOnce(sleep1Threshold: -1);
+        long end = Stopwatch.GetTimestamp();
+        if (!woken && end - own > Math.Max(SlowTicks, 4 * (own - start)))
+            _soloUntil = end + SoloTicks;
         if (_failure is { } failure)
         {
             _failure = null;

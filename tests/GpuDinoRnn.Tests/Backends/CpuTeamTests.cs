@@ -1,6 +1,6 @@
 // The cpu backend's thread team: every member of a phase runs it exactly once, no other thread
-// does, workers that no phase needs go to sleep instead of spinning, and a failure reaches the
-// caller. Teams larger than the machine's cores are used on purpose (CI has two).
+// does, workers that no phase needs go to sleep instead of spinning, a paused member sends the
+// team solo for a while, and a failure reaches the caller. Teams larger than the machine's cores are used on purpose (CI has two).
 using System.Diagnostics;
 using GpuDinoRnn.Backends;
 
@@ -43,6 +43,41 @@ public sealed class CpuTeamTests
         var seen = new int[4];
         team.Run(m => Interlocked.Increment(ref seen[m]), 4);
         Assert.Equal([1, 1, 1, 1], seen);
+    }
+
+    /// <summary>
+    /// A member that keeps the caller waiting (as one the OS has paused for another program does)
+    /// sends the team solo: the caller runs every member's part for a while, then tries the team
+    /// again. Waking a sleeping worker is slow too, but says nothing of busy cores.
+    /// </summary>
+    [Fact]
+    public void APhaseThatKeepsTheCallerWaitingSendsTheTeamSoloForAWhile()
+    {
+        using var team = new CpuTeam(2);
+        int caller = Environment.CurrentManagedThreadId;
+        var ran = new int[2];
+        while (!team.IsAsleep(1))
+            Thread.Sleep(1);
+        team.Run(m => { if (m == 1) Thread.Sleep(20); }, 2);
+        Assert.False(team.Solo, "a phase that woke a sleeping worker sent the team solo");
+
+        // The worker awake (it spins for a while after a phase), then slow.
+        for (int i = 0; i < 50 && !team.Solo; i++)
+        {
+            team.Run(_ => { }, 2);
+            team.Run(m => { if (m == 1) Thread.Sleep(20); }, 2);
+        }
+        Assert.True(team.Solo, "a worker that kept the caller waiting 20 ms did not send the team solo");
+        team.Run(m => ran[m] = Environment.CurrentManagedThreadId, 2);
+        Assert.Equal([caller, caller], ran);
+
+        var clock = Stopwatch.StartNew();
+        while (team.Solo && clock.Elapsed < TimeSpan.FromSeconds(10))
+            Thread.Sleep(10);
+        Assert.False(team.Solo, "still solo after 10 s");
+        team.Run(m => ran[m] = Environment.CurrentManagedThreadId, 2);
+        Assert.Equal(caller, ran[0]);
+        Assert.NotEqual(caller, ran[1]);
     }
 
     [Fact]
