@@ -29,10 +29,13 @@ internal sealed class CpuTeam : IDisposable
     private int _running;      // workers still in the current phase
     private volatile bool _stop;
     private long _soloUntil;   // timestamp until which the caller runs every member's part itself
-    private Exception? _failure;
+    private readonly long _soloTicks;
+    private Exception? _failure; // a worker's, the first of the phase
 
-    public CpuTeam(int threads)
+    /// <param name="solo">How long the team stays solo after a slow phase (tests ask for longer than the 50 ms default).</param>
+    public CpuTeam(int threads, TimeSpan? solo = null)
     {
+        _soloTicks = solo is { } t ? (long)(t.TotalSeconds * Stopwatch.Frequency) : SoloTicks;
         if (threads >= MembersPerTicket)
             throw new ArgumentOutOfRangeException(nameof(threads), threads, $"at most {MembersPerTicket - 1} threads");
         Size = Math.Max(1, threads);
@@ -55,16 +58,21 @@ internal sealed class CpuTeam : IDisposable
 
     /// <summary>
     /// Runs body(member) for members 0 … members − 1 (0 on the calling thread; members ≤ Size) and
-    /// waits for all; while solo, the calling thread runs them all in turn.
+    /// waits for all; while solo, the calling thread runs them all in turn. With several members,
+    /// every part runs or fails before this returns, and failures come as one AggregateException.
     /// </summary>
     public void Run(Action<int> body, int members)
     {
         if (members < 1 || members > Size)
             throw new ArgumentOutOfRangeException(nameof(members), members, $"a team of {Size}");
-        if (members == 1 || Solo)
+        if (members == 1)
         {
-            for (int m = 0; m < members; m++)
-                body(m);
+            body(0);
+            return;
+        }
+        if (Solo)
+        {
+            RunAll(body, members);
             return;
         }
         _body = body;
@@ -81,19 +89,43 @@ internal sealed class CpuTeam : IDisposable
             }
         }
         long start = Stopwatch.GetTimestamp();
-        body(0);
+        Exception? mine = null;
+        try
+        {
+            body(0);
+        }
+        catch (Exception e)
+        {
+            mine = e; // the workers' parts are still running: wait for them before saying so
+        }
         long own = Stopwatch.GetTimestamp();
         var spin = new SpinWait();
         while (Volatile.Read(ref _running) > 0)
             spin.SpinOnce(sleep1Threshold: -1);
         long end = Stopwatch.GetTimestamp();
         if (!woken && end - own > Math.Max(SlowTicks, 4 * (own - start)))
-            _soloUntil = end + SoloTicks;
-        if (_failure is { } failure)
+            _soloUntil = end + _soloTicks;
+        var theirs = Interlocked.Exchange(ref _failure, null);
+        if (mine is not null || theirs is not null)
+            throw new AggregateException(new[] { mine, theirs }.OfType<Exception>());
+    }
+
+    private static void RunAll(Action<int> body, int members)
+    {
+        List<Exception>? failures = null;
+        for (int m = 0; m < members; m++)
         {
-            _failure = null;
-            throw new AggregateException(failure);
+            try
+            {
+                body(m);
+            }
+            catch (Exception e)
+            {
+                (failures ??= []).Add(e);
+            }
         }
+        if (failures is not null)
+            throw new AggregateException(failures);
     }
 
     /// <summary>Whether worker m is blocked waiting (for tests: workers no phase needs must not spin on).</summary>
@@ -126,7 +158,7 @@ internal sealed class CpuTeam : IDisposable
             }
             catch (Exception e)
             {
-                _failure = e;
+                Interlocked.CompareExchange(ref _failure, e, null);
             }
             Interlocked.Decrement(ref _running);
         }

@@ -33,7 +33,7 @@ public static class Devices
     {
         var list = new List<DeviceInfo>
         {
-            new("cpu", "cpu", CpuName, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes, threads, 1, true, "the laptop fallback"),
+            new("cpu", "cpu", CpuName, GC.GetGCMemoryInfo().TotalAvailableMemoryBytes, CpuThreads(threads, null), 1, true, "the laptop fallback"),
         };
         using var context = CreateContext(threads, includeUnsupported: true);
         foreach (var (id, device) in IlgpuDevices(context))

@@ -43,7 +43,7 @@ public sealed class CpuBackendShapeTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// 64 names are four chunks (one thread runs them all, two take two each, three one or two),
+    /// 64 names are four chunks (one thread runs them all; with more, each takes the next one left),
     /// 20 names two chunks (the third thread sits out), 12 names one chunk split phase by phase,
     /// 2 names too (fewer names than threads). The threads also share the update (the moments
     /// too, with Adam) and the weight copies.

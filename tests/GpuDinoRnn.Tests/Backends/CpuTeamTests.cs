@@ -40,9 +40,15 @@ public sealed class CpuTeamTests
             team.Run(_ => Interlocked.Increment(ref ran), 2);
             Assert.True(team.IsAsleep(2) && team.IsAsleep(3), $"a two-member phase woke worker 2 or 3 ({p} phases after both slept)");
         }
-        var seen = new int[4];
-        team.Run(m => Interlocked.Increment(ref seen[m]), 4);
-        Assert.Equal([1, 1, 1, 1], seen);
+        // A four-member phase wakes them (once the team is not solo: a slow phase on a loaded
+        // machine may have sent it solo, and then the caller would run every part itself).
+        while (team.Solo)
+            Thread.Sleep(5);
+        int caller = Environment.CurrentManagedThreadId;
+        var threads = new int[4];
+        team.Run(m => threads[m] = Environment.CurrentManagedThreadId, 4);
+        Assert.Equal(caller, threads[0]);
+        Assert.Equal(4, threads.Distinct().Count());
     }
 
     /// <summary>
@@ -53,7 +59,7 @@ public sealed class CpuTeamTests
     [Fact]
     public void APhaseThatKeepsTheCallerWaitingSendsTheTeamSoloForAWhile()
     {
-        using var team = new CpuTeam(2);
+        using var team = new CpuTeam(2, solo: TimeSpan.FromSeconds(1)); // long enough to look at
         int caller = Environment.CurrentManagedThreadId;
         var ran = new int[2];
         while (!team.IsAsleep(1))
@@ -78,6 +84,25 @@ public sealed class CpuTeamTests
         team.Run(m => ran[m] = Environment.CurrentManagedThreadId, 2);
         Assert.Equal(caller, ran[0]);
         Assert.NotEqual(caller, ran[1]);
+    }
+
+    [Fact]
+    public void TheCallersOwnFailureWaitsForTheWorkersAndReachesItsCaller()
+    {
+        using var team = new CpuTeam(3);
+        var done = new int[3];
+        var e = Assert.Throws<AggregateException>(() => team.Run(m =>
+        {
+            if (m == 0)
+                throw new InvalidOperationException("member 0 failed");
+            Thread.Sleep(30);
+            Volatile.Write(ref done[m], 1);
+        }, 3));
+        Assert.Equal("member 0 failed", Assert.Single(e.InnerExceptions).Message);
+        Assert.Equal([0, 1, 1], done); // the workers' parts had finished when Run returned
+        var seen = new int[3];
+        team.Run(m => Interlocked.Increment(ref seen[m]), 3);
+        Assert.Equal([1, 1, 1], seen);
     }
 
     [Fact]
