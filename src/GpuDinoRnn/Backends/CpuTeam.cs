@@ -19,7 +19,8 @@ internal sealed class CpuTeam : IDisposable
 {
     private static readonly long SpinTicks = Stopwatch.Frequency / 2000; // 0.5 ms
     private const long MembersPerTicket = 1 << 16;
-    private static readonly long SlowTicks = Stopwatch.Frequency / 5000;  // 0.2 ms: a wait this long is a paused thread
+    private static readonly long SlowTicks = Stopwatch.Frequency / 5000;  // 0.2 ms: a wait this long is a paused thread,
+    private static readonly long WakeTicks = Stopwatch.Frequency / 200;   // 5 ms where a sleeping one had to be woken
     private static readonly long SoloTicks = Stopwatch.Frequency / 20;    // 50 ms solo, then the team is tried again
     private readonly Thread[] _workers;
     private readonly ManualResetEventSlim[] _wake; // (Size) worker m's, set when a phase of its starts while it sleeps
@@ -79,7 +80,7 @@ internal sealed class CpuTeam : IDisposable
         Volatile.Write(ref _running, members - 1);
         // A full fence: a worker about to sleep either sees this phase or is seen asleep here.
         Interlocked.Exchange(ref _ticket, (_ticket / MembersPerTicket + 1) * MembersPerTicket + members);
-        bool woken = false; // waking a sleeping worker takes the OS a while: that wait says nothing of busy cores
+        bool woken = false; // waking a sleeping worker takes the OS a while, and that says little of busy cores
         for (int m = 1; m < members; m++)
         {
             if (Volatile.Read(ref _asleep[m]) != 0)
@@ -103,7 +104,7 @@ internal sealed class CpuTeam : IDisposable
         while (Volatile.Read(ref _running) > 0)
             spin.SpinOnce(sleep1Threshold: -1);
         long end = Stopwatch.GetTimestamp();
-        if (!woken && end - own > Math.Max(SlowTicks, 4 * (own - start)))
+        if (end - own > Math.Max(woken ? WakeTicks : SlowTicks, 4 * (own - start)))
             _soloUntil = end + _soloTicks;
         var theirs = Interlocked.Exchange(ref _failure, null);
         if (mine is not null || theirs is not null)

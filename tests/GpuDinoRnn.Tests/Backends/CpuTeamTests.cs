@@ -54,7 +54,7 @@ public sealed class CpuTeamTests
     /// <summary>
     /// A member that keeps the caller waiting (as one the OS has paused for another program does)
     /// sends the team solo: the caller runs every member's part for a while, then tries the team
-    /// again. Waking a sleeping worker is slow too, but says nothing of busy cores.
+    /// again.
     /// </summary>
     [Fact]
     public void APhaseThatKeepsTheCallerWaitingSendsTheTeamSoloForAWhile()
@@ -62,17 +62,7 @@ public sealed class CpuTeamTests
         using var team = new CpuTeam(2, solo: TimeSpan.FromSeconds(1)); // long enough to look at
         int caller = Environment.CurrentManagedThreadId;
         var ran = new int[2];
-        while (!team.IsAsleep(1))
-            Thread.Sleep(1);
         team.Run(m => { if (m == 1) Thread.Sleep(20); }, 2);
-        Assert.False(team.Solo, "a phase that woke a sleeping worker sent the team solo");
-
-        // The worker awake (it spins for a while after a phase), then slow.
-        for (int i = 0; i < 50 && !team.Solo; i++)
-        {
-            team.Run(_ => { }, 2);
-            team.Run(m => { if (m == 1) Thread.Sleep(20); }, 2);
-        }
         Assert.True(team.Solo, "a worker that kept the caller waiting 20 ms did not send the team solo");
         team.Run(m => ran[m] = Environment.CurrentManagedThreadId, 2);
         Assert.Equal([caller, caller], ran);
@@ -84,6 +74,26 @@ public sealed class CpuTeamTests
         team.Run(m => ran[m] = Environment.CurrentManagedThreadId, 2);
         Assert.Equal(caller, ran[0]);
         Assert.NotEqual(caller, ran[1]);
+    }
+
+    /// <summary>
+    /// Waking a sleeping worker takes the OS a while, which says little of busy cores: a phase
+    /// that had to wake one is let wait longer (a 1 ms part here) before the team goes solo. A
+    /// loaded machine may still take too long now and then, so one of five tries must pass.
+    /// </summary>
+    [Fact]
+    public void APhaseThatHadToWakeAWorkerMayWaitLonger()
+    {
+        using var team = new CpuTeam(2);
+        bool stayed = false;
+        for (int attempt = 0; attempt < 5 && !stayed; attempt++)
+        {
+            while (!team.IsAsleep(1) || team.Solo)
+                Thread.Sleep(1);
+            team.Run(m => { if (m == 1) Thread.Sleep(1); }, 2);
+            stayed = !team.Solo;
+        }
+        Assert.True(stayed, "every phase that woke a worker and waited 1 ms for it sent the team solo");
     }
 
     [Fact]
