@@ -7,7 +7,7 @@
 //
 // Another busy program on the cores is the team's worst case: a member that the OS has paused
 // holds up the whole phase while the others spin through the time it needs (beside one busy
-// process on a 2-core VM, 2 threads ran 6 to 14 times slower than 1). So a phase that kept the
+// process on a 2-core VM, 2 threads ran 5 to 9 times slower than 1). So a phase that kept the
 // caller waiting far longer than its own part took sends the team solo for a while: the caller
 // runs every member's part itself, one after another (the parts are independent, and the
 // backends' results do not depend on which thread runs which).
