@@ -61,7 +61,7 @@ public static class Devices
 
     /// <summary>
     /// The cpu backend's threads for a --threads value: at most the cores .NET sees. Its threads spin
-    /// between a step's phases, and one more than the cores made the default recipe 8 times slower.
+    /// between a step's phases, so threads beyond the cores only take time from those that work.
     /// The thread count never changes the results.
     /// </summary>
     public static int CpuThreads(int requested, Action<string>? log)
