@@ -11,15 +11,11 @@ public static class BenchCommand
 {
     public static int Run(BenchVerb verb, TextWriter stdout, TextWriter stderr)
     {
-        var job = new BenchJob(verb.Hidden, verb.Batch, verb.Steps, verb.WarmUp, verb.Repetitions, verb.Seed, verb.Threads ?? 0, verb.Data, verb.Cell, verb.Layers);
+        var job = new BenchJob(verb.Hidden, verb.Batch, verb.Steps, verb.WarmUp, verb.Repetitions, verb.Seed, verb.Threads.ToList(), verb.Data, verb.Cell, verb.Layers);
         job.Validate();
-        var devices = Benchmark.Select(verb.Devices, verb.Threads ?? Environment.ProcessorCount);
-        var results = new List<BenchResult>();
-        foreach (var id in devices)
-        {
-            stderr.WriteLine($"bench: {id} ({job.Describe()}, {job.Steps} steps × {job.Repetitions})");
-            results.Add(Benchmark.Run(id, job, message => stderr.WriteLine($"bench: {message}")));
-        }
+        int listThreads = job.ThreadCounts.Max(); // only the ILGPU emulator's, to list it
+        var devices = Benchmark.Select(verb.Devices, listThreads > 0 ? listThreads : Environment.ProcessorCount);
+        var results = Benchmark.Run(devices, job, message => stderr.WriteLine($"bench: {message}"));
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(stdout) });
         if (!console.Profile.Out.IsTerminal)
             console.Profile.Width = 160; // a file or pipe gets the whole table, unwrapped
@@ -48,7 +44,7 @@ public static class BenchCommand
 
     private static Table Table(IReadOnlyList<BenchResult> results)
     {
-        var cpu = results.FirstOrDefault(r => r.DeviceId == "cpu");
+        var cpu = results.FirstOrDefault(r => r.DeviceId == "cpu"); // with several thread counts, the first asked for
         var table = new Table().AddColumns("device", "cold start", "ms/step (median, min–max)", "chars/s", "× cpu", "launches/step", "final loss");
         foreach (var r in results)
         {
@@ -67,6 +63,7 @@ public static class BenchCommand
     private static object Row(BenchResult r) => new
     {
         device_id = r.DeviceId,
+        threads = r.Threads,
         device = r.Device,
         cold_start_s = r.ColdStartSeconds,
         ms_per_step_median = r.MedianMsPerStep,
@@ -76,13 +73,14 @@ public static class BenchCommand
         launches_per_step = r.LaunchesPerStep,
         final_loss = r.FinalLoss,
         seconds_per_repetition = r.SecondsPerRepetition,
+        repetition_start_s = r.StartPerRepetition,
     };
 
     private static string Csv(IReadOnlyList<BenchResult> results)
     {
-        var lines = new List<string> { "device_id,device,cold_start_s,ms_per_step_median,ms_per_step_min,ms_per_step_max,chars_per_s,launches_per_step,final_loss" };
+        var lines = new List<string> { "device_id,threads,device,cold_start_s,ms_per_step_median,ms_per_step_min,ms_per_step_max,chars_per_s,launches_per_step,final_loss" };
         foreach (var r in results)
-            lines.Add(F($"{r.DeviceId},\"{r.Device.Replace("\"", "\"\"", StringComparison.Ordinal)}\",{r.ColdStartSeconds:R},{r.MedianMsPerStep:R},{r.MinMsPerStep:R},{r.MaxMsPerStep:R},{r.CharsPerSecond:R},{r.LaunchesPerStep},{r.FinalLoss:R}"));
+            lines.Add(F($"{r.DeviceId},{r.Threads},\"{r.Device.Replace("\"", "\"\"", StringComparison.Ordinal)}\",{r.ColdStartSeconds:R},{r.MedianMsPerStep:R},{r.MinMsPerStep:R},{r.MaxMsPerStep:R},{r.CharsPerSecond:R},{r.LaunchesPerStep},{r.FinalLoss:R}"));
         return string.Join('\n', lines) + "\n";
     }
 

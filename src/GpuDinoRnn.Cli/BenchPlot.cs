@@ -12,7 +12,7 @@ public static class BenchPlot
         bars.ValueLabelStyle.FontSize = 12;
         foreach (var (bar, r) in bars.Bars.Zip(results))
             bar.Label = $"{r.CharsPerSecond:N0}";
-        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, results.Count).Select(i => (double)i).ToArray(), results.Select(r => r.DeviceId).ToArray());
+        plot.Axes.Bottom.SetTicks(Enumerable.Range(0, results.Count).Select(i => (double)i).ToArray(), results.Select(r => r.Label).ToArray());
         plot.Axes.Margins(bottom: 0);
         plot.YLabel("characters per second");
         plot.Title($"GpuDinoRnn training speed ({job.Describe()}, {job.Steps} steps)");

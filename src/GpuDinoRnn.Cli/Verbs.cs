@@ -309,8 +309,8 @@ public sealed class BenchVerb
     [Option("seed", Default = 1, HelpText = "Seed of the batches and the initial weights.")]
     public int Seed { get; set; }
 
-    [Option("threads", HelpText = "Threads for cpu (default, and at most: all cores) and ilgpu-cpu (default: all cores).")]
-    public int? Threads { get; set; }
+    [Option("threads", Separator = ',', HelpText = "Threads for cpu (default, and at most: all cores) and ilgpu-cpu (default: all cores); a list such as 1,2 times them at each count.")]
+    public IEnumerable<int> Threads { get; set; } = [];
 
     [Option("data", HelpText = "Names file (default: the bundled names).")]
     public string? Data { get; set; }

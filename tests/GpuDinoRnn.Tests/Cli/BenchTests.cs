@@ -55,11 +55,49 @@ public class BenchTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AListOfThreadCountsTimesCpuAtEachInTurnWithTheSameResult()
+    {
+        using var dir = new CliRunner.TempDir();
+        string json = dir.File("b.json"), csv = dir.File("b.csv");
+        var (code, stdout, stderr) = CliRunner.Run(output, "bench", "--devices", "cpu", "--hidden", "64", "--batch", "32",
+            "--steps", "3", "--warm-up", "1", "--repetitions", "3", "--threads", "1,2", "--json", json, "--csv", csv);
+        output.WriteLine(stdout + stderr);
+        Assert.Equal(0, code);
+        Assert.Contains("cpu (1 thread)", stdout);
+        Assert.Contains("cpu (2 threads)", stdout);
+
+        var results = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToList();
+        Assert.Equal([1, 2], results.Select(r => r.GetProperty("threads").GetInt32()));
+        // The thread count never changes the cpu backend's bits.
+        Assert.Equal(results[0].GetProperty("final_loss").GetDouble(), results[1].GetProperty("final_loss").GetDouble());
+        Assert.Equal(["1", "2"], File.ReadAllLines(csv).Skip(1).Select(line => line.Split(',')[1]));
+
+        // Turns: every repetition of round r starts after every one of round r − 1 has ended, and
+        // round r starts r places down the list.
+        double[][] starts = results.Select(r => Doubles(r, "repetition_start_s")).ToArray();
+        double[][] seconds = results.Select(r => Doubles(r, "seconds_per_repetition")).ToArray();
+        for (int r = 0; r < 3; r++)
+        {
+            int first = r % 2, second = 1 - first;
+            Assert.True(starts[first][r] + seconds[first][r] <= starts[second][r], $"round {r + 1}: {first} then {second}");
+            if (r > 0)
+                Assert.True(starts[second][r - 1] + seconds[second][r - 1] <= starts[first][r], $"round {r + 1} after round {r}");
+        }
+        Assert.Equal(3, stderr.Split('\n').Count(line => line.StartsWith("bench: round ", StringComparison.Ordinal)));
+    }
+
+    private static double[] Doubles(JsonElement e, string name) =>
+        e.GetProperty(name).EnumerateArray().Select(x => x.GetDouble()).ToArray();
+
+    [Fact]
     public void BadBenchOptionsAreOneLineErrors()
     {
         var (code, _, stderr) = CliRunner.Run(output, "bench", "--devices", "cpu", "--steps", "0");
         Assert.Equal(2, code);
         Assert.Contains("bench: --hidden, --batch, --steps", stderr);
+        (code, _, stderr) = CliRunner.Run(output, "bench", "--devices", "cpu", "--threads", "1,-2");
+        Assert.Equal(2, code);
+        Assert.Contains("--threads at least 0", stderr);
         (code, _, stderr) = CliRunner.Run(output, "bench", "--devices", "quantum", "--steps", "1");
         Assert.Equal(2, code);
         Assert.Contains("device 'quantum' is not present", stderr);
