@@ -17,7 +17,9 @@ namespace GpuDinoRnn.Backends;
 
 internal sealed class CpuTeam : IDisposable
 {
-    private static readonly long SpinTicks = Stopwatch.Frequency / 2000; // 0.5 ms
+    /// <summary>How long a worker spins after a phase of its before it blocks.</summary>
+    public static readonly TimeSpan SpinTime = TimeSpan.FromMilliseconds(0.5);
+    private static readonly long SpinTicks = (long)(SpinTime.TotalSeconds * Stopwatch.Frequency);
     private const long MembersPerTicket = 1 << 16;
     // Spinning workers yield the core now and then (about every 20 µs): beside a busy program the
     // thread they wait for may be queued behind them (the default recipe beside one: 0.43–0.45 s

@@ -93,7 +93,8 @@ public static class Benchmark
         {
             foreach (string id in deviceIds)
             {
-                foreach (int asked in HostThreads(id) ? job.ThreadCounts : [0])
+                // A GPU (or an index or auto, which may be cpu: its name will say) takes the first count.
+                foreach (int asked in HostThreads(id) ? job.ThreadCounts : job.ThreadCounts.Take(1))
                 {
                     int requested = asked > 0 ? asked : Environment.ProcessorCount;
                     // cpu runs on at most the cores (Devices.Create says so); ilgpu-cpu on as many as asked.
@@ -109,7 +110,7 @@ public static class Benchmark
                 for (int k = 0; k < contenders.Count; k++)
                 {
                     int c = (r + k) % contenders.Count;
-                    times[c] = $"{contenders[c].Label} {contenders[c].Time(r, initial, batches, run) * 1000 / job.Steps:F3}";
+                    times[c] = $"{contenders[c].Label} {contenders[c].Time(r, initial, warmUp, batches, run) * 1000 / job.Steps:F3}";
                 }
                 log?.Invoke($"round {r + 1} of {job.Repetitions} (ms/step): {string.Join(", ", times)}");
             }
@@ -171,8 +172,16 @@ public static class Benchmark
         }
 
         /// <summary>Repetition r: the steps from the initial weights; returns its seconds.</summary>
-        public double Time(int r, Parameters initial, List<Batch> batches, Stopwatch run)
+        public double Time(int r, Parameters initial, List<Batch> warmUp, List<Batch> batches, Stopwatch run)
         {
+            // The device before may have left cpu threads spinning (they block after SpinTime), and
+            // this one's may be asleep, its caches cold or its GPU clocked down: both settle untimed.
+            Thread.Sleep(2 * CpuTeam.SpinTime);
+            if (warmUp.Count > 0)
+            {
+                _backend.Step(warmUp[0], Settings);
+                _backend.TakeLosses();
+            }
             _backend.Upload(initial); // a blocking copy: nothing is in flight when the clock starts
             _starts[r] = run.Elapsed.TotalSeconds;
             var clock = Stopwatch.StartNew();
