@@ -21,7 +21,7 @@ public class BenchTests(ITestOutputHelper output)
         Assert.Contains("cpu (2 threads)", stdout);
         Assert.Contains("ilgpu-cpu", stdout);
 
-        var results = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToList();
+        var results = Results(json);
         Assert.Equal(["cpu", "ilgpu-cpu"], results.Select(r => r.GetProperty("device_id").GetString()));
         Assert.All(results, r => Assert.True(r.GetProperty("chars_per_s").GetDouble() > 0));
         Assert.Equal(0, results[0].GetProperty("launches_per_step").GetInt32());
@@ -47,7 +47,7 @@ public class BenchTests(ITestOutputHelper output)
         var (code, stdout, _) = CliRunner.Run(output, "bench", "--devices", "cpu,ilgpu-cpu", "--cell", "lstm", "--layers", "2", "--hidden", "8",
             "--batch", "4", "--steps", "3", "--warm-up", "1", "--repetitions", "1", "--threads", "2", "--json", json);
         Assert.Equal(0, code);
-        var results = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToList();
+        var results = Results(json);
         double cpuLoss = results[0].GetProperty("final_loss").GetDouble(), gpuLoss = results[1].GetProperty("final_loss").GetDouble();
         output.WriteLine($"final loss: cpu {cpuLoss}, ilgpu-cpu {gpuLoss}");
         Assert.Equal(cpuLoss, gpuLoss, cpuLoss * 1e-4);
@@ -67,7 +67,7 @@ public class BenchTests(ITestOutputHelper output)
         Assert.Contains("cpu (1 thread)", stdout);
         Assert.Contains(two == 2 ? "cpu (2 threads)" : "cpu (1 thread)", stdout);
 
-        var results = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToList();
+        var results = Results(json);
         Assert.Equal([1, two], results.Select(r => r.GetProperty("threads").GetInt32()));
         // The thread count never changes the cpu backend's bits.
         Assert.Equal(results[0].GetProperty("final_loss").GetDouble(), results[1].GetProperty("final_loss").GetDouble());
@@ -97,6 +97,10 @@ public class BenchTests(ITestOutputHelper output)
         Assert.Contains("cpu (1 thread)", stdout);
         Assert.DoesNotContain("cpu (2 threads)", stdout);
     }
+
+    /// <summary>The rows of a --json file.</summary>
+    private static List<JsonElement> Results(string json) =>
+        JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("results").EnumerateArray().ToList();
 
     private static double[] Doubles(JsonElement e, string name) =>
         e.GetProperty(name).EnumerateArray().Select(x => x.GetDouble()).ToArray();
