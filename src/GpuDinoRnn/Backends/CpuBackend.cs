@@ -13,14 +13,18 @@
 // equal characters (K = B / 8 below 32 names, then min(B / 16, 8)), each packed on its own (rows
 // chunk by chunk, then step by step) and run start to finish by one thread, whichever asks for
 // it next: packing, forward, output layer, backward, and the weight gradients into the chunk's
-// own buffer; then the chunks' gradients are added in chunk order, the update applied and the
-// copies refreshed, in runs of the elements handed out the same way. A thread so works on its
-// own rows only (threads sharing every row ran each phase about 40 % slower than the same split
-// on one thread), and one the OS has paused holds up one piece, not a share. A batch of one
-// chunk (the course) is split phase by phase instead: the recurrences split the names, the
-// output layer the rows, the weight gradients the output rows and columns. K depends on the
-// batch alone and every output element is summed by one thread in a fixed order, so results do
-// not depend on the thread count.
+// own buffer. A thread so works on its own rows only (threads sharing every row ran each phase
+// about 40 % slower than the same split on one thread), and one the OS has paused holds up one
+// chunk, not a share. With several threads each keeps a replica of everything the update
+// writes (weights, gradient, moments, the transposed copies): once every chunk is done, in the
+// same phase, each adds up the chunks' gradients and updates its own replica in full, so a
+// thread reads only weights it wrote itself. Threads sharing one copy and splitting the update
+// took up to a fifth longer a step at H 50, B 32 on a 2-core VM (each step moved the weights
+// between the cores and took three more phases); the replicas cost the update once per thread.
+// A batch of one chunk (the course) is split phase by phase instead, on replica 0: the
+// recurrences split the names, the output layer the rows, the weight gradients the output rows
+// and columns, the update runs of the elements. K depends on the batch alone and every output
+// element is summed in a fixed order, so results do not depend on the thread count.
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
@@ -42,16 +46,12 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly CpuTeam _team;
     private readonly bool _preciseMath;
 
-    // Parameters and gradients, each one padded buffer with the views below (shape: rows × ld).
-    private readonly PinnedFloats _q, _gq;
-    private readonly PinnedFloats _m1, _m2;                // optimizer moments (m, v), same padded layout
+    // Parameters and gradients, each one padded buffer with the views below (shape: rows × ld),
+    // and the copies refreshed after each update: one replica per thread that runs chunks.
+    private readonly Replica?[] _replicas;
     private long _updates;                                 // updates applied (Adam's t)
     private float _lastSumSquares;                         // Σ g² of the last step
     private readonly int _waxT, _waaT, _wya, _bias, _by;   // WaxT (V, Hp), WaaT (H, Hp), Wya (V, Hp), b (Hp), by (Vp)
-    // Copies refreshed after each update, for the products that stream the other way.
-    private readonly PinnedFloats _waa;                    // Waa (H, Hp)
-    private readonly PinnedFloats _wyaT;                   // Wyaᵀ (H, Vp)
-    private readonly PinnedFloats _byRow;                  // by (Vp), padding −∞ so softmax ignores it
 
     // Per batch, packed rows (R = batch.Chars).
     private PinnedFloats _prev = new(0);  // (R, Hp) the state each row starts from
@@ -63,7 +63,7 @@ public sealed unsafe class CpuBackend : IBackend
     private int[] _active = [], _start = []; // (K × T) chunk c's names running at step t, its first packed row of step t
     private readonly int[] _chunkName = new int[MaxChunks + 1], _chunkRow = new int[MaxChunks + 1]; // each chunk's first name, first row
     private int _chunks;                  // K
-    private readonly List<PinnedFloats> _chunkGradients = []; // chunks 1 … K − 1 (chunk 0 sums into the gradient itself)
+    private readonly List<PinnedFloats> _chunkGradients = []; // (K) each chunk's weight gradients
     private readonly int[] _names;        // (threads + 1) a batch of one chunk: each thread's names
     private PinnedFloats _carry;          // (B, Hp) each name's final state of the last step, for CarryState
     private int _carried;                 // names (streams) whose state _carry holds
@@ -73,13 +73,15 @@ public sealed unsafe class CpuBackend : IBackend
     private bool _carryIn, _withGradients;
     private float _gradScale;
     private int _members;
-    private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase, _piecePhase;
-    private readonly Action<int> _chunkPiece, _sumPiece, _updatePiece, _copyPiece;
-    private OptimizerSettings _update;    // this step's rule, for _updatePiece
+    private readonly Action<int> _forwardPhase, _outputPhase, _backwardPhase, _weightPhase, _piecePhase, _chunkPhase;
+    private readonly Action<int, int> _chunkPiece, _updatePiece, _copyPiece;
+    private OptimizerSettings _update;    // this step's rule, for _updatePiece and UpdateReplica
+    private bool _updateInPhase;          // the members update their replicas at the end of the chunk phase
+    private int _chunksDone;              // chunks finished in this phase
     // A phase in pieces (chunks, or runs of the buffers) goes to whichever member asks first, so a
     // thread that the OS has paused (another program wants its core) holds up one piece, not its
     // share of the step. Whoever runs a piece, its result is the same.
-    private Action<int> _piece = _ => { };
+    private Action<int, int> _piece = (_, _) => { };
     private int _pieces, _next;
     private readonly List<float> _losses = [];
 
@@ -98,29 +100,35 @@ public sealed unsafe class CpuBackend : IBackend
         _wya = _waaT + _h * _hp;
         _bias = _wya + _v * _hp;
         _by = _bias + _hp;
-        _q = new PinnedFloats(_by + _vp);
-        _gq = new PinnedFloats(_by + _vp);
-        _m1 = new PinnedFloats(_by + _vp);
-        _m2 = new PinnedFloats(_by + _vp);
-        _waa = new PinnedFloats(CpuKernels.Blocks8(_h) * _hp);   // rows past H: TransposeBlocks' scratch
-        _wyaT = new PinnedFloats(CpuKernels.Blocks8(_h) * _vp);
-        _byRow = new PinnedFloats(_vp);
         _carry = new PinnedFloats(_hp);
         _team = new CpuTeam(threads);
+        _replicas = new Replica?[Math.Min(_team.Size, MaxChunks)];
+        _replicas[0] = NewReplica();
         _names = new int[_team.Size + 1];
-        _forwardPhase = m => ForwardStep(0, _names[m], _names[m + 1]);
-        _outputPhase = m => OutputLayer(RowsOf(m), RowsOf(m + 1));
-        _backwardPhase = m => BackwardStep(0, _names[m], _names[m + 1]);
+        _forwardPhase = m => ForwardStep(R0, 0, _names[m], _names[m + 1]);
+        _outputPhase = m => OutputLayer(R0, RowsOf(m), RowsOf(m + 1));
+        _backwardPhase = m => BackwardStep(R0, 0, _names[m], _names[m + 1]);
         _weightPhase = WeightGradients;
-        _piecePhase = _ =>
+        _piecePhase = m =>
         {
             for (int p; (p = Interlocked.Increment(ref _next) - 1) < _pieces;)
-                _piece(p);
+                _piece(m, p);
+        };
+        // Several replicas: each member runs chunks while any are left, then (once every chunk is
+        // done) brings its own replica up to date, all in one phase.
+        _chunkPhase = m =>
+        {
+            _piecePhase(m);
+            if (!_updateInPhase)
+                return;
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _chunksDone) < _chunks)
+                spin.SpinOnce(sleep1Threshold: -1);
+            UpdateReplica(m);
         };
         _chunkPiece = RunChunk;
-        _sumPiece = SumChunkGradients;
-        _updatePiece = UpdateShare;
-        _copyPiece = p => RefreshCopies(p, _pieces);
+        _updatePiece = (_, p) => UpdateShare(p);
+        _copyPiece = (_, p) => RefreshCopies(R0, p, _pieces);
         WarmUp();
     }
 
@@ -128,13 +136,15 @@ public sealed unsafe class CpuBackend : IBackend
     public int LaunchesPerStep => 0;
     public ModelShape Shape { get; }
 
-    private float* Q => _q.Ptr;
-    private float* G => _gq.Ptr;
+    private Replica R0 => _replicas[0]!;
+    private float* Q => R0.Q.Ptr;
+    private float* G => R0.G.Ptr;
 
     public void Upload(Parameters parameters)
     {
-        Unflatten(parameters.Data, _q);
-        RefreshCopies();
+        Unflatten(parameters.Data, R0.Q);
+        RefreshCopies(R0, 0, 1);
+        MarkStale();
     }
 
     public void Download(Parameters parameters)
@@ -163,8 +173,8 @@ public sealed unsafe class CpuBackend : IBackend
         var v = new float[Shape.ParameterCount];
         fixed (float* pm = m, pv = v)
         {
-            Flatten(_m1.Ptr, pm);
-            Flatten(_m2.Ptr, pv);
+            Flatten(R0.M1.Ptr, pm);
+            Flatten(R0.M2.Ptr, pv);
         }
         var carry = new float[_carried * _h];
         for (int b = 0; b < _carried; b++)
@@ -175,8 +185,9 @@ public sealed unsafe class CpuBackend : IBackend
     public void LoadState(BackendState state)
     {
         _updates = state.Updates;
-        Unflatten(state.M, _m1);
-        Unflatten(state.V, _m2);
+        Unflatten(state.M, R0.M1);
+        Unflatten(state.V, R0.M2);
+        MarkStale();
         _carried = state.Carry.Length / _h;
         EnsureCarry(_carried);
         _carry.Span.Clear();
@@ -186,12 +197,21 @@ public sealed unsafe class CpuBackend : IBackend
 
     public void Step(Batch batch, StepSettings s)
     {
-        double loss = ForwardAndBackward(batch, s.CarryState);
-        _lastSumSquares = CpuKernels.SumOfSquares(G, _gq.Length);
+        _update = s.ForUpdate(++_updates);
+        double loss = ForwardAndBackward(batch, s.CarryState, update: true);
+        if (_updateInPhase)
+            MarkStale(from: _members);
+        else
+        {
+            if (_chunks > 1)
+                SumChunkGradients(G);
+            _lastSumSquares = CpuKernels.SumOfSquares(G, R0.G.Length);
+            if (float.IsFinite((float)loss) && _lastSumSquares <= float.MaxValue)
+                ClipAndUpdate();
+        }
         // As the device records it: a non-finite gradient reads as a NaN loss; a step whose
         // recorded loss is not finite is not applied.
         float recorded = _lastSumSquares <= float.MaxValue ? (float)loss : float.NaN;
-        ClipAndUpdate(s, apply: float.IsFinite(recorded));
         _losses.Add(recorded);
         if (s.CarryState)
         {
@@ -211,7 +231,9 @@ public sealed unsafe class CpuBackend : IBackend
 
     public float Gradients(Batch batch, bool carryState, Span<float> gradients)
     {
-        float loss = (float)ForwardAndBackward(batch, carryState);
+        float loss = (float)ForwardAndBackward(batch, carryState, update: false);
+        if (_chunks > 1)
+            SumChunkGradients(G);
         fixed (float* g = gradients)
             Flatten(G, g);
         return loss;
@@ -220,8 +242,9 @@ public sealed unsafe class CpuBackend : IBackend
     public double EvaluateSum(Batch batch)
     {
         Prepare(batch, carryIn: false, withGradients: false);
+        _updateInPhase = false;
         if (_chunks > 1)
-            RunPieces(_chunkPiece, _chunks);
+            RunChunks();
         else
         {
             RunPhase(_forwardPhase);
@@ -242,17 +265,19 @@ public sealed unsafe class CpuBackend : IBackend
             CpuKernels.CompileSoftmaxLogs();
         var batch = Batch.FromEncoded([[0, 1 % _v, 2 % _v], [1 % _v]]);
         Step(batch, new StepSettings(0.1f, 1f, ClipMode.Value, CarryState: false));
-        ClipAndUpdate(new StepSettings(0.1f, 1e-30f, ClipMode.Norm, CarryState: false), apply: true);
+        _update = new StepSettings(0.1f, 1e-30f, ClipMode.Norm, CarryState: false).ForUpdate(2);
+        ClipAndUpdate();
         EvaluateSum(batch);
-        _q.Span.Clear();
-        _gq.Span.Clear();
-        _m1.Span.Clear();
-        _m2.Span.Clear();
+        R0.Q.Span.Clear();
+        R0.G.Span.Clear();
+        R0.M1.Span.Clear();
+        R0.M2.Span.Clear();
         _updates = 0;
         _lastSumSquares = 0;
         _carry.Span.Clear();
         _losses.Clear();
-        RefreshCopies();
+        RefreshCopies(R0, 0, 1);
+        MarkStale();
     }
 
     /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
@@ -265,17 +290,18 @@ public sealed unsafe class CpuBackend : IBackend
         _carry = grown;
     }
 
-    /// <summary>Everything up to the gradients; returns the mean loss per name.</summary>
-    private double ForwardAndBackward(Batch batch, bool carryState)
+    /// <summary>
+    /// Everything up to the gradients (and, with several replicas, the update by _update too
+    /// when asked for); returns the mean loss per name.
+    /// </summary>
+    private double ForwardAndBackward(Batch batch, bool carryState, bool update)
     {
         if (carryState)
             EnsureCarry(batch.B);
         Prepare(batch, carryState, withGradients: true);
+        _updateInPhase = update && Replicated;
         if (_chunks > 1)
-        {
-            RunPieces(_chunkPiece, _chunks);
-            RunPieces(_sumPiece, ElementPieces);
-        }
+            RunChunks();
         else
         {
             RunPhase(_forwardPhase);
@@ -291,7 +317,16 @@ public sealed unsafe class CpuBackend : IBackend
         _team.Run(phase, _members);
     }
 
-    private void RunPieces(Action<int> piece, int pieces)
+    private void RunChunks()
+    {
+        _piece = _chunkPiece;
+        _pieces = _chunks;
+        _next = 0;
+        _chunksDone = 0;
+        _team.Run(_chunkPhase, _members);
+    }
+
+    private void RunPieces(Action<int, int> piece, int pieces)
     {
         _piece = piece;
         _pieces = pieces;
@@ -342,8 +377,8 @@ public sealed unsafe class CpuBackend : IBackend
         }
         _chunkName[_chunks] = batch.B;
         _chunkRow[_chunks] = rows;
-        while (withGradients && _chunkGradients.Count < _chunks - 1)
-            _chunkGradients.Add(new PinnedFloats(_gq.Length));
+        while (withGradients && _chunkGradients.Count < _chunks)
+            _chunkGradients.Add(new PinnedFloats(R0.G.Length));
 
         // Threads only when a step's recurrence work is worth waking them for.
         long work = (long)batch.B * _h * _hp;
@@ -352,6 +387,8 @@ public sealed unsafe class CpuBackend : IBackend
         {
             // Whole chunks to a thread, each taking the next chunk left when it is done with one.
             _members = Math.Min(threads, _chunks);
+            if (Replicated)
+                SyncReplicas();
             return;
         }
         // One chunk: packed here, then names in contiguous ranges of about equal characters.
@@ -403,26 +440,87 @@ public sealed unsafe class CpuBackend : IBackend
         return _start[c * _batch.T + t] + b - _chunkName[c];
     }
 
-    /// <summary>One chunk start to finish, its weight gradients into its own buffer.</summary>
-    private void RunChunk(int c)
+    /// <summary>Chunk c start to finish on member m's replica, its weight gradients into its own buffer.</summary>
+    private void RunChunk(int m, int c)
     {
-        int b0 = _chunkName[c], b1 = _chunkName[c + 1];
-        Pack(c);
-        ForwardStep(c, b0, b1);
-        OutputLayer(_chunkRow[c], _chunkRow[c + 1]);
-        if (!_withGradients)
-            return;
-        BackwardStep(c, b0, b1);
-        float* g = c == 0 ? G : _chunkGradients[c - 1].Ptr;
-        WeightGradients(g, _chunkRow[c], _chunkRow[c + 1], ZeroStartRows(c), 0, _h + _v, 0, _hp, 0, _vp);
+        try
+        {
+            var r = Replicated ? _replicas[m]! : R0;
+            int b0 = _chunkName[c], b1 = _chunkName[c + 1];
+            Pack(c);
+            ForwardStep(r, c, b0, b1);
+            OutputLayer(r, _chunkRow[c], _chunkRow[c + 1]);
+            if (!_withGradients)
+                return;
+            BackwardStep(r, c, b0, b1);
+            WeightGradients(_chunkGradients[c].Ptr, _chunkRow[c], _chunkRow[c + 1], ZeroStartRows(c), 0, _h + _v, 0, _hp, 0, _vp);
+        }
+        finally
+        {
+            Interlocked.Increment(ref _chunksDone); // done or failed: nobody waits for it forever
+        }
     }
 
-    /// <summary>The gradient = Σ of the chunks' in chunk order, on piece p's run of whole vectors.</summary>
-    private void SumChunkGradients(int p)
+    /// <summary>g = Σ of the chunks' gradients, in chunk order.</summary>
+    private void SumChunkGradients(float* g)
     {
-        var (e0, e1) = CpuKernels.VectorShare(p, _pieces, _gq.Length);
-        for (int c = 1; c < _chunks; c++)
-            CpuKernels.Add(G + e0, _chunkGradients[c - 1].Ptr + e0, G + e0, e1 - e0);
+        int n = R0.G.Length;
+        CpuKernels.Add(_chunkGradients[0].Ptr, _chunkGradients[1].Ptr, g, n);
+        for (int c = 2; c < _chunks; c++)
+            CpuKernels.Add(g, _chunkGradients[c].Ptr, g, n);
+    }
+
+    /// <summary>Member m's replica: the gradient summed from the chunks', clipping and the update, the copies.</summary>
+    private void UpdateReplica(int m)
+    {
+        var r = _replicas[m]!;
+        SumChunkGradients(r.G.Ptr);
+        float sumSquares = CpuKernels.SumOfSquares(r.G.Ptr, r.G.Length);
+        if (m == 0)
+            _lastSumSquares = sumSquares;
+        // Step's test: every member sums the same losses in the same order, so all agree.
+        if (!float.IsFinite((float)(SumLoss() / _batch.B)) || !(sumSquares <= float.MaxValue))
+            return;
+        CpuOptimizer.Update(r.Q.Span, r.G.Span, r.M1.Span, r.M2.Span, _update, sumSquares);
+        RefreshCopies(r, 0, 1);
+    }
+
+    /// <summary>Whether each member works on its own replica: several threads on several chunks.</summary>
+    private bool Replicated => _chunks > 1 && _members > 1;
+
+    private Replica NewReplica() =>
+        new(_by + _vp, CpuKernels.Blocks8(_h) * _hp, CpuKernels.Blocks8(_h) * _vp, _vp); // rows past H: TransposeBlocks' scratch
+
+    /// <summary>Replicas 0 … from − 1 changed alone: the others copy replica 0 before they are used again.</summary>
+    private void MarkStale(int from = 1)
+    {
+        for (int m = from; m < _replicas.Length; m++)
+            _replicas[m]?.Stale = true;
+    }
+
+    /// <summary>Whether every replica not marked stale holds replica 0's weights, moments and copies, bit for bit (for tests).</summary>
+    internal bool ReplicasAgree() =>
+        _replicas.Skip(1).All(r => r is null || r.Stale ||
+            (r.Q.Span.SequenceEqual(R0.Q.Span) && r.M1.Span.SequenceEqual(R0.M1.Span) && r.M2.Span.SequenceEqual(R0.M2.Span) &&
+             r.Waa.Span.SequenceEqual(R0.Waa.Span) && r.WyaT.Span.SequenceEqual(R0.WyaT.Span) && r.ByRow.Span.SequenceEqual(R0.ByRow.Span)));
+
+    /// <summary>How many replicas exist (for tests: they are made as threads first need them).</summary>
+    internal int Replicas => _replicas.Count(r => r is not null);
+
+    /// <summary>The members' replicas made equal to replica 0 where they are not.</summary>
+    private void SyncReplicas()
+    {
+        for (int m = 1; m < _members; m++)
+        {
+            if (_replicas[m] is { Stale: false })
+                continue;
+            var r = _replicas[m] ??= NewReplica();
+            R0.Q.Span.CopyTo(r.Q.Span);
+            R0.M1.Span.CopyTo(r.M1.Span);
+            R0.M2.Span.CopyTo(r.M2.Span);
+            RefreshCopies(r, 0, 1);
+            r.Stale = false;
+        }
     }
 
     private int RowsOf(int member) => (int)((long)_batch.Chars * member / _members);
@@ -432,8 +530,9 @@ public sealed unsafe class CpuBackend : IBackend
     /// also written as the next step's starting state. Finished names simply have no more rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ForwardStep(int c, int lo, int hi)
+    private void ForwardStep(Replica w, int c, int lo, int hi)
     {
+        float* q = w.Q.Ptr;
         int hp = _hp;
         float* prev = _prev.Ptr, a = _a.Ptr;
         // Chunk c's steps, and its names lo … hi − 1 counted from its first.
@@ -459,14 +558,14 @@ public sealed unsafe class CpuBackend : IBackend
             for (int r = r0; r < r0 + n; r++)
             {
                 int x = _x[r];
-                float* bias = Q + _bias;
+                float* bias = q + _bias;
                 if (x >= 0)
-                    CpuKernels.Add(Q + _waxT + (long)x * hp, bias, a + (long)r * hp, hp);
+                    CpuKernels.Add(q + _waxT + (long)x * hp, bias, a + (long)r * hp, hp);
                 else
                     new Span<float>(bias, hp).CopyTo(new Span<float>(a + (long)r * hp, hp));
             }
             if (t > 0 || _carryIn) // the first step starts from zeros (prev · Waa adds nothing)
-                CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, Q + _waaT, hp, n, _h, _hc);
+                CpuKernels.AddProduct(a + (long)r0 * hp, hp, prev + (long)r0 * hp, hp, q + _waaT, hp, n, _h, _hc);
             var states = new Span<float>(a + (long)r0 * hp, n * hp);
             if (_preciseMath)
             {
@@ -491,7 +590,7 @@ public sealed unsafe class CpuBackend : IBackend
     /// (for training) the first half of backpropagation, dz = Wyaᵀ·dy, which needs no later step.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void OutputLayer(int r0, int r1)
+    private void OutputLayer(Replica w, int r0, int r1)
     {
         int n = r1 - r0;
         if (n <= 0)
@@ -499,20 +598,20 @@ public sealed unsafe class CpuBackend : IBackend
         int vp = _vp, hp = _hp;
         float* logits = _dy.Ptr + (long)r0 * vp;
         for (int i = 0; i < n; i++)
-            _byRow.Span.CopyTo(new Span<float>(logits + (long)i * vp, vp));
-        CpuKernels.AddProduct(logits, vp, _a.Ptr + (long)r0 * hp, hp, _wyaT.Ptr, vp, n, _h, vp);
+            w.ByRow.Span.CopyTo(new Span<float>(logits + (long)i * vp, vp));
+        CpuKernels.AddProduct(logits, vp, _a.Ptr + (long)r0 * hp, hp, w.WyaT.Ptr, vp, n, _h, vp);
         CpuKernels.SoftmaxCrossEntropy(logits, vp, n, _v, _y.AsSpan(r0, n), _rowLoss.AsSpan(r0, n), _gradScale, _withGradients,
             preciseExp: _preciseMath);
         if (!_withGradients)
             return;
         float* dz = _dz.Ptr + (long)r0 * hp;
         new Span<float>(dz, n * hp).Clear();
-        CpuKernels.AddProduct(dz, hp, logits, vp, Q + _wya, hp, n, _v, _hc);
+        CpuKernels.AddProduct(dz, hp, logits, vp, w.Q.Ptr + _wya, hp, n, _v, _hc);
     }
 
     /// <summary>dz_t = (Wyaᵀ·dy_t + Waaᵀ·dz_{t+1}) ⊙ (1 − a_{t+1}²) for names lo ≤ b &lt; hi, last step first.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void BackwardStep(int c, int lo, int hi)
+    private void BackwardStep(Replica w, int c, int lo, int hi)
     {
         int hp = _hp;
         float* dz = _dz.Ptr, a = _a.Ptr;
@@ -528,7 +627,7 @@ public sealed unsafe class CpuBackend : IBackend
             int r0 = first[t] + lo;
             int next = t + 1 < _batch.T ? Math.Min(hi, active[t + 1]) - lo : 0;
             if (next > 0)
-                CpuKernels.AddProduct(dz + (long)r0 * hp, hp, dz + (long)(first[t + 1] + lo) * hp, hp, _waa.Ptr, hp, next, _h, _hc);
+                CpuKernels.AddProduct(dz + (long)r0 * hp, hp, dz + (long)(first[t + 1] + lo) * hp, hp, w.Waa.Ptr, hp, next, _h, _hc);
             CpuKernels.MultiplyByTanhDerivative(dz + (long)r0 * hp, a + (long)r0 * hp, n * hp);
         }
     }
@@ -595,39 +694,36 @@ public sealed unsafe class CpuBackend : IBackend
     /// neither the norm nor an update, and the parameters' padding stays 0. Then the copies.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ClipAndUpdate(StepSettings s, bool apply)
+    private void ClipAndUpdate()
     {
-        _update = s.ForUpdate(++_updates);
-        if (!apply)
-            return;
         RunPieces(_updatePiece, ElementPieces);
         RunPieces(_copyPiece, Math.Min(ElementPieces, CpuKernels.Blocks8(_h) / 8));
+        MarkStale();
     }
 
     /// <summary>The optimizer on piece p's run of whole vectors (element by element, so any split gives the same bits).</summary>
     private void UpdateShare(int p)
     {
-        var (e0, e1) = CpuKernels.VectorShare(p, _pieces, _gq.Length);
-        CpuOptimizer.Update(_q.Span[e0..e1], _gq.Span[e0..e1], _m1.Span[e0..e1], _m2.Span[e0..e1], _update, _lastSumSquares);
+        var (e0, e1) = CpuKernels.VectorShare(p, _pieces, R0.G.Length);
+        CpuOptimizer.Update(R0.Q.Span[e0..e1], R0.G.Span[e0..e1], R0.M1.Span[e0..e1], R0.M2.Span[e0..e1], _update, _lastSumSquares);
     }
-
-    private void RefreshCopies() => RefreshCopies(0, 1);
 
     /// <summary>Piece p of `pieces`: its run of 8-column blocks of Waaᵀ and Wya into the copies' rows (piece 0 also by).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RefreshCopies(int p, int pieces)
+    private void RefreshCopies(Replica w, int p, int pieces)
     {
+        float* q = w.Q.Ptr;
         int blocks = CpuKernels.Blocks8(_h) / 8;
         int j0 = blocks * p / pieces * 8, j1 = Math.Min(blocks * (p + 1) / pieces * 8, _h);
         if (j1 > j0)
         {
-            CpuKernels.TransposeBlocks(Q + _waaT + j0, _hp, _waa.Ptr + (long)j0 * _hp, _hp, _h, j1 - j0);
-            CpuKernels.TransposeBlocks(Q + _wya + j0, _hp, _wyaT.Ptr + (long)j0 * _vp, _vp, _v, j1 - j0);
+            CpuKernels.TransposeBlocks(q + _waaT + j0, _hp, w.Waa.Ptr + (long)j0 * _hp, _hp, _h, j1 - j0);
+            CpuKernels.TransposeBlocks(q + _wya + j0, _hp, w.WyaT.Ptr + (long)j0 * _vp, _vp, _v, j1 - j0);
         }
         if (p == 0)
         {
-            _byRow.Span.Fill(float.NegativeInfinity);
-            new Span<float>(Q + _by, _v).CopyTo(_byRow.Span);
+            w.ByRow.Span.Fill(float.NegativeInfinity);
+            new Span<float>(q + _by, _v).CopyTo(w.ByRow.Span);
         }
     }
 
@@ -667,5 +763,18 @@ public sealed unsafe class CpuBackend : IBackend
             new Span<float>(src + _wya + k * _hp, _h).CopyTo(new Span<float>(dst + d.WyaOffset + k * _h, _h));
         new Span<float>(src + _bias, _h).CopyTo(new Span<float>(dst + d.BOffset, _h));
         new Span<float>(src + _by, _v).CopyTo(new Span<float>(dst + d.ByOffset, _v));
+    }
+
+    /// <summary>What the update writes: the parameters, gradient and moments (padded layout) and the copies.</summary>
+    private sealed class Replica(int length, int waa, int wyaT, int vp)
+    {
+        public PinnedFloats Q { get; } = new(length);
+        public PinnedFloats G { get; } = new(length);
+        public PinnedFloats M1 { get; } = new(length);  // optimizer moments (m, v)
+        public PinnedFloats M2 { get; } = new(length);
+        public PinnedFloats Waa { get; } = new(waa);    // Waa (H, Hp)
+        public PinnedFloats WyaT { get; } = new(wyaT);  // Wyaᵀ (H, Vp)
+        public PinnedFloats ByRow { get; } = new(vp);   // by (Vp), padding −∞ so softmax ignores it
+        public bool Stale { get; set; }
     }
 }

@@ -75,4 +75,68 @@ public sealed class CpuBackendShapeTests(ITestOutputHelper output)
         Assert.Equal(one, Run(2));
         Assert.Equal(one, Run(3));
     }
+
+    /// <summary>
+    /// With several threads on several chunks each thread updates its own replica of the weights,
+    /// moments and copies. A session that changes them every way there is — steps on batches run
+    /// by 3, 2 and 1 threads in turn (a replica left out must catch up before it is used again),
+    /// an upload, a loaded optimizer state, gradients and an evaluation — keeps every replica in
+    /// use equal to the first after each change, and gives the same bits on 1, 2 and 3 threads.
+    /// </summary>
+    [Fact]
+    public void ReplicasKeepEveryThreadCountToTheSameBits()
+    {
+        var shape = new ModelShape(50, 27);
+        var p = TestData.RandomParameters(shape, seed: 5, scale: 0.2);
+        var q = TestData.RandomParameters(shape, seed: 6, scale: 0.2);
+        Batch Names(int n, int seed) => Batch.FromEncoded(TestData.RandomNames(n, shape.V, seed: seed, minLength: 1, maxLength: 12));
+        var three = Names(48, 1); // 3 chunks: up to 3 threads
+        var two = Names(32, 2);   // 2 chunks: up to 2
+        var one = Names(5, 3);    // 1 chunk, and too little work to wake a second thread
+        var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: false, new OptimizerConfig(OptimizerKind.Adam));
+        List<float> Run(int threads)
+        {
+            using var backend = new CpuBackend(shape, threads);
+            var seen = new List<float>();
+            void Check(string after) => Assert.True(backend.ReplicasAgree(), $"{threads} threads: a replica in use differs after {after}");
+            void Step(Batch b, string name)
+            {
+                backend.Step(b, settings);
+                seen.Add(backend.LastGradientNorm());
+                Check($"a step on {name}");
+            }
+            backend.Upload(p);
+            Check("the upload");
+            Step(three, "48 names");
+            Step(two, "32 names"); // replica 2 left out
+            Step(three, "48 names");
+            Step(one, "5 names");  // only replica 0 updated
+            Step(two, "32 names");
+            var saved = backend.SaveState();
+            Step(three, "48 names");
+            backend.Upload(q);
+            Check("an upload");
+            Step(two, "32 names");
+            backend.LoadState(saved);
+            Check("loading a state");
+            Step(three, "48 names");
+            Step(three, "48 names");
+            var g = new float[shape.ParameterCount];
+            seen.Add(backend.Gradients(two, carryState: false, g));
+            seen.AddRange(g);
+            seen.Add((float)backend.EvaluateSum(three));
+            var after = new Parameters(shape);
+            backend.Download(after);
+            seen.AddRange(after.Data);
+            var state = backend.SaveState();
+            seen.AddRange(state.M);
+            seen.AddRange(state.V);
+            seen.AddRange(backend.TakeLosses());
+            Assert.Equal(Math.Min(threads, 3), backend.Replicas);
+            return seen;
+        }
+        var reference = Run(1);
+        Assert.Equal(reference, Run(2));
+        Assert.Equal(reference, Run(3));
+    }
 }
