@@ -370,7 +370,7 @@ public sealed unsafe class CpuBackend : IBackend
         for (int c = 1; c < _chunks; c++)
         {
             long target = (long)rows * c / _chunks;
-            while (name < batch.B - (_chunks - c) && (name == _chunkName[c - 1] || chars < target))
+            while (name < batch.B - (_chunks - c) && (name == _chunkName[c - 1] || 2 * chars + batch.Lengths[name] <= 2 * target))
                 chars += batch.Lengths[name++];
             _chunkName[c] = name;
             _chunkRow[c] = chars;
