@@ -10,7 +10,11 @@
 // process on a 2-core VM, 2 threads ran 5 to 9 times slower than 1). So a phase that kept the
 // caller waiting far longer than its own part took sends the team solo for a while: the caller
 // runs every member's part itself, one after another (the parts are independent, and the
-// backends' results do not depend on which thread runs which).
+// backends' results do not depend on which thread runs which). A VM's host also takes a core
+// away now and then, for 0.2 to 2 ms several times a second; a solo as long as a busy program
+// needs (50 ms) after each of those kept two threads solo for a quarter of their time. So a solo
+// starts at 1 ms and doubles, up to 50 ms, each time the team is held up again soon after
+// it is back.
 using System.Diagnostics;
 
 namespace GpuDinoRnn.Backends;
@@ -27,7 +31,9 @@ internal sealed class CpuTeam : IDisposable
     private const int SpinsPerYield = 32;
     private static readonly long SlowTicks = Stopwatch.Frequency / 5000;  // 0.2 ms: a wait this long is a paused thread,
     private static readonly long WakeTicks = Stopwatch.Frequency / 200;   // 5 ms where a sleeping one had to be woken
-    private static readonly long SoloTicks = Stopwatch.Frequency / 20;    // 50 ms solo, then the team is tried again
+    private static readonly long FirstSoloTicks = Stopwatch.Frequency / 1000; // 1 ms solo, then the team is tried again;
+    private static readonly long MaxSoloTicks = Stopwatch.Frequency / 20;     // 50 ms at most
+    private const int SoonAfter = 10; // held up again within 10 solos' length: the next solo is twice as long
     private readonly Thread[] _workers;
     private readonly ManualResetEventSlim[] _wake; // (Size) worker m's, set when a phase of its starts while it sleeps
     private readonly int[] _asleep;                // (Size) 1 while worker m blocks on _wake[m]
@@ -36,13 +42,15 @@ internal sealed class CpuTeam : IDisposable
     private int _running;      // workers still in the current phase
     private volatile bool _stop;
     private long _soloUntil;   // timestamp until which the caller runs every member's part itself
-    private readonly long _soloTicks;
+    private long _soloTicks;   // the length of the last solo
+    private readonly long _firstSoloTicks, _maxSoloTicks;
     private Exception? _failure; // a worker's, the first of the phase
 
-    /// <param name="solo">How long the team stays solo after a slow phase (tests ask for longer than the 50 ms default).</param>
+    /// <param name="solo">How long the team first stays solo after a slow phase (tests ask for longer than the 1 ms default).</param>
     public CpuTeam(int threads, TimeSpan? solo = null)
     {
-        _soloTicks = solo is { } t ? (long)(t.TotalSeconds * Stopwatch.Frequency) : SoloTicks;
+        _firstSoloTicks = solo is { } t ? (long)(t.TotalSeconds * Stopwatch.Frequency) : FirstSoloTicks;
+        _maxSoloTicks = Math.Max(_firstSoloTicks, MaxSoloTicks);
         if (threads >= MembersPerTicket)
             throw new ArgumentOutOfRangeException(nameof(threads), threads, $"at most {MembersPerTicket - 1} threads");
         Size = Math.Max(1, threads);
@@ -62,6 +70,9 @@ internal sealed class CpuTeam : IDisposable
 
     /// <summary>Whether the calling thread runs every member's part itself now.</summary>
     internal bool Solo => Stopwatch.GetTimestamp() < _soloUntil;
+
+    /// <summary>How long the last solo was (for tests).</summary>
+    internal TimeSpan SoloLength => TimeSpan.FromSeconds((double)_soloTicks / Stopwatch.Frequency);
 
     /// <summary>
     /// Runs body(member) for members 0 … members − 1 (0 on the calling thread; members ≤ Size) and
@@ -111,7 +122,12 @@ internal sealed class CpuTeam : IDisposable
             spin.SpinOnce(sleep1Threshold: -1);
         long end = Stopwatch.GetTimestamp();
         if (end - own > Math.Max(woken ? WakeTicks : SlowTicks, 4 * (own - start)))
+        {
+            _soloTicks = _soloTicks > 0 && end - _soloUntil < SoonAfter * _soloTicks
+                ? Math.Min(2 * _soloTicks, _maxSoloTicks)
+                : _firstSoloTicks;
             _soloUntil = end + _soloTicks;
+        }
         var theirs = Interlocked.Exchange(ref _failure, null);
         if (mine is not null || theirs is not null)
             throw new AggregateException(new[] { mine, theirs }.OfType<Exception>());

@@ -77,6 +77,35 @@ public sealed class CpuTeamTests
     }
 
     /// <summary>
+    /// A VM's host takes a core away now and then, so a solo starts short; a team held up again
+    /// soon after it is back (as beside a busy program) stays solo twice as long each time, up to
+    /// 50 ms, and a hold-up long after the last starts short again.
+    /// </summary>
+    [Fact]
+    public void ASoloGrowsWhileTheTeamKeepsBeingHeldUpAndStartsShortAgainLater()
+    {
+        var first = TimeSpan.FromMilliseconds(20); // 10 solos' length (200 ms) is "soon" even on a loaded machine
+        using var team = new CpuTeam(2, solo: first);
+        var lengths = new List<double>();
+        void HoldUp()
+        {
+            while (team.Solo)
+                Thread.Sleep(1);
+            team.Run(m => { if (m == 1) Thread.Sleep(30); }, 2);
+            Assert.True(team.Solo, "a worker that kept the caller waiting 30 ms did not send the team solo");
+            lengths.Add(team.SoloLength.TotalMilliseconds);
+        }
+        for (int i = 0; i < 4; i++)
+            HoldUp();
+        Assert.Equal([20, 40, 50, 50], lengths.Select(x => Math.Round(x)));
+        while (team.Solo)
+            Thread.Sleep(1);
+        Thread.Sleep(600); // more than 10 × 50 ms
+        HoldUp();
+        Assert.Equal(20, Math.Round(lengths[^1]));
+    }
+
+    /// <summary>
     /// Waking a sleeping worker takes the OS a while, which says little of busy cores: a phase
     /// that had to wake one is let wait longer (a 1 ms part here) before the team goes solo. A
     /// loaded machine may still take too long now and then, so one of five tries must pass.
