@@ -363,7 +363,7 @@ public sealed unsafe class CpuBackend : IBackend
             _active = new int[Math.Max(_chunks * steps, _active.Length * 3 / 2)];
             _start = new int[_active.Length];
         }
-        // Chunk boundaries: names in order (longest first), about R / K characters to a chunk.
+        // Chunk boundaries: names in order (longest first), each where it is nearest an equal share (R / K) of characters.
         _chunkName[0] = 0;
         _chunkRow[0] = 0;
         int name = 0, chars = 0;
