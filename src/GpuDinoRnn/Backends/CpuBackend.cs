@@ -25,6 +25,7 @@
 // recurrences split the names, the output layer the rows, the weight gradients the output rows
 // and columns, the update runs of the elements. K depends on the batch alone and every output
 // element is summed in a fixed order, so results do not depend on the thread count.
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using GpuDinoRnn.Data;
@@ -77,7 +78,8 @@ public sealed unsafe class CpuBackend : IBackend
     private readonly Action<int, int> _chunkPiece, _updatePiece, _copyPiece;
     private OptimizerSettings _update;    // this step's rule, for _updatePiece and UpdateReplica
     private bool _updateInPhase;          // the members update their replicas at the end of the chunk phase
-    private int _chunksDone;              // chunks finished in this phase
+    private int _chunksDone;              // chunks finished (or failed) in this phase
+    private bool _chunkFailed;            // a chunk of this phase threw
     // A phase in pieces (chunks, or runs of the buffers) goes to whichever member asks first, so a
     // thread that the OS has paused (another program wants its core) holds up one piece, not its
     // share of the step. Whoever runs a piece, its result is the same.
@@ -118,13 +120,18 @@ public sealed unsafe class CpuBackend : IBackend
         // done) brings its own replica up to date, all in one phase.
         _chunkPhase = m =>
         {
+            long start = Stopwatch.GetTimestamp();
             _piecePhase(m);
             if (!_updateInPhase)
                 return;
+            long worked = Stopwatch.GetTimestamp();
             var spin = new SpinWait();
             while (Volatile.Read(ref _chunksDone) < _chunks)
                 spin.SpinOnce(sleep1Threshold: -1);
-            UpdateReplica(m);
+            if (m == 0) // the caller: a thread the OS paused inside its chunk holds it up here, not at the phase's end
+                _team.NoteWait(worked - start, Stopwatch.GetTimestamp() - worked);
+            if (!Volatile.Read(ref _chunkFailed)) // no replica takes a gradient that is not whole
+                UpdateReplica(m);
         };
         _chunkPiece = RunChunk;
         _updatePiece = (_, p) => UpdateShare(p);
@@ -197,8 +204,9 @@ public sealed unsafe class CpuBackend : IBackend
 
     public void Step(Batch batch, StepSettings s)
     {
-        _update = s.ForUpdate(++_updates);
+        _update = s.ForUpdate(_updates + 1);
         double loss = ForwardAndBackward(batch, s.CarryState, update: true);
+        _updates++;
         if (_updateInPhase)
             MarkStale(from: _members);
         else
@@ -323,6 +331,7 @@ public sealed unsafe class CpuBackend : IBackend
         _pieces = _chunks;
         _next = 0;
         _chunksDone = 0;
+        _chunkFailed = false;
         _team.Run(_chunkPhase, _members);
     }
 
@@ -454,6 +463,11 @@ public sealed unsafe class CpuBackend : IBackend
                 return;
             BackwardStep(r, c, b0, b1);
             WeightGradients(_chunkGradients[c].Ptr, _chunkRow[c], _chunkRow[c + 1], ZeroStartRows(c), 0, _h + _v, 0, _hp, 0, _vp);
+        }
+        catch
+        {
+            Volatile.Write(ref _chunkFailed, true);
+            throw;
         }
         finally
         {

@@ -1,5 +1,5 @@
 // The cpu backend's threads: the caller plus threads − 1 workers that wait for the next phase.
-// A training step has four phases, so a phase must start in well under a microsecond: workers
+// A training step has one to six phases, so a phase must start in well under a microsecond: workers
 // spin for a while after each phase of theirs and only then block (batch 1 runs inline and never
 // waits). A phase wakes and waits for its own members only: a small batch on a many-core
 // machine uses two threads, and the other workers, which would otherwise spin through every
@@ -121,16 +121,34 @@ internal sealed class CpuTeam : IDisposable
         while (Volatile.Read(ref _running) > 0)
             spin.SpinOnce(sleep1Threshold: -1);
         long end = Stopwatch.GetTimestamp();
-        if (end - own > Math.Max(woken ? WakeTicks : SlowTicks, 4 * (own - start)))
-        {
-            _soloTicks = _soloTicks > 0 && end - _soloUntil < SoonAfter * _soloTicks
-                ? Math.Min(2 * _soloTicks, _maxSoloTicks)
-                : _firstSoloTicks;
-            _soloUntil = end + _soloTicks;
-        }
+        if (!Solo && end - own > Math.Max(woken ? WakeTicks : SlowTicks, 4 * (own - start)))
+            GoSolo(end);
         var theirs = Interlocked.Exchange(ref _failure, null);
         if (mine is not null || theirs is not null)
             throw new AggregateException(new[] { mine, theirs }.OfType<Exception>());
+    }
+
+    /// <summary>
+    /// For a caller's part that waits for the other members inside itself (a barrier within the
+    /// phase), on the caller's thread: it worked for `worked` ticks, then waited `waited`. A long
+    /// wait sends the team solo, as one at the end of a phase does.
+    /// </summary>
+    public void NoteWait(long worked, long waited)
+    {
+        if (!Solo && waited > Math.Max(SlowTicks, 4 * worked))
+            GoSolo(Stopwatch.GetTimestamp());
+    }
+
+    /// <summary>How many times the team has gone solo (for tests).</summary>
+    internal int Solos { get; private set; }
+
+    private void GoSolo(long now)
+    {
+        _soloTicks = _soloTicks > 0 && now - _soloUntil < SoonAfter * _soloTicks
+            ? Math.Min(2 * _soloTicks, _maxSoloTicks)
+            : _firstSoloTicks;
+        _soloUntil = now + _soloTicks;
+        Solos++;
     }
 
     private static void RunAll(Action<int> body, int members)

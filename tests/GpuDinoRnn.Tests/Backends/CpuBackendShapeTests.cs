@@ -45,8 +45,9 @@ public sealed class CpuBackendShapeTests(ITestOutputHelper output)
     /// <summary>
     /// 64 names are four chunks (one thread runs them all; with more, each takes the next one left),
     /// 20 names two chunks (the third thread sits out), 12 names one chunk split phase by phase,
-    /// 2 names too (fewer names than threads). The threads also share the update (the moments
-    /// too, with Adam) and the weight copies.
+    /// 2 names too (fewer names than threads). With several chunks each thread also updates its
+    /// own replica of the weights (the moments too, with Adam) and copies; with one chunk the
+    /// threads share the update and the copies.
     /// </summary>
     [Theory]
     [InlineData(64, OptimizerKind.Sgd, ClipMode.Norm)]
@@ -86,22 +87,30 @@ public sealed class CpuBackendShapeTests(ITestOutputHelper output)
     [Fact]
     public void ReplicasKeepEveryThreadCountToTheSameBits()
     {
-        var shape = new ModelShape(50, 27);
+        // H 64: 32 names are worth a second thread, 5 are not, on every vector width.
+        var shape = new ModelShape(64, 27);
         var p = TestData.RandomParameters(shape, seed: 5, scale: 0.2);
         var q = TestData.RandomParameters(shape, seed: 6, scale: 0.2);
+        var broken = TestData.RandomParameters(shape, seed: 7, scale: 0.2);
+        broken.Data[^1] = float.NaN; // by[V − 1]: a NaN loss and gradient, so the step is not applied
+        // by[k] = −3e38 for k ≥ 1: a name's loss near 3e38, their mean beyond float (+∞), while the
+        // gradient stays finite; a step whose loss is not finite is not applied either.
+        var overflowing = TestData.RandomParameters(shape, seed: 8, scale: 0.2);
+        overflowing.Data.AsSpan(overflowing.Data.Length - shape.V + 1).Fill(-3e38f);
         Batch Names(int n, int seed) => Batch.FromEncoded(TestData.RandomNames(n, shape.V, seed: seed, minLength: 1, maxLength: 12));
         var three = Names(48, 1); // 3 chunks: up to 3 threads
         var two = Names(32, 2);   // 2 chunks: up to 2
         var one = Names(5, 3);    // 1 chunk, and too little work to wake a second thread
         var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: false, new OptimizerConfig(OptimizerKind.Adam));
+        var carrying = settings with { CarryState = true };
         List<float> Run(int threads)
         {
             using var backend = new CpuBackend(shape, threads);
             var seen = new List<float>();
             void Check(string after) => Assert.True(backend.ReplicasAgree(), $"{threads} threads: a replica in use differs after {after}");
-            void Step(Batch b, string name)
+            void Step(Batch b, string name, bool carry = false)
             {
-                backend.Step(b, settings);
+                backend.Step(b, carry ? carrying : settings);
                 seen.Add(backend.LastGradientNorm());
                 Check($"a step on {name}");
             }
@@ -119,7 +128,20 @@ public sealed class CpuBackendShapeTests(ITestOutputHelper output)
             Step(two, "32 names");
             backend.LoadState(saved);
             Check("loading a state");
-            Step(three, "48 names");
+            Step(three, "48 names", carry: true);
+            Step(three, "48 names", carry: true);
+            backend.Upload(broken);
+            Step(two, "32 names and a NaN weight");
+            Step(three, "48 names and a NaN weight");
+            var kept = new Parameters(shape);
+            backend.Download(kept);
+            Assert.Equal(broken.Data, kept.Data); // not applied
+            backend.Upload(overflowing);
+            Step(two, "32 names and a loss beyond float");
+            Step(three, "48 names and a loss beyond float");
+            backend.Download(kept);
+            Assert.Equal(overflowing.Data, kept.Data);
+            backend.Upload(p);
             Step(three, "48 names");
             var g = new float[shape.ParameterCount];
             seen.Add(backend.Gradients(two, carryState: false, g));
