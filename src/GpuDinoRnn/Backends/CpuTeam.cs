@@ -12,7 +12,7 @@
 // runs every member's part itself, one after another (the parts are independent, and the
 // backends' results do not depend on which thread runs which). A VM's host also takes a core
 // away now and then, for 0.2 to 2 ms several times a second; a solo as long as a busy program
-// needs (50 ms) after each of those kept two threads solo for a quarter of their time. So a solo
+// needs (50 ms) after each of those kept two threads solo a fifth to a third of the time. So a solo
 // starts at 1 ms and doubles, up to 50 ms, each time the team is held up again soon after
 // it is back.
 using System.Diagnostics;
