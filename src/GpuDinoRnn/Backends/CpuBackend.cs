@@ -327,20 +327,17 @@ public sealed unsafe class CpuBackend : IBackend
 
     private void RunChunks()
     {
-        _piece = _chunkPiece;
-        _pieces = _chunks;
-        _next = 0;
         _chunksDone = 0;
         _chunkFailed = false;
-        _team.Run(_chunkPhase, _members);
+        RunPieces(_chunkPiece, _chunks, _chunkPhase);
     }
 
-    private void RunPieces(Action<int, int> piece, int pieces)
+    private void RunPieces(Action<int, int> piece, int pieces, Action<int>? phase = null)
     {
         _piece = piece;
         _pieces = pieces;
         _next = 0;
-        _team.Run(_piecePhase, _members);
+        _team.Run(phase ?? _piecePhase, _members);
     }
 
     /// <summary>Pieces of the element-wise phases: a few to a member, so a paused thread's can be taken over.</summary>

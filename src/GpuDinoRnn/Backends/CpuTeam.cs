@@ -121,8 +121,7 @@ internal sealed class CpuTeam : IDisposable
         while (Volatile.Read(ref _running) > 0)
             spin.SpinOnce(sleep1Threshold: -1);
         long end = Stopwatch.GetTimestamp();
-        if (!Solo && end - own > Math.Max(woken ? WakeTicks : SlowTicks, 4 * (own - start)))
-            GoSolo(end);
+        NoteWait(own - start, end - own, woken ? WakeTicks : SlowTicks, end);
         var theirs = Interlocked.Exchange(ref _failure, null);
         if (mine is not null || theirs is not null)
             throw new AggregateException(new[] { mine, theirs }.OfType<Exception>());
@@ -133,10 +132,13 @@ internal sealed class CpuTeam : IDisposable
     /// phase), on the caller's thread: it worked for `worked` ticks, then waited `waited`. A long
     /// wait sends the team solo, as one at the end of a phase does.
     /// </summary>
-    public void NoteWait(long worked, long waited)
+    public void NoteWait(long worked, long waited) => NoteWait(worked, waited, SlowTicks, Stopwatch.GetTimestamp());
+
+    /// <summary>A wait longer than `allowed` and 4 times the caller's own work is a hold-up.</summary>
+    private void NoteWait(long worked, long waited, long allowed, long now)
     {
-        if (!Solo && waited > Math.Max(SlowTicks, 4 * worked))
-            GoSolo(Stopwatch.GetTimestamp());
+        if (!Solo && waited > Math.Max(allowed, 4 * worked))
+            GoSolo(now);
     }
 
     /// <summary>How many times the team has gone solo (for tests).</summary>
