@@ -73,6 +73,11 @@ public sealed class IlgpuBackend : IBackend
 
     /// <summary>Bytes of device memory allocated so far (buffers grow only for a longer batch).</summary>
     internal long DeviceBytes => _memory.Bytes;
+
+    /// <summary>Threads per group of the passes and of the output layer, and where Waa is read (for tests).</summary>
+    internal int PassGroupSize => _groupSize;
+    internal int OutputGroupSize => _outputGroupSize;
+    internal bool WaaShared => _waaShared;
     public ModelShape Shape { get; }
 
     public void Upload(Parameters parameters) => _state.Upload(parameters.Data);

@@ -90,6 +90,10 @@ public sealed class IlgpuStackBackend : IBackend
     /// <summary>Bytes of device memory allocated so far (buffers grow only for a larger batch).</summary>
     internal long DeviceBytes => _memory.Bytes;
 
+    /// <summary>Threads per group of the passes and of the output layer (for tests).</summary>
+    internal int PassGroupSize => _groupSize;
+    internal int OutputGroupSize => _outputGroupSize;
+
     public ModelShape Shape { get; }
 
     public void Upload(Parameters parameters) => _state.Upload(parameters.Data);
