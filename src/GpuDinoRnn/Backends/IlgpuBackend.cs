@@ -54,9 +54,8 @@ public sealed class IlgpuBackend : IBackend
         _transposeWaa = _acc.LoadAutoGroupedStreamKernel<Index1D, RnnDims, ArrayView<float>, ArrayView<float>>(RnnKernels.TransposeWaa);
         _outputLayer = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, float, ArrayView<float>, ArrayView<float>>(LossKernels.OutputLayer);
         _backwardPass = _acc.LoadStreamKernel<RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(RnnKernels.BackwardPass);
-        int warp = Math.Max(1, _acc.WarpSize);
-        _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
-        _outputGroupSize = Math.Min((shape.V + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
+        _groupSize = GroupSize.For(shape.H, _acc.WarpSize, _acc.MaxNumThreadsPerGroup);
+        _outputGroupSize = GroupSize.For(shape.V, _acc.WarpSize, _acc.MaxNumThreadsPerGroup);
         // Not on OpenCL: ILGPU 1.5.3 writes its barrier there as work_group_barrier(CLK_GLOBAL_MEM_FENCE),
         // which does not promise that the group sees Waa's copy in local memory.
         _waaShared = _acc.AcceleratorType != AcceleratorType.OpenCL && (long)shape.H * shape.H * sizeof(float) <= sharedMemoryLimit;

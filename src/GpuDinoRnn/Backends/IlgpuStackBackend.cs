@@ -17,7 +17,6 @@ public sealed class IlgpuStackBackend : IBackend
     private readonly bool _ownsAccelerator;
     private readonly IDisposable? _ownedContext;
     private readonly DropoutConfig _dropout;
-    private const int MaxPassGroup = 256;
     private readonly int _groupSize; // threads per name in the forward and backward passes
     private readonly int _outputGroupSize; // threads per row in the output layer (a logit each)
     private readonly Action<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>> _startState;
@@ -60,11 +59,8 @@ public sealed class IlgpuStackBackend : IBackend
         _ownedContext = ownedContext;
         _dropout = dropout;
         Shape = shape;
-        int warp = Math.Max(1, _acc.WarpSize);
-        // At most 256 threads a group for the passes: CUDA launches 256 whatever a kernel's register
-        // count (255 at most), and these are large kernels; a thread takes several units above that.
-        _groupSize = Math.Min((shape.H + warp - 1) / warp * warp, Math.Min(MaxPassGroup, _acc.MaxNumThreadsPerGroup));
-        _outputGroupSize = Math.Min((shape.V + warp - 1) / warp * warp, _acc.MaxNumThreadsPerGroup);
+        _groupSize = GroupSize.For(shape.H, _acc.WarpSize, _acc.MaxNumThreadsPerGroup);
+        _outputGroupSize = GroupSize.For(shape.V, _acc.WarpSize, _acc.MaxNumThreadsPerGroup);
         _startState = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, int, ArrayView<float>, ArrayView<float>>(StackKernels.StartState);
         _transposeWeights = _acc.LoadAutoGroupedStreamKernel<Index1D, StackDims, ArrayView<float>, ArrayView<float>>(StackKernels.TransposeWeights);
         _forwardPass = _acc.LoadStreamKernel<StackDims, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, int, ArrayView<float>,
