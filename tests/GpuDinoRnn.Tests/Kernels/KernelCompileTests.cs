@@ -50,15 +50,34 @@ public class KernelCompileTests(ITestOutputHelper output)
         Assert.Equal(18, AllKernels().Count());
     }
 
-    [Theory]
-    [MemberData(nameof(KernelNames))]
-    public void CompilesToPtx(string kernel)
+    /// <summary>
+    /// Every kernel with the PTX ISA that ILGPU picks for an sm_90 GPU (H100, H200) under the
+    /// oldest and the newest drivers it knows: CUDA 12.0 (ISA 8.0) and 13.0, as on the H200
+    /// machines these sessions may be lent (driver 580; ILGPU 1.5.3 takes ISA 8.8 there).
+    /// </summary>
+    public static TheoryData<string, int> KernelsAndDrivers()
     {
+        var data = new TheoryData<string, int>();
+        foreach (var m in AllKernels())
+        {
+            data.Add($"{m.DeclaringType!.Name}.{m.Name}", 12);
+            data.Add($"{m.DeclaringType!.Name}.{m.Name}", 13);
+        }
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(KernelsAndDrivers))]
+    public void CompilesToPtx(string kernel, int cudaMajor)
+    {
+        var isa = CudaAccelerator.GetInstructionSet(CudaArchitecture.SM_90, CudaDriverVersion.FromMajorMinor(cudaMajor, 0));
         using var context = Context.Create(b => b.EnableAlgorithms());
-        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, CudaInstructionSet.ISA_80, null);
+        using var backend = new PTXBackend(context, new CudaCapabilityContext(CudaArchitecture.SM_90), CudaArchitecture.SM_90, isa, null);
         var compiled = (PTXCompiledKernel)backend.Compile(Entry(Find(kernel)), default);
         Assert.Contains(".entry", compiled.PTXAssembly, StringComparison.Ordinal);
+        output.WriteLine($"CUDA {cudaMajor}.0 driver: PTX ISA {isa}");
         output.WriteLine(compiled.PTXAssembly[..Math.Min(400, compiled.PTXAssembly.Length)]);
+        Assert.Contains($".version {isa.Major}.{isa.Minor}", compiled.PTXAssembly, StringComparison.Ordinal);
         // ILGPU writes the lowest target the PTX ISA needs (sm_80 for ISA 8.0); the driver JITs it for sm_90.
         Assert.Matches(@"\.target sm_[89]0", compiled.PTXAssembly);
         // No approximate hardware math where it would move results off the cpu backend's: ILGPU
