@@ -3,8 +3,9 @@
 // development packages and that driver-only installs often lack. A machine with just a driver (a
 // container with the driver mounted, a server without the CUDA toolkit) has libcuda.so.1 and
 // libOpenCL.so.1, and ILGPU would find no GPU there. So the app lets ILGPU's imports fall back to
-// the versioned names. On WSL ILGPU sets its own resolver (for /usr/lib/wsl/lib), and an assembly
-// can have only one, so nothing is set there.
+// the versioned names. ILGPU 1.5.3 sets no resolver of its own (its shipped assembly has no
+// SetDllImportResolver call, WSL or not), so this one is set on every Linux, WSL included, where
+// the driver's folder /usr/lib/wsl/lib is on the loader's path.
 using System.Reflection;
 using System.Runtime.InteropServices;
 using ILGPU;
@@ -15,10 +16,10 @@ internal static class DriverLibraries
 {
     private static int _registered;
 
-    /// <summary>Once per process, before the first ILGPU context: the fallback resolver for ILGPU's imports (Linux, not WSL).</summary>
+    /// <summary>Once per process, before the first ILGPU context: the fallback resolver for ILGPU's imports (Linux).</summary>
     public static void Register()
     {
-        if (!OperatingSystem.IsLinux() || Interlocked.Exchange(ref _registered, 1) == 1 || IsWsl())
+        if (!OperatingSystem.IsLinux() || Interlocked.Exchange(ref _registered, 1) == 1)
             return;
         try
         {
@@ -26,7 +27,7 @@ internal static class DriverLibraries
         }
         catch (InvalidOperationException)
         {
-            // A resolver is set already (ILGPU's own): leave it.
+            // A resolver is set already (a host application's, or a later ILGPU's own): leave it.
         }
     }
 
@@ -50,20 +51,4 @@ internal static class DriverLibraries
     /// <summary>Zero, for the runtime's own probing, when the library is not a driver or none of its names loads.</summary>
     private static IntPtr Resolve(string libraryName, Assembly assembly, DllImportSearchPath? searchPath) =>
         Candidates(libraryName) is { } names ? LoadFirst(names) : IntPtr.Zero;
-
-    private static bool IsWsl()
-    {
-        try
-        {
-            return File.ReadAllText("/proc/version").Contains("microsoft", StringComparison.OrdinalIgnoreCase);
-        }
-        catch (IOException)
-        {
-            return false;
-        }
-        catch (UnauthorizedAccessException)
-        {
-            return false;
-        }
-    }
 }
