@@ -5,6 +5,7 @@ using GpuDinoRnn.Model;
 using GpuDinoRnn.Sampling;
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
@@ -202,9 +203,19 @@ public static class Devices
     {
         CLDevice cl when !cl.Capabilities.GenericAddressSpace => (false, "no OpenCL generic address space, which ILGPU needs"),
         CLDevice => (true, "OpenCL"),
-        CudaDevice => (true, "CUDA"),
+        CudaDevice cuda => CudaUsability(cuda.Architecture, cuda.InstructionSet, cuda.DriverVersion),
         _ => (true, "GPU kernels emulated on the CPU: slow, for testing"),
     };
+
+    /// <summary>
+    /// Whether ILGPU can compile for a CUDA GPU: the test its Cuda() makes (a known architecture and
+    /// a PTX ISA it can write for that architecture under this driver). `devices` lists every GPU,
+    /// and one that fails says why here instead of showing as usable and then not being found.
+    /// </summary>
+    internal static (bool Usable, string Note) CudaUsability(CudaArchitecture? architecture, CudaInstructionSet? isa, CudaDriverVersion driver) =>
+        architecture is null ? (false, $"an architecture ILGPU 1.5.3 does not know (CUDA driver {driver})")
+        : isa is { } set && PTXCodeGenerator.SupportedInstructionSets.Contains(set) ? (true, $"CUDA, {architecture}, PTX ISA {set}")
+        : (false, $"ILGPU 1.5.3 has no PTX ISA for {architecture} under CUDA driver {driver}");
 
     private static UserError Absent(string what, IReadOnlyList<DeviceInfo> all) =>
         new($"{what} is not present; devices here: {string.Join(", ", all.Select(d => d.Usable ? d.Id : $"{d.Id} (unusable)"))}", UserError.BadInput);
