@@ -1,7 +1,7 @@
 // Both ILGPU suites on a CPU emulator shaped like a CUDA GPU. The `ilgpu-cpu` device (and the other
 // emulator tests) use warps of 4 threads and groups of 4, so a pass's group never has more than
-// one warp, and threads past the last unit only where H < 4. On CUDA it has both: H rounded up to warps of 32
-// (H 5: 27 idle threads that must still meet every barrier; H 33: two warps). This emulator has
+// one warp, and threads past the last unit only where H < 4. On CUDA it has both: H rounded up
+// to warps of 32 (H 5: 27 idle threads that must still meet every barrier; H 33: two warps). This emulator has
 // warps of 32 and groups of up to 64 threads (2 warps, one group at a time: the emulator runs
 // every thread of a group as an OS thread, so 1024 would be slow), and the backend is given
 // CUDA's 48 KB of shared memory per group, so Waa goes to shared memory exactly where it would there.
