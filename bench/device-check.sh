@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The speed issue's GPU check, prepared to run once on a lent GPU machine (one call, minutes):
+#  0. the kernels' PTX assembled by CUDA's ptxas for sm_90, where the machine has it;
 #  1. correctness: the default recipe and the course preset, ITERATIONS (100) iterations each, on
 #     `cpu` and on every device named, same seed and initial weights; every iteration's loss and
 #     gradient norm must be within 1e-4 relative of cpu's;
@@ -8,7 +9,8 @@
 # Everything printed goes to $OUT/log.txt too; bench's numbers to $OUT/bench-*.json, the loss
 # logs to $OUT/losses.tar.gz. The exit status is 1 if a device was off or failed.
 #
-# On the GPU machine, with the CLI packed by ../shared/tools/device-bundle.sh and .device carried:
+# On the GPU machine, with the CLI packed by ../shared/tools/device-bundle.sh, the PTX written
+# after it (step 0's comment) and .device carried:
 #     bash bench/device-check.sh cuda
 # Here, without a GPU, the same script on ILGPU's CPU accelerator (slow: keep it small):
 #     ITERATIONS=10 JOBS=small bash bench/device-check.sh ilgpu-cpu
@@ -52,6 +54,28 @@ fi
 
 failed=0
 logs=$(mktemp -d)
+
+# 0. The kernels' PTX through CUDA's own assembler, where the machine has one (the lent H200s have
+#    CUDA 13): every kernel must assemble for sm_90; each one's registers and spills are printed
+#    (a pass's group is at most 256 threads, which launches at any register count). The PTX is
+#    written here beforehand by the compile tests:
+#    GPUDINORNN_PTX_DIR=.device/ptx dotnet test -c Release --filter FullyQualifiedName~CompilesToPtx
+ptxas=$(command -v ptxas || ls /usr/local/cuda/bin/ptxas 2>/dev/null || true)
+ptx=(${PTX_DIR:-.device/ptx}/*.ptx)
+if [ -z "$ptxas" ]; then
+  echo "ptx: no ptxas on this machine, skipped"
+elif [ ! -e "${ptx[0]}" ]; then
+  echo "ptx: no PTX files in ${PTX_DIR:-.device/ptx} (see the comment above), skipped"
+else
+  "$ptxas" --version | tail -1
+  for f in "${ptx[@]}"; do
+    if info=$("$ptxas" -arch=sm_90 -v -o /dev/null "$f" 2>&1); then
+      echo "ok   $(basename "$f" .ptx): $(grep -E 'Used [0-9]+ registers' <<< "$info" | sed 's/.*: //' | head -1); $(grep -E 'spill' <<< "$info" | sed 's/^ *//' | head -1)"
+    else
+      echo "FAIL $(basename "$f" .ptx): ptxas refused it"; echo "$info" | tail -5; failed=1
+    fi
+  done
+fi
 
 # 1. Correctness.
 for recipe in default course; do

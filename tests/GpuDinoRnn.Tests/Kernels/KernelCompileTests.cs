@@ -84,6 +84,13 @@ public class KernelCompileTests(ITestOutputHelper output)
         // turns XMath.Tanh into tanh.approx.f32 (about 2⁻¹¹ relative error) from sm_75 on.
         Assert.DoesNotContain("tanh.approx", compiled.PTXAssembly, StringComparison.Ordinal);
         output.WriteLine($"{kernel}: {compiled.PTXAssembly.Length} characters of PTX");
+        // For a lent GPU machine, which has CUDA's ptxas but no .NET: bench/device-check.sh
+        // assembles these files for sm_90 and prints each kernel's registers and spills.
+        if (Environment.GetEnvironmentVariable("GPUDINORNN_PTX_DIR") is { Length: > 0 } dir)
+        {
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, $"{kernel}.cuda{cudaMajor}.ptx"), compiled.PTXAssembly);
+        }
     }
 
     [SkippableTheory]
