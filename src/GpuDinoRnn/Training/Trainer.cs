@@ -183,7 +183,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         }
         var dataVocab = Vocabulary.FromNames(dataset?.Names ?? [text!]);
         var vocab = init?.Vocabulary ?? dataVocab;
-        if (vocab.Size > options.MaxVocab)
+        // The file's distinct symbols: V less the end-of-name mark, which no file holds.
+        if (vocab.Size - 1 > options.MaxVocab)
             throw new UserError($"data: '{path}' holds {vocab.Size - 1} distinct symbols, more than --max-vocab {options.MaxVocab}: is it a list of names?");
         if (!dataVocab.SameAs(vocab))
             throw new UserError($"'{from}' has vocabulary {vocab.Display()} but the data '{path}' has {dataVocab.Display()}");

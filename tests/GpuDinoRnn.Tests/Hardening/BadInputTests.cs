@@ -42,6 +42,18 @@ public class BadInputTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void MaxVocabIsTheMostDistinctSymbolsAFileMayHold()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("three.txt");
+        File.WriteAllText(data, "abc\ncab\n");
+        var (code, _, err) = CliRunner.Run(output, ["train", "--data", data, "--max-vocab", "3", "--val-fraction", "0", .. Quick]);
+        Assert.True(code == 0, err);
+        AssertOneLineError(["train", "--data", data, "--max-vocab", "2", "--val-fraction", "0", .. Quick], 2,
+            "holds 3 distinct symbols, more than --max-vocab 2");
+    }
+
+    [Fact]
     public void MissingDirectoryAndUnreadableDataFiles()
     {
         AssertOneLineError(["train", "--data", "/nonexistent/names.txt", .. Quick], 2, "not found");
