@@ -1,5 +1,6 @@
 // One options class per verb. Training options are nullable so that a value given on the
 // command line can be told apart from the preset's (given values win).
+using System.Reflection;
 using CommandLine;
 using GpuDinoRnn.Backends;
 using GpuDinoRnn.Training;
@@ -169,13 +170,30 @@ public sealed class TrainVerb
         };
     }
 
+    /// <summary>
+    /// The options given on the command line (a value, or a switch turned on) other than those a
+    /// resumed run may change: refused, rather than silently replaced by the checkpoint's.
+    /// </summary>
+    private List<string> GivenBesideResume() =>
+        typeof(TrainVerb).GetProperties()
+            .Select(p => (Property: p, Option: p.GetCustomAttribute<OptionAttribute>()))
+            .Where(x => x.Option?.LongName is { } name && name is not ("resume" or "device" or "threads" or "iterations" or "epochs"))
+            .Where(x => x.Property.GetValue(this) is { } value && value is not false)
+            .Select(x => "--" + x.Option!.LongName)
+            .ToList();
+
     /// <summary>The preset's options with every option given here applied on top.</summary>
     public TrainOptions ToOptions()
     {
         if (Iterations is not null && Epochs is not null)
             throw new UserError("--iterations and --epochs contradict each other: give one");
         if (Resume is not null)
+        {
+            if (GivenBesideResume() is { Count: > 0 } given)
+                throw new UserError($"--resume continues with the options the run was saved with: {string.Join(", ", given)} cannot be given with it " +
+                    "(only --device, --threads, --iterations or --epochs)");
             return ForResume(Resume);
+        }
         var o = TrainOptions.ForPreset(Preset);
         return o with
         {

@@ -47,7 +47,7 @@ public static class Devices
 
     /// <summary>
     /// The backend for a --device value: auto, cpu, ilgpu-cpu, cuda, opencl, cuda:N, opencl:N or
-    /// an index from List. Throws UserError (exit 3) naming the devices that exist.
+    /// an index from List. Throws UserError (exit 2 for a device that is absent, 3 for one that fails) naming the devices that exist.
     /// </summary>
     public static IBackend Create(string spec, ModelShape shape, int threads, Action<string>? log = null, DropoutConfig dropout = default,
         bool preciseMath = false) =>

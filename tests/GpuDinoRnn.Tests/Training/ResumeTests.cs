@@ -65,6 +65,17 @@ public class ResumeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ResumingRefusesOptionsItWouldIgnore()
+    {
+        // Refused before the file is read: the run's options are the checkpoint's.
+        CliRunner.AssertOneLineError(output, ["train", "--resume", "/nonexistent/run.safetensors", "--lr", "0.1", "--verbose", "--device", "cpu"], 2,
+            "--lr, --verbose cannot be given with it (only --device, --threads, --iterations or --epochs)");
+        var (code, _, stderr) = CliRunner.Run(output, "train", "--resume", "/nonexistent/run.safetensors", "--device", "cpu", "--threads", "1", "--iterations", "5");
+        Assert.Equal(2, code);
+        Assert.DoesNotContain("cannot be given", stderr);
+    }
+
+    [Fact]
     public void ResumingAFileWithoutStateSaysToUseInit()
     {
         using var dir = new CliRunner.TempDir();
