@@ -156,7 +156,7 @@ public sealed class IlgpuStackBackend : IBackend
 
     /// <summary>
     /// Initial state, transposed weights, L forward passes, output layer, L backward passes with
-    /// L − 1 input gradients between them, weight gradients: 3L + 2 launches whatever T and B.
+    /// L − 1 input gradients between them, weight gradients: 3L + 3 launches whatever T and B.
     /// </summary>
     private void ForwardAndBackward(Batch batch, StackDims d, bool carryState, DropoutSettings drop)
     {
