@@ -24,7 +24,7 @@ public class KernelCompileTests(ITestOutputHelper output)
     {
         var data = new TheoryData<string>();
         foreach (var m in AllKernels())
-            data.Add($"{m.DeclaringType!.Name}.{m.Name}");
+            data.Add(Name(m));
         return data;
     }
 
@@ -39,7 +39,9 @@ public class KernelCompileTests(ITestOutputHelper output)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(m)
             : EntryPointDescription.FromExplicitlyGroupedKernel(m);
 
-    private static MethodInfo Find(string name) => AllKernels().Single(m => $"{m.DeclaringType!.Name}.{m.Name}" == name);
+    private static string Name(MethodInfo m) => $"{m.DeclaringType!.Name}.{m.Name}";
+
+    private static MethodInfo Find(string name) => AllKernels().Single(m => Name(m) == name);
 
     [Fact]
     public void EveryKernelIsListed()
@@ -51,17 +53,17 @@ public class KernelCompileTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Every kernel with the PTX ISA that ILGPU picks for an sm_90 GPU (H100, H200) under the
-    /// oldest and the newest drivers it knows: CUDA 12.0 (ISA 8.0) and 13.0, as on the H200
-    /// machines these sessions may be lent (driver 580; ILGPU 1.5.3 takes ISA 8.8 there).
+    /// Every kernel with the PTX ISA that ILGPU picks for an sm_90 GPU (H100, H200) under a CUDA
+    /// 12.0 driver (ISA 8.0) and a 13.0 one, as on the H200 machines these sessions may be lent
+    /// (driver 580; ILGPU 1.5.3 takes ISA 8.8 there, the newest it writes).
     /// </summary>
     public static TheoryData<string, int> KernelsAndDrivers()
     {
         var data = new TheoryData<string, int>();
         foreach (var m in AllKernels())
         {
-            data.Add($"{m.DeclaringType!.Name}.{m.Name}", 12);
-            data.Add($"{m.DeclaringType!.Name}.{m.Name}", 13);
+            data.Add(Name(m), 12);
+            data.Add(Name(m), 13);
         }
         return data;
     }
