@@ -71,9 +71,12 @@ public static class Program
             : new Trainer(options, stdout, stderr).Run(cancel: stop.Token);
         if (!result.Interrupted)
             return 0;
-        stderr.WriteLine(options.Checkpoint is null
-            ? $"interrupted at iteration {result.Iterations}; nothing saved"
-            : $"interrupted at iteration {result.Iterations}; the model is in '{options.Checkpoint}'");
+        stderr.WriteLine(result.CheckpointIteration switch
+        {
+            null => $"interrupted at iteration {result.Iterations}; nothing saved",
+            int saved when saved == result.Iterations => $"interrupted at iteration {result.Iterations}; the model is in '{options.Checkpoint}'",
+            int saved => $"interrupted at iteration {result.Iterations}; '{options.Checkpoint}' holds the best model, of iteration {saved}, and --resume continues from there",
+        });
         return UserError.Interrupted;
     }
 

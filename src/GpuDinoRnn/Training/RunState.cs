@@ -8,13 +8,15 @@ using GpuDinoRnn.Data;
 namespace GpuDinoRnn.Training;
 
 /// <param name="Updates">Optimizer updates applied (Adam's t); the moments are tensors beside the weights.</param>
-public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDrawn, BatcherState Batcher, long Updates)
+/// <param name="Best">The lowest validation bits/char so far, where it was, and the evaluations since (--keep-best, --patience).</param>
+public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDrawn, BatcherState Batcher, long Updates, BestSoFar Best)
 {
     public const string Key = "state";
 
     public string ToJson() => JsonSerializer.Serialize(new Stored(
         Iteration, SmoothedLoss, SamplesDrawn, Batcher.Epoch, Batcher.Position, Batcher.Order,
-        Batcher.Random.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray(), Updates));
+        Batcher.Random.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray(), Updates,
+        double.IsFinite(Best.Bpc) ? Best.Bpc : null, Best.Iteration, Best.EvalsWithoutGain));
 
     public static RunState FromMetadata(IReadOnlyDictionary<string, string> metadata, string path)
     {
@@ -26,7 +28,9 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
             var random = s.Random.Select(v => ulong.Parse(v, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
             if (s.Iteration < 0 || s.Order is null)
                 throw new JsonException("out of range");
-            return new RunState(s.Iteration, s.SmoothedLoss, s.SamplesDrawn, new BatcherState(s.Epoch, s.Position, s.Order, random), s.Updates);
+            // Files from before the best score was stored have none: the next evaluation is the best so far.
+            var best = s.BestBpc is { } bpc ? new BestSoFar(bpc, s.BestIteration ?? -1, s.EvalsWithoutGain ?? 0) : BestSoFar.None;
+            return new RunState(s.Iteration, s.SmoothedLoss, s.SamplesDrawn, new BatcherState(s.Epoch, s.Position, s.Order, random), s.Updates, best);
         }
         catch (Exception e) when (e is JsonException or FormatException or OverflowException or ArgumentNullException)
         {
@@ -34,7 +38,8 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
         }
     }
 
-    private sealed record Stored(int Iteration, double SmoothedLoss, long SamplesDrawn, int Epoch, int Position, int[] Order, string[] Random, long Updates);
+    private sealed record Stored(int Iteration, double SmoothedLoss, long SamplesDrawn, int Epoch, int Position, int[] Order, string[] Random, long Updates,
+        double? BestBpc, int? BestIteration, int? EvalsWithoutGain);
 
     /// <summary>The backend's moments and carried state as tensors beside the weights.</summary>
     public static IEnumerable<Checkpoints.Tensor> StateTensors(Model.ModelShape shape, Backends.BackendState state, bool moments, bool carry)
@@ -82,4 +87,10 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
         }
         return new Backends.BackendState(Updates, m, v, carry);
     }
+}
+
+/// <summary>The lowest validation bits/char so far (+∞ before the first evaluation), its iteration, and evaluations since.</summary>
+public readonly record struct BestSoFar(double Bpc, int Iteration, int EvalsWithoutGain)
+{
+    public static readonly BestSoFar None = new(double.PositiveInfinity, -1, 0);
 }

@@ -17,10 +17,11 @@ public readonly record struct TrainProgress(int Iteration, int Total, double Mea
 
 /// <param name="Interrupted">Stopped by the cancellation token (Ctrl-C); Iterations says how far it got.</param>
 /// <param name="StoppedEarly">Stopped by --patience.</param>
+/// <param name="CheckpointIteration">The iteration of the model --checkpoint holds (with --keep-best, the best's).</param>
 public sealed record TrainResult(
     string Device, int Iterations, long Chars, double TrainSeconds, double SmoothedLoss,
     double TrainBitsPerChar, double? ValBitsPerChar, float[] Losses, Parameters Parameters, Vocabulary Vocabulary,
-    bool Interrupted = false, bool StoppedEarly = false);
+    bool Interrupted = false, bool StoppedEarly = false, int? CheckpointIteration = null);
 
 public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter stderr)
 {
@@ -36,16 +37,18 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private readonly List<float> _losses = [];       // this run's losses: _losses[i] is iteration _start + i
     private int _start;                              // the first iteration of this run (after --resume, not 0)
     private double _smoothed;
-    private int _lastCheckpoint = -1;                 // iteration of the last checkpoint written
-    private double _bestVal = double.PositiveInfinity; // lowest validation bits/char so far
-    private int _bestIteration = -1, _evalsWithoutGain;
-    private Parameters? _best;                        // --keep-best: the weights of the best evaluation
+    private int _lastCheckpoint = -1;                 // iteration of the checkpoint the file holds
+    private BestSoFar _bestSoFar = BestSoFar.None;
+    private Snapshot? _best;                          // --keep-best: the checkpoint of the best evaluation
     private KeyValuePair<string, string>[] _namesMetadata = [];
     private TrainingData? _data;
     private long _samplesDrawn;      // names sampled so far: the index into the seeded sample stream
     private RunState? _resumeFrom;
     private IReadOnlyList<Tensor> _resumeTensors = [];
     private IBackend? _backend;
+
+    /// <summary>Everything a checkpoint holds, taken at one iteration.</summary>
+    private sealed record Snapshot(Parameters Parameters, BackendState Backend, RunState Run);
 
     /// <summary>Where the bundled names live: next to the program.</summary>
     public static string BundledData => Path.Combine(AppContext.BaseDirectory, "data", "dinos.txt");
@@ -78,8 +81,11 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         {
             data.State = state.Batcher;
             backend.LoadState(state.BackendState(parameters.Shape, _resumeTensors, options.Resume!));
-            (start, _smoothed, _samplesDrawn) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn);
-            _start = start;
+            (start, _smoothed, _samplesDrawn, _bestSoFar) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn, state.Best);
+            (_start, _lastCheckpoint) = (start, start);
+            // A --keep-best file holds the best evaluation's model: it stays the best until a better one.
+            if (options.KeepBest && state.Best.Iteration == start)
+                _best = new Snapshot(parameters.Clone(), backend.SaveState(), state);
             _log.Info($"resuming at iteration {start} of {iterations}");
         }
         if (start < iterations)
@@ -88,6 +94,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             ReadLosses(backend); // nothing to read yet: compiles the loop's last call too
         }
         long chars = 0, charsAtLog = 0;
+        int lossesAtLog = 0;
         var timer = new Stopwatch();
         double secondsAtLog = 0, lastMean = double.NaN, lastRate = 0;
         bool stoppedEarly = false;
@@ -108,33 +115,35 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             bool sampleNow = options.SampleEvery > 0 && it % options.SampleEvery == 0;
             bool checkpointNow = options.CheckpointEvery > 0 && (it + 1) % options.CheckpointEvery == 0 && !last;
             bool evalNow = options.EvalEvery > 0 && data.ValCount > 0 && (it + 1) % options.EvalEvery == 0 && !last;
-            progress?.Invoke(new TrainProgress(it + 1, iterations, lastMean, lastRate));
             if (!(logNow || sampleNow || checkpointNow || evalNow))
             {
                 timer.Stop();
+                progress?.Invoke(new TrainProgress(it + 1, iterations, lastMean, lastRate));
                 continue;
             }
             // Reading the losses waits for the device, so the timer stops at a true boundary.
-            int firstNew = ReadLosses(backend);
+            ReadLosses(backend);
             timer.Stop();
             if (logNow)
             {
                 double seconds = timer.Elapsed.TotalSeconds;
                 lastRate = (chars - charsAtLog) / Math.Max(seconds - secondsAtLog, 1e-9);
-                lastMean = _losses.Skip(firstNew).Where(float.IsFinite).Select(x => (double)x).DefaultIfEmpty(double.NaN).Average();
+                lastMean = _losses.Skip(lossesAtLog).Where(float.IsFinite).Select(x => (double)x).DefaultIfEmpty(double.NaN).Average();
                 _log.Iteration(it, _losses[^1], lastMean, _smoothed, backend.LastGradientNorm(), lr, lastRate, backend.Device,
                     options.Verbose ? backend.LaunchesPerStep : null);
-                (charsAtLog, secondsAtLog) = (chars, seconds);
+                (charsAtLog, secondsAtLog, lossesAtLog) = (chars, seconds, _losses.Count);
             }
-            if (evalNow)
-                stoppedEarly = Evaluate(backend, parameters, vocab, data, it + 1);
+            // Samples before the evaluation: a checkpoint it writes then counts them, as a resumed run must.
             if (sampleNow)
             {
                 backend.Download(parameters);
                 Sample(parameters, vocab);
             }
+            if (evalNow)
+                stoppedEarly = Evaluate(backend, parameters, vocab, data, it + 1);
             if (checkpointNow)
                 SavePeriodic(backend, parameters, vocab, it + 1);
+            progress?.Invoke(new TrainProgress(it + 1, iterations, lastMean, lastRate));
         }
 
         bool interrupted = done < iterations && !stoppedEarly;
@@ -145,21 +154,28 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         if (interrupted)
             _log.Info($"interrupted after {done} of {iterations} iterations");
         double? valBpc = data.ValCount > 0 ? BitsPerChar(backend, data.ValBatches()) : null;
-        bool keepBest = options.KeepBest && _best is not null && valBpc >= _bestVal;
+        bool keepBest = options.KeepBest && _best is not null && valBpc >= _bestSoFar.Bpc;
         if (keepBest)
         {
             // The run ends with the best model: its weights for the summary, the samples and the result.
-            _best!.Data.CopyTo(parameters.Data, 0);
+            _best!.Parameters.Data.CopyTo(parameters.Data, 0);
             backend.Upload(parameters);
-            valBpc = _bestVal;
-            _log.Info($"keeping the best model: iteration {_bestIteration}, validation {_bestVal:F4} bits/char" +
+            valBpc = _bestSoFar.Bpc;
+            _log.Info($"keeping the best model: iteration {_bestSoFar.Iteration}, validation {_bestSoFar.Bpc:F4} bits/char" +
                 (options.Checkpoint is null ? "" : $" (in '{options.Checkpoint}')"));
+        }
+        else if (options.KeepBest && valBpc is { } final)
+        {
+            _bestSoFar = new BestSoFar(final, done, 0); // the last model is the best: the file holds it
         }
         double trainBpc = BitsPerChar(backend, data.TrainBatches());
         if (options.Checkpoint is not null && !keepBest)
             Save(parameters, vocab, done);
+        else if (options.Checkpoint is not null && _lastCheckpoint != _bestSoFar.Iteration)
+            Write(_best!, vocab); // writing the best failed during training: once more, now an error if it fails
         var result = new TrainResult(backend.Device, done, chars, timer.Elapsed.TotalSeconds, _smoothed,
-            trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly);
+            trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly,
+            options.Checkpoint is null ? null : _lastCheckpoint);
         _log.Summary(result);
         if (options.SampleEvery == 0 && options.SampleCount > 0)
             Sample(parameters, vocab);
@@ -255,26 +271,19 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private bool Evaluate(IBackend backend, Parameters parameters, Vocabulary vocab, TrainingData data, int iteration)
     {
         double bpc = BitsPerChar(backend, data.ValBatches());
-        bool better = bpc < _bestVal;
-        if (better)
+        bool better = bpc < _bestSoFar.Bpc;
+        _bestSoFar = better ? new BestSoFar(bpc, iteration, 0) : _bestSoFar with { EvalsWithoutGain = _bestSoFar.EvalsWithoutGain + 1 };
+        if (better && options.KeepBest)
         {
-            (_bestVal, _bestIteration, _evalsWithoutGain) = (bpc, iteration, 0);
-            if (options.KeepBest)
-            {
-                backend.Download(parameters);
-                _best = parameters.Clone();
-                if (options.Checkpoint is not null)
-                    SavePeriodic(backend, parameters, vocab, iteration);
-            }
+            backend.Download(parameters);
+            _best = Capture(parameters, iteration);
+            if (options.Checkpoint is not null)
+                TryWrite(_best, vocab);
         }
-        else
+        _log.Evaluation(iteration, bpc, _bestSoFar.Bpc, _bestSoFar.Iteration);
+        if (options.Patience > 0 && _bestSoFar.EvalsWithoutGain >= options.Patience)
         {
-            _evalsWithoutGain++;
-        }
-        _log.Evaluation(iteration, bpc, _bestVal, _bestIteration);
-        if (options.Patience > 0 && _evalsWithoutGain >= options.Patience)
-        {
-            _log.Info($"early stop: no better validation in {options.Patience} evaluations (best {_bestVal:F4} bits/char at iteration {_bestIteration})");
+            _log.Info($"early stop: no better validation in {options.Patience} evaluations (best {_bestSoFar.Bpc:F4} bits/char at iteration {_bestSoFar.Iteration})");
             return true;
         }
         return false;
@@ -284,9 +293,14 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private void SavePeriodic(IBackend backend, Parameters parameters, Vocabulary vocab, int iteration)
     {
         backend.Download(parameters);
+        TryWrite(Capture(parameters, iteration), vocab);
+    }
+
+    private void TryWrite(Snapshot snapshot, Vocabulary vocab)
+    {
         try
         {
-            Save(parameters, vocab, iteration);
+            Write(snapshot, vocab);
         }
         catch (UserError e) when (e.ExitCode == UserError.WriteError)
         {
@@ -350,22 +364,31 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         _log.Samples(names);
     }
 
-    private void Save(Parameters parameters, Vocabulary vocab, int iteration)
+    private void Save(Parameters parameters, Vocabulary vocab, int iteration) => Write(Capture(parameters, iteration), vocab);
+
+    /// <summary>The run as it is now, with the weights last downloaded into parameters (copied).</summary>
+    private Snapshot Capture(Parameters parameters, int iteration)
     {
+        var state = _backend!.SaveState();
+        return new Snapshot(parameters.Clone(), state, new RunState(iteration, _smoothed, _samplesDrawn, _data!.State, state.Updates, _bestSoFar));
+    }
+
+    private void Write(Snapshot snapshot, Vocabulary vocab)
+    {
+        var (parameters, run) = (snapshot.Parameters, snapshot.Run);
         // Never replace a good checkpoint with weights that have blown up.
         if (!parameters.Data.All(float.IsFinite))
-            throw Diverged(iteration - 1 - _start, float.NaN);
-        var state = _backend!.SaveState();
+            throw Diverged(run.Iteration - 1 - _start, float.NaN);
         Checkpoint.Save(options.Checkpoint!, parameters, vocab, new Dictionary<string, string>
         {
-            ["iteration"] = iteration.ToString(CultureInfo.InvariantCulture),
-            ["smoothed_loss"] = _smoothed.ToString("R", CultureInfo.InvariantCulture),
+            ["iteration"] = run.Iteration.ToString(CultureInfo.InvariantCulture),
+            ["smoothed_loss"] = run.SmoothedLoss.ToString("R", CultureInfo.InvariantCulture),
             ["options"] = options.ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
-            [RunState.Key] = new RunState(iteration, _smoothed, _samplesDrawn, _data!.State, state.Updates).ToJson(),
+            [RunState.Key] = run.ToJson(),
         }.Concat(_namesMetadata).ToDictionary(),
-            RunState.StateTensors(parameters.Shape, state, options.OptimizerConfig.HasState, options.CarryState || _data.Continuous));
-        _lastCheckpoint = iteration;
-        _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {iteration})");
+            RunState.StateTensors(parameters.Shape, snapshot.Backend, options.OptimizerConfig.HasState, options.CarryState || _data!.Continuous));
+        _lastCheckpoint = run.Iteration;
+        _log.Info($"checkpoint written to '{options.Checkpoint}' (iteration {run.Iteration})");
     }
 }

@@ -65,6 +65,65 @@ public class ResumeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AResumedKeepBestRunRemembersTheBestScoreAndThePatience()
+    {
+        using var dir = new CliRunner.TempDir();
+        // Overfits: lr 0.1 on H 48 stops early after three evaluations without a better one.
+        var options = new TrainOptions
+        {
+            Data = TestData.BundledNames,
+            Device = "cpu",
+            Threads = 2,
+            Hidden = 48,
+            Batch = 16,
+            Lr = 0.1f,
+            Optimizer = "sgd",
+            Epochs = 30,
+            EvalEvery = 25,
+            KeepBest = true,
+            Patience = 3,
+            SampleCount = 0,
+            Checkpoint = dir.File("whole.safetensors"),
+        };
+        var whole = new Trainer(options, TextWriter.Null, TextWriter.Null).Run();
+        Assert.True(whole.StoppedEarly, "this run must stop early for the test to mean anything");
+        int best = whole.Iterations - 3 * 25;
+        Assert.Equal(best, whole.CheckpointIteration);
+
+        // Stopped right after the next evaluation, a worse one: the file holds the best, and the result says so.
+        string half = dir.File("half.safetensors");
+        using var stop = new CancellationTokenSource();
+        var first = new Trainer(options with { Checkpoint = half }, TextWriter.Null, TextWriter.Null)
+            .Run(cancel: stop.Token, progress: p => { if (p.Iteration == best + 25) stop.Cancel(); });
+        Assert.True(first.Interrupted);
+        Assert.Equal(best + 25, first.Iterations);
+        Assert.Equal(best, first.CheckpointIteration);
+
+        // The resumed run starts at the best, keeps its score (a worse evaluation does not replace the file) and its
+        // patience, and stops where the whole run stopped, with the same model.
+        var (code, stdout, stderr) = CliRunner.Run(output, "train", "--resume", half, "--device", "cpu");
+        Assert.Equal(0, code);
+        Assert.Contains($"resuming at iteration {best} of", stderr);
+        Assert.Contains($"early stop: no better validation in 3 evaluations (best {whole.ValBitsPerChar:F4} bits/char at iteration {best})", stderr);
+        Assert.Contains($"Trained {whole.Iterations} iterations", stdout + stderr);
+        var resumed = Checkpoint.Load(half);
+        Assert.Equal(best.ToString(System.Globalization.CultureInfo.InvariantCulture), resumed.Metadata["iteration"]);
+        Assert.Equal(whole.Parameters.Data, resumed.Parameters.Data);
+    }
+
+    [Fact]
+    public void StateFromBeforeTheBestScoreWasStoredResumesWithNoBestYet()
+    {
+        const string older = """{"Iteration":50,"SmoothedLoss":20.5,"SamplesDrawn":3,"Epoch":0,"Position":2,"Order":[1,0,2],"Random":["1","2","3","4"],"Updates":50}""";
+        var state = RunState.FromMetadata(new Dictionary<string, string> { [RunState.Key] = older }, "old.safetensors");
+        Assert.Equal(BestSoFar.None, state.Best);
+        Assert.Equal(50, state.Iteration);
+
+        var now = state with { Best = new BestSoFar(2.25, 40, 1) };
+        Assert.Equal(now.Best, RunState.FromMetadata(new Dictionary<string, string> { [RunState.Key] = now.ToJson() }, "new.safetensors").Best);
+    }
+
+    [Fact]
     public void ResumingRefusesOptionsItWouldIgnore()
     {
         // Refused before the file is read: the run's options are the checkpoint's.

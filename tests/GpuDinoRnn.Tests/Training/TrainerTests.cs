@@ -58,11 +58,31 @@ public class TrainerTests(ITestOutputHelper output)
     public void ProgressIsReportedAfterEveryStep()
     {
         var seen = new List<TrainProgress>();
-        new Trainer(Small("cpu"), TextWriter.Null, TextWriter.Null).Run(progress: seen.Add);
+        var result = new Trainer(Small("cpu"), TextWriter.Null, TextWriter.Null).Run(progress: seen.Add);
         Assert.Equal(Enumerable.Range(1, 40), seen.Select(p => p.Iteration));
         Assert.All(seen, p => Assert.Equal(40, p.Total));
-        Assert.True(double.IsNaN(seen[0].MeanLoss)); // nothing logged before the first step
+        // Told after the step's log line: the first report has the first line's mean, of iteration 0 alone.
+        Assert.Equal(result.Losses[0], seen[0].MeanLoss, 6);
         Assert.True(seen[^1].MeanLoss > 0 && seen[^1].CharsPerSecond > 0);
+    }
+
+    [Fact]
+    public void MeanLossCoversEveryStepSinceTheLastLine()
+    {
+        // Samples and evaluations between the log lines read the device's losses too.
+        var stdout = new StringWriter();
+        var result = new Trainer(Small("cpu") with { LogFormat = LogFormat.Jsonl, SampleEvery = 3, EvalEvery = 4 }, stdout, TextWriter.Null).Run();
+        var logged = stdout.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement)
+            .Where(r => r.TryGetProperty("mean_loss", out _)).ToList();
+        Assert.Equal([0, 10, 20, 30, 39], logged.Select(r => r.GetProperty("iteration").GetInt32()));
+        int from = 0;
+        foreach (var r in logged)
+        {
+            int iteration = r.GetProperty("iteration").GetInt32();
+            double expected = result.Losses[from..(iteration + 1)].Average(x => (double)x);
+            Assert.Equal(expected, r.GetProperty("mean_loss").GetDouble(), 6);
+            from = iteration + 1;
+        }
     }
 
     [Fact]
