@@ -13,6 +13,12 @@ public static class BenchCommand
     {
         var job = new BenchJob(verb.Hidden, verb.Batch, verb.Steps, verb.WarmUp, verb.Repetitions, verb.Seed, verb.Threads.ToList(), verb.Data, verb.Cell, verb.Layers);
         job.Validate();
+        // Before the timing, which may take minutes: a blank path would only fail after it.
+        foreach (var (option, path) in new[] { ("--json", verb.Json), ("--csv", verb.Csv), ("--plot", verb.Plot) })
+        {
+            if (path is not null && string.IsNullOrWhiteSpace(path))
+                throw new UserError($"bench: {option} needs a file name");
+        }
         int listThreads = job.ThreadCounts.Max(); // only the ILGPU emulator's, to list it
         var devices = Benchmark.Select(verb.Devices, listThreads > 0 ? listThreads : Environment.ProcessorCount);
         var results = Benchmark.Run(devices, job, message => stderr.WriteLine($"bench: {message}"));
@@ -22,7 +28,7 @@ public static class BenchCommand
         console.Write(Table(results));
 
         if (verb.Json is not null)
-            Write(verb.Json, JsonSerializer.Serialize(new { job, results = results.Select(Row) }, new JsonSerializerOptions { WriteIndented = true }));
+            Write(verb.Json, JsonSerializer.Serialize(new { job = Job(job), results = results.Select(Row) }, new JsonSerializerOptions { WriteIndented = true }));
         string? csv = verb.Csv ?? (verb.Plot is null ? null : Path.ChangeExtension(verb.Plot, ".csv"));
         if (csv is not null)
             Write(csv, Csv(results));
@@ -59,6 +65,20 @@ public static class BenchCommand
         }
         return table;
     }
+
+    private static object Job(BenchJob j) => new
+    {
+        hidden = j.Hidden,
+        batch = j.Batch,
+        steps = j.Steps,
+        warm_up = j.WarmUp,
+        repetitions = j.Repetitions,
+        seed = j.Seed,
+        threads = j.Threads,
+        data = j.Data,
+        cell = GpuDinoRnn.Model.CellNames.Of(j.Cell),
+        layers = j.Layers,
+    };
 
     private static object Row(BenchResult r) => new
     {

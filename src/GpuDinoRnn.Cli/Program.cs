@@ -28,6 +28,7 @@ public static class Program
             return notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError) ? 0 : UserError.BadInput;
         try
         {
+            ((VerbOptions)parsed.Value).RefuseUnnamed();
             return parsed.Value switch
             {
                 TrainVerb t => Train(t, stdout, stderr, terminal),
@@ -93,14 +94,18 @@ public static class Program
         if (trained.TextMode == GpuDinoRnn.Data.TextMode.Continuous)
         {
             var ids = model.Vocabulary.Encode(GpuDinoRnn.Data.Dataset.LoadText(verb.Data));
-            (batches, count, unit) = (GpuDinoRnn.Data.TextStreams.Chunks(ids, trained.SeqLength, 256), ids.Length / trained.SeqLength, "chunks");
+            // A chunk predicts seq-length symbols, each from the one before: it needs one more.
+            count = (ids.Length - 1) / trained.SeqLength;
+            if (count == 0)
+                throw new UserError($"'{verb.Data}' ({ids.Length} symbols) is shorter than one chunk of the model's --seq-length {trained.SeqLength} plus one");
+            (batches, unit) = (GpuDinoRnn.Data.TextStreams.Chunks(ids, trained.SeqLength, 256), "chunks");
         }
         else
         {
-            var names = GpuDinoRnn.Data.Dataset.Load(verb.Data, trained.KeepCase).Names.Select(n => model.Vocabulary.Encode(n)).ToList();
+            var names = GpuDinoRnn.Data.Dataset.Load(verb.Data, trained.KeepCase, trained.MaxNameLength).Names.Select(n => model.Vocabulary.Encode(n)).ToList();
             (batches, count, unit) = (GpuDinoRnn.Data.Batcher.Cover(names, 256), names.Count, "names");
         }
-        using var backend = Devices.Create(verb.Device, model.Parameters.Shape, verb.Threads ?? Environment.ProcessorCount, stderr.WriteLine);
+        using var backend = Devices.Create(verb.Device, model.Parameters.Shape, VerbOptions.ThreadsOrAll(verb.Threads), stderr.WriteLine);
         backend.Upload(model.Parameters);
         var (nats, chars) = Trainer.TotalLoss(backend, batches);
         double bits = nats / chars / Math.Log(2);
@@ -121,7 +126,7 @@ public static class Program
 
     private static int ListDevices(DevicesVerb verb, TextWriter stdout)
     {
-        var devices = Devices.List(verb.Threads ?? Environment.ProcessorCount);
+        var devices = Devices.List(VerbOptions.ThreadsOrAll(verb.Threads));
         stdout.WriteLine($"{"#",-3} {"device",-10} {"kind",-14} {"memory",10} {"units",6} {"warp",5}  {"usable",-6} name / note");
         for (int i = 0; i < devices.Count; i++)
         {

@@ -39,7 +39,7 @@ public static class SampleCommand
         if (verb.Novel && known is null)
             throw new UserError($"--novel needs the training names: '{verb.Model}' does not hold them; give them with --data FILE");
 
-        using var sampler = Devices.CreateSampler(verb.Device, model.Parameters, model.Vocabulary, verb.Threads ?? Environment.ProcessorCount, verb.Batch, stderr.WriteLine);
+        using var sampler = Devices.CreateSampler(verb.Device, model.Parameters, model.Vocabulary, VerbOptions.ThreadsOrAll(verb.Threads), verb.Batch, stderr.WriteLine);
         var kept = new List<SampledName>();
         long drawn = 0;
         int novel = 0;

@@ -7,8 +7,30 @@ using GpuDinoRnn.Training;
 
 namespace GpuDinoRnn.Cli;
 
+/// <summary>What every verb has: the arguments without an option's name, refused (the parser would drop them silently).</summary>
+public abstract class VerbOptions
+{
+    [Value(0, Hidden = true)]
+    public IEnumerable<string> Unnamed { get; set; } = [];
+
+    /// <summary>Fails on the first argument that belongs to no option: `train names.txt` must not train on the bundled names.</summary>
+    public void RefuseUnnamed()
+    {
+        if (Unnamed.FirstOrDefault() is { } stray)
+            throw new UserError($"'{stray}' is not an option: each value follows its option's name (for example --data {stray})");
+    }
+
+    /// <summary>--threads as given, or every core.</summary>
+    public static int ThreadsOrAll(int? threads) => threads switch
+    {
+        null => Environment.ProcessorCount,
+        < 1 => throw new UserError($"--threads must be at least 1 (got {threads})"),
+        _ => threads.Value,
+    };
+}
+
 [Verb("train", HelpText = "Train a model on a file of names and print new ones.")]
-public sealed class TrainVerb
+public sealed class TrainVerb : VerbOptions
 {
     [Option("preset", HelpText = "Start from a preset: default; course (the Dinosaurus Island recipe exactly); quality (2 GRU layers with dropout, kept at the best validation).")]
     public string? Preset { get; set; }
@@ -182,6 +204,21 @@ public sealed class TrainVerb
             .Select(x => "--" + x.Option!.LongName)
             .ToList();
 
+    /// <summary>--init trains the checkpoint's model: a cell, layer count or hidden size that differs from it would be ignored.</summary>
+    private void RefuseAnotherShape(string init)
+    {
+        var shape = GpuDinoRnn.Checkpoints.Checkpoint.Load(init).Parameters.Shape;
+        var differ = new List<string>();
+        if (Cell is { } cell && cell != shape.Cell)
+            differ.Add($"--cell {GpuDinoRnn.Model.CellNames.Of(cell)}");
+        if (Layers is { } layers && layers != shape.Layers)
+            differ.Add($"--layers {layers}");
+        if (Hidden is { } hidden && hidden != shape.H)
+            differ.Add($"--hidden {hidden}");
+        if (differ.Count > 0)
+            throw new UserError($"--init '{init}' holds a {shape.CellName} model of {shape.Layers} layer(s), H {shape.H}: {string.Join(", ", differ)} cannot change it");
+    }
+
     /// <summary>The preset's options with every option given here applied on top.</summary>
     public TrainOptions ToOptions()
     {
@@ -194,6 +231,8 @@ public sealed class TrainVerb
                     "(only --device, --threads, --iterations or --epochs)");
             return ForResume(Resume);
         }
+        if (Init is not null && (Cell is not null || Hidden is not null || Layers is not null))
+            RefuseAnotherShape(Init);
         var o = TrainOptions.ForPreset(Preset);
         return o with
         {
@@ -249,7 +288,7 @@ public sealed class TrainVerb
 }
 
 [Verb("sample", HelpText = "Print new names from a trained model.")]
-public sealed class SampleVerb
+public sealed class SampleVerb : VerbOptions
 {
     [Option("model", Required = true, HelpText = "A checkpoint written by train --checkpoint.")]
     public string Model { get; set; } = "";
@@ -298,7 +337,7 @@ public sealed class SampleVerb
 }
 
 [Verb("bench", HelpText = "Time the same training job on each device, side by side.")]
-public sealed class BenchVerb
+public sealed class BenchVerb : VerbOptions
 {
     [Option("devices", Default = "all", HelpText = "all (every usable device, ilgpu-cpu included) or a comma list such as cpu,cuda:0.")]
     public string Devices { get; set; } = "all";
@@ -344,7 +383,7 @@ public sealed class BenchVerb
 }
 
 [Verb("eval", HelpText = "Loss and bits per character of a model on a file of names.")]
-public sealed class EvalVerb
+public sealed class EvalVerb : VerbOptions
 {
     [Option("model", Required = true, HelpText = "A checkpoint written by train --checkpoint.")]
     public string Model { get; set; } = "";
@@ -363,7 +402,7 @@ public sealed class EvalVerb
 }
 
 [Verb("devices", HelpText = "List every device and whether GpuDinoRnn can use it.")]
-public sealed class DevicesVerb
+public sealed class DevicesVerb : VerbOptions
 {
     [Option("threads", HelpText = "Threads for cpu (default, and at most: all cores) and ilgpu-cpu (default: all cores).")]
     public int? Threads { get; set; }

@@ -18,6 +18,10 @@ public sealed class IlgpuSampler : INameSampler
     private readonly StackDims _d;
     private readonly int _batchSize;
     private const string Hint = "--batch or --max-length";
+
+    /// <summary>Symbols one launch holds at most (64 MB of ids).</summary>
+    internal const int MaxIdsPerLaunch = 1 << 24;
+    private readonly int _maxIdsPerLaunch;
     private readonly Action<Index1D, StackDims, ArrayView<float>, SampleSettings, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>> _sample;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _p;
     private MemoryBuffer1D<float, Stride1D.Dense>? _scratch, _logP;
@@ -26,8 +30,11 @@ public sealed class IlgpuSampler : INameSampler
     /// <param name="accelerator">The device; disposed with the sampler.</param>
     /// <param name="batchSize">Names per launch (and the scratch memory it needs); the names do not depend on it.</param>
     /// <param name="ownedContext">The ILGPU context to dispose last.</param>
-    public IlgpuSampler(Accelerator accelerator, Parameters parameters, Vocabulary vocabulary, int batchSize, IDisposable? ownedContext = null)
+    /// <param name="maxIdsPerLaunch">Symbols a launch may hold (tests make it small).</param>
+    public IlgpuSampler(Accelerator accelerator, Parameters parameters, Vocabulary vocabulary, int batchSize, IDisposable? ownedContext = null,
+        int maxIdsPerLaunch = MaxIdsPerLaunch)
     {
+        _maxIdsPerLaunch = maxIdsPerLaunch;
         if (parameters.Shape.V != vocabulary.Size)
             throw new ArgumentException("the vocabulary does not match the model");
         _acc = accelerator;
@@ -48,9 +55,10 @@ public sealed class IlgpuSampler : INameSampler
         options.Validate();
         var prefix = _vocab.Encode(options.Prefix);
         var names = new SampledName[count];
-        for (int done = 0; done < count; done += _batchSize)
+        int perLaunch = NamesPerLaunch(Math.Max(options.MaxLength, prefix.Length), _batchSize, _maxIdsPerLaunch); // SampleSettings.Capacity
+        for (int done = 0; done < count; done += perLaunch)
         {
-            int n = Math.Min(_batchSize, count - done);
+            int n = Math.Min(perLaunch, count - done);
             var s = new SampleSettings((float)options.Temperature, options.TopK ?? 0, (float)options.TopP, options.MinLength, options.MaxLength,
                 prefix.Length, unchecked((uint)seed), first + done);
             Ensure(n, s.Capacity, prefix);
@@ -67,6 +75,9 @@ public sealed class IlgpuSampler : INameSampler
         return names;
     }
 
+    /// <summary>Long names take fewer per launch: the kernel indexes a launch's symbols in int.</summary>
+    internal static int NamesPerLaunch(int capacity, int batchSize, int maxIds = MaxIdsPerLaunch) => Math.Clamp(maxIds / capacity, 1, batchSize);
+
     /// <summary>Buffers for n names of up to capacity symbols; the prefix uploaded.</summary>
     private void Ensure(int n, int capacity, int[] prefix)
     {
@@ -74,7 +85,7 @@ public sealed class IlgpuSampler : INameSampler
         {
             foreach (var b in new MemoryBuffer?[] { _scratch, _logP, _ids, _lengths })
                 b?.Dispose();
-            int size = Math.Max(n, (int)(_lengths?.Length ?? 0));
+            int size = n; // not the last size: a launch of short names then one of long ones would multiply
             _scratch = _memory.Allocate<float>((long)size * SampleKernels.ScratchPerName(_d), Hint);
             _ids = _memory.Allocate<int>((long)size * capacity, Hint);
             _lengths = _memory.Allocate<int>(size, Hint);

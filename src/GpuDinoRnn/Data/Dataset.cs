@@ -5,6 +5,9 @@ namespace GpuDinoRnn.Data;
 
 public sealed class Dataset
 {
+    /// <summary>The largest data file read: a larger one, or a device that never ends (/dev/zero), is an error, not an out-of-memory crash.</summary>
+    public const int MaxBytes = 1 << 30;
+
     public Dataset(IReadOnlyList<string> names, string source)
     {
         Names = names;
@@ -23,7 +26,7 @@ public sealed class Dataset
         return Parse(ReadFile(path), path, keepCase, maxNameLength);
     }
 
-    private static byte[] ReadFile(string path)
+    internal static ReadOnlySpan<byte> ReadFile(string path, int maxBytes = MaxBytes)
     {
         if (Directory.Exists(path))
             throw new UserError($"data: '{path}' is a directory, not a file of names");
@@ -31,7 +34,20 @@ public sealed class Dataset
             throw new UserError($"data: file '{path}' not found");
         try
         {
-            return File.ReadAllBytes(path);
+            using var stream = File.OpenRead(path);
+            // Room for one byte more than the file says it has, to see its end (or that it grew); /proc files
+            // and devices say 0. Reading stops one byte past the limit.
+            var buffer = new byte[stream.CanSeek && stream.Length is > 0 and <= MaxBytes ? stream.Length + 1 : 1 << 16];
+            int length = 0, read;
+            while ((read = stream.Read(buffer, length, Math.Min(buffer.Length - length, maxBytes + 1 - length))) > 0)
+            {
+                length += read;
+                if (length > maxBytes)
+                    throw new UserError($"data: '{path}' is larger than {maxBytes / (1 << 20)} MiB, the most this program reads");
+                if (length == buffer.Length)
+                    Array.Resize(ref buffer, (int)Math.Min(2L * buffer.Length, maxBytes + 1L));
+            }
+            return buffer.AsSpan(0, length);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
@@ -58,12 +74,14 @@ public sealed class Dataset
 
     /// <summary>
     /// A whole text for continuous-text mode: UTF-8 checked line by line as for names, line ends
-    /// normalised to '\n', nothing else changed (case and blank lines kept).
+    /// normalised to '\n', nothing else changed (case, blank lines and a final line end kept).
     /// </summary>
     public static string LoadText(string path)
     {
         var bytes = ReadFile(path);
-        var text = string.Join('\n', Lines(bytes, path).Select(l => l.Text.TrimEnd('\r')));
+        var text = string.Join('\n', Lines(bytes, path).Select(l => l.Text.EndsWith('\r') ? l.Text[..^1] : l.Text));
+        if (bytes.EndsWith("\n"u8))
+            text += "\n"; // Lines yields no empty line after the last line end
         if (text.Length == 0)
             throw new UserError($"data: '{path}' is empty");
         return text;

@@ -18,18 +18,30 @@ namespace GpuDinoRnn.Sampling;
 public sealed record SampleOptions(
     double Temperature = 1.0, int? TopK = null, double TopP = 1.0, string Prefix = "", int MinLength = 1, int MaxLength = 50)
 {
+    /// <summary>The lowest temperature: below it the logits overflow float on a GPU (0.001 is all but greedy already).</summary>
+    public const double MinTemperature = 1e-3;
+
+    /// <summary>The longest name drawn: a device holds every name of a launch at full length.</summary>
+    public const int MaxMaxLength = 100_000;
+
     public void Validate()
     {
-        if (!(Temperature > 0) || double.IsInfinity(Temperature))
-            throw new UserError($"--temperature must be a positive number (got {Temperature})");
+        if (!(Temperature >= MinTemperature) || double.IsInfinity(Temperature))
+            throw new UserError($"--temperature must be a number from {MinTemperature} up (got {Temperature})");
         if (TopK < 1)
             throw new UserError($"--top-k must be at least 1 (got {TopK}); leave it out to draw from every symbol");
         if (!(TopP > 0 && TopP <= 1))
             throw new UserError($"--top-p must be in (0, 1] (got {TopP})");
-        if (MaxLength < 1)
-            throw new UserError($"--max-length must be at least 1 (got {MaxLength})");
+        if (MaxLength is < 1 or > MaxMaxLength)
+            throw new UserError($"--max-length must be between 1 and {MaxMaxLength} (got {MaxLength})");
         if (MinLength < 0 || MinLength > MaxLength)
             throw new UserError($"--min-length must be between 0 and --max-length {MaxLength} (got {MinLength})");
+        // The end-of-name symbol is '\n': a prefix holding it would end the name inside the prefix.
+        if (Prefix.Contains('\n') || Prefix.Contains('\r'))
+            throw new UserError("--prefix cannot hold a line end");
+        int prefixLength = Vocabulary.TextElements(Prefix).Count();
+        if (prefixLength > MaxLength)
+            throw new UserError($"--prefix is {prefixLength} symbols long, more than --max-length {MaxLength}");
     }
 }
 

@@ -66,10 +66,21 @@ public sealed record BenchResult(
 public static class Benchmark
 {
     /// <summary>Usable device ids for "all" (every usable device, the ILGPU CPU emulator included) or a comma list.</summary>
-    public static IReadOnlyList<string> Select(string devices, int threads) =>
-        devices.Trim().Equals("all", StringComparison.OrdinalIgnoreCase)
-            ? Devices.List(threads).Where(d => d.Usable).Select(d => d.Id).ToList()
-            : devices.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    public static IReadOnlyList<string> Select(string devices, int threads)
+    {
+        if (devices.Trim().Equals("all", StringComparison.OrdinalIgnoreCase))
+            return Devices.List(threads).Where(d => d.Usable).Select(d => d.Id).ToList();
+        // Ids as `devices` lists them (an index or "CPU" becomes "cpu"), so that the table finds cpu and a device is not timed twice.
+        var listed = new Lazy<IReadOnlyList<DeviceInfo>>(() => Devices.List(threads));
+        var ids = devices.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(id => int.TryParse(id, out int i) && i >= 0 && i < listed.Value.Count ? listed.Value[i].Id : id.ToLowerInvariant())
+            .ToList();
+        if (ids.Count == 0)
+            throw new UserError("bench: --devices names no device (give all, or a list such as cpu,cuda)");
+        if (ids.GroupBy(id => id).FirstOrDefault(g => g.Count() > 1) is { } twice)
+            throw new UserError($"bench: --devices names {twice.Key} twice (for several thread counts give --threads 1,2)");
+        return ids;
+    }
 
     /// <summary>
     /// Times the job on every device (cpu and ilgpu-cpu at each of the job's thread counts), the

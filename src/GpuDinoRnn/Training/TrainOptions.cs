@@ -213,7 +213,10 @@ public sealed record TrainOptions
         Require(!KeepBest || CheckpointEvery == 0, "--keep-best and --checkpoint-every contradict each other: the checkpoint follows the best model");
         Require(Resume is null || Init is null, "--resume and --init contradict each other: --resume continues a run, --init starts a new one from weights");
         Require(SeqLength >= 1, $"--seq-length must be at least 1 (got {SeqLength})");
-        Require(!CarryState || Batch == 1 || TextMode == TextMode.Continuous, "--carry-state needs --batch 1: the course carries one name's state into the next");
+        Require(!CarryState || Batch == 1 || TextMode == TextMode.Continuous,
+            $"--carry-state{(InitScheme == InitScheme.Numpy ? " (on in --preset course)" : "")} needs --batch 1: the course carries one name's state into the next");
+        foreach (var (option, path) in new[] { ("--data", Data), ("--init", Init), ("--resume", Resume), ("--checkpoint", Checkpoint) })
+            Require(path is null || !string.IsNullOrWhiteSpace(path), $"{option} needs a file name");
     }
 
     public static readonly IReadOnlyDictionary<string, Kernels.OptimizerKind> OptimizerKinds = new Dictionary<string, Kernels.OptimizerKind>

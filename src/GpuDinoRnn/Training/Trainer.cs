@@ -61,6 +61,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         options.Validate();
         using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
         var (vocab, data, parameters) = Prepare();
+        int iterations = options.Iterations ?? options.Epochs * data.StepsPerEpoch;
+        if (_resumeFrom is { Iteration: var at } && at >= iterations)
+            throw new UserError($"--resume: the run in '{options.Resume}' is at iteration {at}, not before the {iterations} asked for; give more --iterations or --epochs to train further");
 
         var coldStart = Stopwatch.StartNew();
         using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
@@ -71,7 +74,6 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                   $"B = {options.Batch}; ready in {coldStart.Elapsed.TotalSeconds:F2} s");
 
         _data = data;
-        int iterations = options.Iterations ?? options.Epochs * data.StepsPerEpoch;
         bool carry = options.CarryState || data.Continuous;
         var schedule = options.Schedule(iterations);
         var optimizer = options.OptimizerConfig;
@@ -206,6 +208,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             throw new UserError($"'{from}' has vocabulary {vocab.Display()} but the data '{path}' has {dataVocab.Display()}");
         // A model given by --init or --resume keeps its own shape.
         var shape = init?.Parameters.Shape ?? options.Shape(vocab.Size);
+        options = options with { Hidden = shape.H, Cell = shape.Cell, Layers = shape.Layers }; // as checkpoints store them
         var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
         if (continuous)
         {
@@ -383,7 +386,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         {
             ["iteration"] = run.Iteration.ToString(CultureInfo.InvariantCulture),
             ["smoothed_loss"] = run.SmoothedLoss.ToString("R", CultureInfo.InvariantCulture),
-            ["options"] = options.ToJson(),
+            // The data's full path, so that --resume works from another folder.
+            ["options"] = (options with { Data = options.Data is null ? null : Path.GetFullPath(options.Data) }).ToJson(),
             ["data"] = Path.GetFullPath(options.Data ?? BundledData),
             [RunState.Key] = run.ToJson(),
         }.Concat(_namesMetadata).ToDictionary(),

@@ -23,6 +23,10 @@ public class BenchTests(ITestOutputHelper output)
 
         var results = Results(json);
         Assert.Equal(["cpu", "ilgpu-cpu"], results.Select(r => r.GetProperty("device_id").GetString()));
+        var job = JsonDocument.Parse(File.ReadAllText(json)).RootElement.GetProperty("job");
+        Assert.Equal(12, job.GetProperty("hidden").GetInt32());
+        Assert.Equal(1, job.GetProperty("warm_up").GetInt32());
+        Assert.Equal("rnn", job.GetProperty("cell").GetString());
         Assert.All(results, r => Assert.True(r.GetProperty("chars_per_s").GetDouble() > 0));
         Assert.Equal(0, results[0].GetProperty("launches_per_step").GetInt32());
         Assert.True(results[1].GetProperty("launches_per_step").GetInt32() > 0);
@@ -87,15 +91,18 @@ public class BenchTests(ITestOutputHelper output)
         Assert.Equal(3, stderr.Split('\n').Count(line => line.StartsWith("bench: round ", StringComparison.Ordinal)));
     }
 
-    [Fact]
-    public void ADeviceGivenByIndexRunsOnTheFirstThreadCount()
+    [Theory]
+    [InlineData("0")]   // index 0 of `devices` is cpu
+    [InlineData("CPU")]
+    public void ADeviceGivenByIndexOrInCapitalsIsTheDeviceOfThatId(string devices)
     {
-        // Index 0 is cpu (`devices`); only ids named cpu and ilgpu-cpu get a row per count.
-        var (code, stdout, _) = CliRunner.Run(output, "bench", "--devices", "0", "--hidden", "64", "--batch", "32",
+        var (code, stdout, _) = CliRunner.Run(output, "bench", "--devices", devices, "--hidden", "64", "--batch", "32",
             "--steps", "2", "--warm-up", "1", "--repetitions", "1", "--threads", "1,2");
         Assert.Equal(0, code);
         Assert.Contains("cpu (1 thread)", stdout);
-        Assert.DoesNotContain("cpu (2 threads)", stdout);
+        Assert.Contains(Environment.ProcessorCount > 1 ? "cpu (2 threads)" : "cpu (1 thread)", stdout);
+        // The × cpu column has the first row as its 1.00.
+        Assert.Matches(@"cpu \(1 thread\)[^\n]*│ 1\.00 ", stdout);
     }
 
     /// <summary>The rows of a --json file.</summary>
@@ -117,5 +124,8 @@ public class BenchTests(ITestOutputHelper output)
         (code, _, stderr) = CliRunner.Run(output, "bench", "--devices", "quantum", "--steps", "1");
         Assert.Equal(2, code);
         Assert.Contains("device 'quantum' is not present", stderr);
+        CliRunner.AssertOneLineError(output, ["bench", "--devices", ""], 2, "bench: --devices names no device");
+        CliRunner.AssertOneLineError(output, ["bench", "--devices", "cpu, CPU"], 2, "bench: --devices names cpu twice");
+        CliRunner.AssertOneLineError(output, ["bench", "--devices", "cpu", "--json", ""], 2, "bench: --json needs a file name");
     }
 }

@@ -71,6 +71,27 @@ public class TextStreamsTests(ITestOutputHelper output)
         var r = System.Text.Json.JsonDocument.Parse(evalOut).RootElement;
         Assert.True(r.GetProperty("chunks").GetInt32() > 0);
         Assert.True(r.GetProperty("bits_per_char").GetDouble() < 1.0);
+
+        // 32 symbols are one chunk of 16 predictions (each needs the symbol after it), not two; fewer than 17 are none.
+        string exact = dir.File("exact.txt"), tooShort = dir.File("short.txt");
+        File.WriteAllText(exact, "the quick brown fox jumps over t");
+        r = System.Text.Json.JsonDocument.Parse(CliRunner.Run(output, "eval", "--model", half, "--data", exact, "--format", "jsonl").Out).RootElement;
+        Assert.Equal(1, r.GetProperty("chunks").GetInt32());
+        Assert.Equal(16, r.GetProperty("chars").GetInt64());
+        File.WriteAllText(tooShort, "the quick brown ");
+        CliRunner.AssertOneLineError(output, ["eval", "--model", half, "--data", tooShort, "--format", "jsonl"], 2,
+            "(16 symbols) is shorter than one chunk of the model's --seq-length 16 plus one");
+    }
+
+    [Fact]
+    public void ATextIsReadAsItIsWithItsLastLineEnd()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("text.txt");
+        File.WriteAllBytes(data, "\uFEFFab\r\r\ncd\n\n"u8.ToArray());
+        Assert.Equal("ab\r\ncd\n\n", Dataset.LoadText(data)); // the BOM skipped, one \r of each line end dropped
+        File.WriteAllText(data, "ab\ncd");
+        Assert.Equal("ab\ncd", Dataset.LoadText(data));
     }
 
     [Fact]

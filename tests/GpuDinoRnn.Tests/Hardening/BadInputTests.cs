@@ -155,7 +155,7 @@ public class BadInputTests(ITestOutputHelper output)
         File.WriteAllBytes(model, ValidCheckpoint().Bytes);
         string data = dir.File("names.txt");
         File.WriteAllText(data, "ÆLFRIC\nbob\n");
-        AssertOneLineError(["train", "--init", model, "--data", data, .. Quick], 2, "has vocabulary \"\\nabcdefghijklmnopqrstuvwxyz\" but the data");
+        AssertOneLineError(["train", "--init", model, "--data", data, "--device", "cpu", "--iterations", "2"], 2, "has vocabulary \"\\nabcdefghijklmnopqrstuvwxyz\" but the data");
     }
 
     [Theory]
@@ -171,6 +171,8 @@ public class BadInputTests(ITestOutputHelper output)
     [InlineData("--layers", "0", "--layers must be between 1 and 16")]
     [InlineData("--dropout", "1", "--dropout must be in [0, 1)")]
     [InlineData("--dropout", "-0.5", "--dropout must be in [0, 1)")]
+    [InlineData("--checkpoint", "", "--checkpoint needs a file name")]
+    [InlineData("--checkpoint", " ", "--checkpoint needs a file name")]
     public void BadTrainOption(string option, string value, string message)
     {
         var quick = new List<string>(Quick);
@@ -185,16 +187,43 @@ public class BadInputTests(ITestOutputHelper output)
         AssertOneLineError(["train", "--preset", "course", "--cell", "lstm", .. Quick], 2, "the course's numpy initialisation (--preset course) is for one rnn layer");
 
     [Theory]
-    [InlineData("--temperature", "0", "--temperature must be a positive number")]
-    [InlineData("--temperature", "-2", "--temperature must be a positive number")]
+    [InlineData("--temperature", "0", "--temperature must be a number from 0.001 up")]
+    [InlineData("--temperature", "-2", "--temperature must be a number from 0.001 up")]
+    [InlineData("--temperature", "1e-320", "--temperature must be a number from 0.001 up")]
     [InlineData("--count", "-1", "--count must be 0 or more")]
-    [InlineData("--max-length", "0", "--max-length must be at least 1")]
+    [InlineData("--max-length", "0", "--max-length must be between 1 and 100000")]
+    [InlineData("--max-length", "100001", "--max-length must be between 1 and 100000")]
+    [InlineData("--prefix", "a\nb", "--prefix cannot hold a line end")]
+    [InlineData("--prefix", "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz", "--prefix is 52 symbols long, more than --max-length 50")]
+    [InlineData("--threads", "0", "--threads must be at least 1")]
     public void BadSampleOption(string option, string value, string message)
     {
         using var dir = new CliRunner.TempDir();
         string model = dir.File("m.safetensors");
         File.WriteAllBytes(model, ValidCheckpoint().Bytes);
         AssertOneLineError(["sample", "--model", model, option, value], 2, message);
+    }
+
+    [Theory]
+    [InlineData("train", "names.txt")]
+    [InlineData("eval", "--model", "m.safetensors", "--data", "names.txt", "extra")]
+    [InlineData("devices", "all")]
+    public void ArgumentsWithoutAnOptionAreRefused(params string[] args) =>
+        AssertOneLineError(args, 2, $"'{args[^1]}' is not an option: each value follows its option's name");
+
+    [Fact]
+    public void AnEndlessOrHugeDataFileIsRefusedBeforeItFillsMemory()
+    {
+        var e = Assert.Throws<UserError>(() => GpuDinoRnn.Data.Dataset.ReadFile("/dev/zero", maxBytes: 1 << 20).Length);
+        Assert.Equal("data: '/dev/zero' is larger than 1 MiB, the most this program reads", e.Message);
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("big.txt");
+        File.WriteAllBytes(path, new byte[(1 << 20) + 1]);
+        Assert.Throws<UserError>(() => GpuDinoRnn.Data.Dataset.ReadFile(path, maxBytes: 1 << 20).Length);
+        File.WriteAllBytes(path, Enumerable.Repeat((byte)'a', 1 << 20).ToArray());
+        Assert.Equal(1 << 20, GpuDinoRnn.Data.Dataset.ReadFile(path, maxBytes: 1 << 20).Length);
+        // /proc files say they are empty: they are read to their end all the same.
+        Assert.EndsWith("\n", Encoding.UTF8.GetString(GpuDinoRnn.Data.Dataset.ReadFile("/proc/self/comm", maxBytes: 1 << 20)));
     }
 
     [Theory]

@@ -68,6 +68,24 @@ public class DeviceSamplerTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void ALaunchOfLongNamesStaysWithinTheKernelsIndices()
+    {
+        // 65,536 names of up to 100,000 symbols would be 6.5·10⁹ symbols, beyond what int indexes: fewer per launch.
+        int perLaunch = IlgpuSampler.NamesPerLaunch(SampleOptions.MaxMaxLength, 65_536);
+        Assert.InRange((long)perLaunch * SampleOptions.MaxMaxLength, 1, IlgpuSampler.MaxIdsPerLaunch);
+        Assert.Equal(65_536, IlgpuSampler.NamesPerLaunch(50, 65_536));
+        Assert.Equal(1, IlgpuSampler.NamesPerLaunch(SampleOptions.MaxMaxLength, 65_536, maxIds: 10));
+
+        // Split so, the names are the same: here 10 names of up to 100 symbols a launch.
+        var p = Model(CellKind.Rnn, 1);
+        var options = new SampleOptions(MaxLength: 100);
+        var context = Devices.CreateContext(threads: 2, includeUnsupported: false);
+        using var split = new IlgpuSampler(context.GetCPUDevice(0).CreateAccelerator(context), p, Vocab, 64, context, maxIdsPerLaunch: 1_000);
+        using var whole = Create(p, batchSize: 64);
+        Assert.Equal(whole.Sample(options, seed: 2, first: 0, count: 45), split.Sample(options, seed: 2, first: 0, count: 45));
+    }
+
+    [Fact]
     public void PrefixLengthLimitsAndFiltersAreObeyed()
     {
         var p = Model(CellKind.Gru, 1);

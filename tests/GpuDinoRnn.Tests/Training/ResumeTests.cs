@@ -112,6 +112,27 @@ public class ResumeTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AFinishedRunIsResumedOnlyWithMoreIterationsAndFromAnyFolder()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("names.txt"), path = dir.File("run.safetensors");
+        File.Copy(TestData.BundledNames, data);
+        // Trained with the data given relative to the working folder: the checkpoint stores where it is.
+        string relative = Path.GetRelativePath(Environment.CurrentDirectory, data);
+        Assert.False(Path.IsPathRooted(relative));
+        var (code, _, _) = CliRunner.Run(output, "train", "--data", relative, "--device", "cpu", "--hidden", "8", "--iterations", "20",
+            "--sample-count", "0", "--checkpoint", path);
+        Assert.Equal(0, code);
+        Assert.Contains($"\"data\":{System.Text.Json.JsonSerializer.Serialize(data)}", Checkpoint.Load(path).Metadata["options"]);
+        CliRunner.AssertOneLineError(output, ["train", "--resume", path, "--iterations", "10"], 2,
+            $"--resume: the run in '{path}' is at iteration 20, not before the 10 asked for; give more --iterations or --epochs to train further");
+        CliRunner.AssertOneLineError(output, ["train", "--resume", path], 2, "is at iteration 20, not before the 20 asked for");
+        var resumed = CliRunner.Run(output, "train", "--resume", path, "--iterations", "25");
+        Assert.Equal(0, resumed.Code);
+        Assert.Equal("25", Checkpoint.Load(path).Metadata["iteration"]);
+    }
+
+    [Fact]
     public void StateFromBeforeTheBestScoreWasStoredResumesWithNoBestYet()
     {
         const string older = """{"Iteration":50,"SmoothedLoss":20.5,"SamplesDrawn":3,"Epoch":0,"Position":2,"Order":[1,0,2],"Random":["1","2","3","4"],"Updates":50}""";

@@ -2,6 +2,7 @@
 // checkpoints and starting from one, on every CPU-side backend.
 using System.Text.Json;
 using GpuDinoRnn.Checkpoints;
+using GpuDinoRnn.Tests.Hardening;
 using GpuDinoRnn.Tests.Reference;
 using GpuDinoRnn.Training;
 using Xunit.Abstractions;
@@ -141,9 +142,17 @@ public class TrainerTests(ITestOutputHelper output)
 
             // Starting from it: the first loss is the trained model's, not a fresh one's.
             var fresh = new Trainer(Small("cpu") with { Iterations = 1 }, TextWriter.Null, TextWriter.Null).Run();
-            var resumed = new Trainer(Small("cpu") with { Iterations = 1, Init = path }, TextWriter.Null, TextWriter.Null).Run();
+            string next = Path.Combine(dir, "next.safetensors");
+            var resumed = new Trainer(Small("cpu") with { Iterations = 1, Init = path, Hidden = 192, Checkpoint = next }, TextWriter.Null, TextWriter.Null).Run();
             output.WriteLine($"first loss: fresh {fresh.Losses[0]:F3}, from the checkpoint {resumed.Losses[0]:F3}");
             Assert.True(resumed.Losses[0] < fresh.Losses[0] - 1);
+            // The options it stores describe the model it holds (the default hidden size is not it).
+            Assert.Contains("\"hidden\":16", Checkpoint.Load(next).Metadata["options"]);
+            // A shape given beside --init must be the checkpoint's, or it would be ignored.
+            CliRunner.AssertOneLineError(output, ["train", "--init", path, "--hidden", "64", "--layers", "1", "--cell", "gru", "--device", "cpu"], 2,
+                $"--init '{path}' holds a rnn model of 1 layer(s), H 16: --cell gru, --hidden 64 cannot change it");
+            var same = CliRunner.Run(output, "train", "--init", path, "--hidden", "16", "--device", "cpu", "--iterations", "1", "--sample-count", "0");
+            Assert.Equal(0, same.Code);
         }
         finally
         {
