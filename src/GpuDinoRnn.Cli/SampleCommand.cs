@@ -51,10 +51,12 @@ public static class SampleCommand
             int chunk = (int)Math.Min(verb.Count - kept.Count + (verb.Novel ? 16 : 0), 1 << 16);
             foreach (var s in sampler.Sample(options, verb.Seed, drawn, chunk))
             {
+                if (kept.Count == verb.Count)
+                    break; // --novel draws a few spare names: the report counts only those looked at
                 drawn++;
                 bool isNovel = known is not null && !known.Contains(s.Name);
                 novel += isNovel ? 1 : 0;
-                if ((!verb.Novel || isNovel) && kept.Count < verb.Count)
+                if (!verb.Novel || isNovel)
                     kept.Add(s);
             }
         }

@@ -62,6 +62,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
         var (vocab, data, parameters) = Prepare();
         int iterations = options.Iterations ?? options.Epochs * data.StepsPerEpoch;
+        if ((options.KeepBest || options.Patience > 0) && data.ValCount == 0)
+            throw new UserError($"--keep-best and --patience need validation {data.Unit}: '{options.Data ?? BundledData}' leaves none at --val-fraction {options.ValFraction}");
         if (_resumeFrom is { Iteration: var at } && at >= iterations)
             throw new UserError($"--resume: the run in '{options.Resume}' is at iteration {at}, not before the {iterations} asked for; give more --iterations or --epochs to train further");
 

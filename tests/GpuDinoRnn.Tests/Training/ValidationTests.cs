@@ -114,6 +114,16 @@ public class ValidationTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void KeepBestOnDataTooSmallToHoldOutANameIsAnError()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("one.txt");
+        File.WriteAllText(data, "tyrannosaurus\n");
+        CliRunner.AssertOneLineError(output, ["train", "--data", data, "--device", "cpu", "--iterations", "5", "--eval-every", "2", "--keep-best"], 2,
+            $"--keep-best and --patience need validation names: '{data}' leaves none at --val-fraction 0.1");
+    }
+
+    [Fact]
     public void NamesWithAccentsAndOtherScriptsTrainAndSample()
     {
         using var dir = new CliRunner.TempDir();
