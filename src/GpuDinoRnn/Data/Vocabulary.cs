@@ -1,6 +1,8 @@
 // Symbols ↔ ids. Id 0 is the end-of-name symbol '\n'; the rest are the distinct symbols of the
 // data (text elements, so an accented letter is one symbol), sorted ordinally.
 using System.Globalization;
+using System.Text.Encodings.Web;
+using System.Text.Json;
 
 namespace GpuDinoRnn.Data;
 
@@ -37,15 +39,43 @@ public sealed class Vocabulary
         return new Vocabulary([EndOfName, .. set]);
     }
 
-    /// <summary>The vocabulary as one string in index order, as stored in checkpoints.</summary>
-    public string Serialize() => string.Concat(Symbols);
+    /// <summary>
+    /// The vocabulary as stored in checkpoints: the symbols in index order joined into one string
+    /// when that splits back into the same symbols (any ordinary vocabulary), else a JSON array of them.
+    /// </summary>
+    public string Serialize()
+    {
+        // Joining can make new text elements ("z" + U+0301 is one; regional indicators pair up),
+        // so the joined form is kept only where it reads back as these very symbols.
+        string joined = string.Concat(Symbols);
+        return TextElements(joined).SequenceEqual(Symbols, StringComparer.Ordinal) ? joined : JsonSerializer.Serialize(Symbols, ArrayOptions);
+    }
 
+    /// <summary>Either stored form: the joined form starts with '\n', so one starting with '[' is the JSON array.</summary>
     public static Vocabulary Deserialize(string text)
     {
-        var symbols = TextElements(text).ToList();
+        var symbols = text.StartsWith('[') ? ParseArray(text) : TextElements(text).ToList();
         if (symbols.Count < 2 || symbols[0] != EndOfName)
             throw new UserError("the stored vocabulary must start with '\\n' and hold at least one more symbol");
         return new Vocabulary(symbols);
+    }
+
+    private static readonly JsonSerializerOptions ArrayOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private static List<string> ParseArray(string text)
+    {
+        List<string>? symbols; // JSON null elements come through as null despite the type
+        try
+        {
+            symbols = JsonSerializer.Deserialize<List<string>>(text);
+        }
+        catch (JsonException)
+        {
+            symbols = null;
+        }
+        if (symbols is null || symbols.Any(string.IsNullOrEmpty))
+            throw new UserError("the stored vocabulary starts with '[' but is not a JSON array of non-empty strings");
+        return symbols;
     }
 
     public bool TryGetId(string symbol, out int id) => _ids.TryGetValue(symbol, out id);
@@ -66,7 +96,7 @@ public sealed class Vocabulary
 
     public bool SameAs(Vocabulary other) => Symbols.SequenceEqual(other.Symbols, StringComparer.Ordinal);
 
-    /// <summary>A short printable form for messages: the symbols with '\n' shown as \n.</summary>
+    /// <summary>A short printable form for messages: the stored form with '\n' shown as \n (a JSON array where joining is ambiguous).</summary>
     public string Display()
     {
         var text = Serialize().Replace("\n", "\\n", StringComparison.Ordinal);

@@ -2,7 +2,9 @@
 using GpuDinoRnn.Checkpoints;
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Model;
+using GpuDinoRnn.Tests.Hardening;
 using GpuDinoRnn.Tests.Reference;
+using GpuDinoRnn.Training;
 
 namespace GpuDinoRnn.Tests.Checkpoints;
 
@@ -42,6 +44,7 @@ public class CheckpointTests
             Assert.True(loaded.Vocabulary.SameAs(vocab));
             Assert.Equal("7", loaded.Metadata["iteration"]);
             Assert.Equal("rnn", loaded.Metadata["cell"]);
+            Assert.Equal("\nabc", loaded.Metadata["vocab"]); // an ordinary vocabulary is stored joined, as always
         }
         finally
         {
@@ -56,6 +59,8 @@ public class CheckpointTests
     [InlineData("layers", "0", "\"layers\" is not an integer")]
     [InlineData("hidden", "5", "tensor Wax has shape [4,5], expected [5,5]")]
     [InlineData("hidden", "four", "\"hidden\" is not a positive integer")]
+    [InlineData("vocab", "[\"\\n\",\"a\",\"a\"]", "lists the symbol 'a' (U+0061) twice")]
+    [InlineData("vocab", "[\"\\n\",1]", "not a JSON array of non-empty strings")]
     [InlineData("vocab", "abcd", "must start with '\\n'")]
     public void MetadataThatDisagreesIsRefused(string key, string value, string message)
     {
@@ -75,6 +80,26 @@ public class CheckpointTests
         {
             Directory.Delete(dir, true);
         }
+    }
+
+    [Theory]
+    [InlineData("\u0301abc\nzed\n")] // U+0301 alone sorts after z, and "z" + U+0301 is one text element
+    [InlineData("🇦🇦🇦\n🇧🇨\n")] // 🇦, 🇦🇦, 🇧🇨 joined split as 🇦🇦, 🇦🇧, 🇨: as many symbols, other ones
+    public void AVocabularyWhoseJoinedSymbolsFormOtherTextElementsLoadsAsTrained(string names)
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("names.txt");
+        File.WriteAllText(data, names);
+        string path = dir.File("m.safetensors");
+        var options = new TrainOptions { Data = data, Device = "cpu", Threads = 1, Hidden = 4, Iterations = 3, SampleCount = 0, Checkpoint = path };
+        new Trainer(options, TextWriter.Null, TextWriter.Null).Run();
+
+        var trained = Vocabulary.FromNames(Dataset.Load(data).Names);
+        var loaded = Checkpoint.Load(path);
+        Assert.Equal(trained.Symbols, loaded.Vocabulary.Symbols);
+        Assert.StartsWith("[", loaded.Metadata["vocab"], StringComparison.Ordinal);
+        // The data's vocabulary equals the file's, so the model can go on training from it.
+        new Trainer(options with { Init = path, Checkpoint = null }, TextWriter.Null, TextWriter.Null).Run();
     }
 
     [Fact]

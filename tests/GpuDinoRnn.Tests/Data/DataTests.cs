@@ -41,6 +41,23 @@ public class DataTests
     }
 
     [Fact]
+    public void AVocabularyWhoseJoinedSymbolsSplitDifferentlyIsStoredAsAJsonArray()
+    {
+        // 🇦, 🇦🇦, 🇧🇨 joined read back as 🇦🇦, 🇦🇧, 🇨; 🇦🇦, 🇦🇧, 🇨 joined are the same string.
+        var flags = Vocabulary.FromNames(["🇦🇦🇦", "🇧🇨"]);
+        Assert.Equal(["\n", "🇦", "🇦🇦", "🇧🇨"], flags.Symbols);
+        Assert.StartsWith("[", flags.Serialize(), StringComparison.Ordinal);
+        Assert.Equal(flags.Symbols, Vocabulary.Deserialize(flags.Serialize()).Symbols);
+        var other = Vocabulary.Deserialize("\n🇦🇦🇦🇧🇨");
+        Assert.Equal(["\n", "🇦🇦", "🇦🇧", "🇨"], other.Symbols);
+        Assert.NotEqual(other.Display(), flags.Display()); // messages that compare them tell them apart
+
+        var mark = Vocabulary.FromNames(["\u0301abc", "zed"]);
+        Assert.Equal("\u0301", mark.Symbols[^1]);
+        Assert.Equal(mark.Symbols, Vocabulary.Deserialize(mark.Serialize()).Symbols);
+    }
+
+    [Fact]
     public void InvalidUtf8IsAnErrorNamingTheLine()
     {
         var bytes = Encoding.UTF8.GetBytes("abc\ndef\n").Concat(new byte[] { 0xC3, 0x28, (byte)'\n' }).ToArray();
