@@ -50,8 +50,9 @@ public static class Checkpoint
         string cellName = Meta("cell");
         var cell = CellNames.Parse(cellName)
             ?? throw new UserError($"checkpoint '{path}' holds a '{cellName}' model; this program knows rnn, gru and lstm");
-        if (!int.TryParse(Meta("hidden"), NumberStyles.None, CultureInfo.InvariantCulture, out int h) || h < 1)
-            throw new UserError($"checkpoint '{path}': metadata \"hidden\" is not a positive integer");
+        // Bounded like --hidden: the sizes below are int products, and a damaged file must not make them wrap.
+        if (!int.TryParse(Meta("hidden"), NumberStyles.None, CultureInfo.InvariantCulture, out int h) || h < 1 || h > ModelShape.MaxHidden)
+            throw new UserError($"checkpoint '{path}': metadata \"hidden\" is not an integer from 1 to {ModelShape.MaxHidden}");
         int layers = 1; // files from before stacked layers have no "layers"
         if (file.Metadata.TryGetValue("layers", out var layersText)
             && (!int.TryParse(layersText, NumberStyles.None, CultureInfo.InvariantCulture, out layers) || layers < 1 || layers > ModelShape.MaxLayers))
@@ -67,8 +68,9 @@ public static class Checkpoint
         }
         var shape = new ModelShape(h, vocab.Size, cell, layers);
         var names = Parameters.NamesOf(shape);
-        var parameters = new Parameters(shape);
-        foreach (var name in names)
+        // Every tensor is checked before the weights are allocated: the metadata alone can claim a
+        // model of gigabytes, while tensors that are present hold no more floats than the file does.
+        var tensors = names.Select(name =>
         {
             var tensor = file.Find(name) ?? throw new UserError($"checkpoint '{path}': tensor {name} is missing");
             var (_, dims) = Parameters.Layout(shape, name);
@@ -76,8 +78,11 @@ public static class Checkpoint
                 throw new UserError($"checkpoint '{path}': tensor {name} has shape [{string.Join(",", tensor.Shape)}], expected [{string.Join(",", dims)}] for a {cellName} model of {layers} layer(s), hidden {h} and a vocabulary of {vocab.Size}");
             if (!tensor.Data.All(float.IsFinite))
                 throw new UserError($"checkpoint '{path}': tensor {name} holds NaN or infinite values");
-            tensor.Data.CopyTo(parameters.Slice(name));
-        }
+            return tensor;
+        }).ToList();
+        var parameters = new Parameters(shape);
+        foreach (var tensor in tensors)
+            tensor.Data.CopyTo(parameters.Slice(tensor.Name));
         var state = file.Tensors.Where(t => StatePrefixes.Any(p => t.Name.StartsWith(p, StringComparison.Ordinal))).ToList();
         var unknown = file.Tensors.Select(t => t.Name).Except(names).Except(state.Select(t => t.Name)).ToList();
         if (unknown.Count > 0)

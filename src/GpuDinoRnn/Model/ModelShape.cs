@@ -8,6 +8,9 @@ public readonly record struct ModelShape(int H, int V, CellKind Cell = CellKind.
     /// <summary>The deepest stack --layers accepts.</summary>
     public const int MaxLayers = 16;
 
+    /// <summary>The most hidden units per layer --hidden accepts, and a checkpoint may hold.</summary>
+    public const int MaxHidden = 4096;
+
     /// <summary>One vanilla layer: the course's model, which has its own fast backends and kernels.</summary>
     public bool IsVanilla => Cell == CellKind.Rnn && Layers == 1;
 

@@ -183,7 +183,7 @@ public sealed record TrainOptions
     /// <summary>Checks ranges and combinations; throws UserError naming the option.</summary>
     public void Validate()
     {
-        Require(Hidden is >= 1 and <= 4096, $"--hidden must be between 1 and 4096 (got {Hidden})");
+        Require(Hidden is >= 1 and <= ModelShape.MaxHidden, $"--hidden must be between 1 and {ModelShape.MaxHidden} (got {Hidden})");
         Require(Batch >= 1, $"--batch must be at least 1 (got {Batch})");
         Require(Layers is >= 1 and <= ModelShape.MaxLayers, $"--layers must be between 1 and {ModelShape.MaxLayers} (got {Layers})");
         Require(float.IsFinite(Dropout) && Dropout is >= 0 and < 1, $"--dropout must be in [0, 1) (got {Dropout})");

@@ -58,7 +58,10 @@ public class CheckpointTests
     [InlineData("layers", "2", "tensor l0.Wax is missing")]
     [InlineData("layers", "0", "\"layers\" is not an integer")]
     [InlineData("hidden", "5", "tensor Wax has shape [4,5], expected [5,5]")]
-    [InlineData("hidden", "four", "\"hidden\" is not a positive integer")]
+    [InlineData("hidden", "four", "\"hidden\" is not an integer from 1 to 4096")]
+    [InlineData("hidden", "0", "\"hidden\" is not an integer from 1 to 4096")]
+    [InlineData("hidden", "4097", "\"hidden\" is not an integer from 1 to 4096")]
+    [InlineData("hidden", "50000", "\"hidden\" is not an integer from 1 to 4096")] // its parameter count wraps negative
     [InlineData("vocab", "[\"\\n\",\"a\",\"a\"]", "lists the symbol 'a' (U+0061) twice")]
     [InlineData("vocab", "[\"\\n\",1]", "not a JSON array of non-empty strings")]
     [InlineData("vocab", "abcd", "must start with '\\n'")]
@@ -80,6 +83,21 @@ public class CheckpointTests
         {
             Directory.Delete(dir, true);
         }
+    }
+
+    [Fact]
+    public void AModelTheMetadataClaimsIsNotAllocatedBeforeItsTensorsAreChecked()
+    {
+        // hidden 4096 over the fixture's hidden-4 tensors: a 68 MB model, refused for its first tensor's shape.
+        var file = SafeTensors.Read(Fixture("numpy_written.safetensors"));
+        var metadata = file.Metadata.ToDictionary(kv => kv.Key, kv => kv.Value);
+        metadata["hidden"] = ModelShape.MaxHidden.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        var claimed = new SafeTensorsFile(file.Tensors, metadata);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<UserError>(() => Checkpoint.FromFile(claimed, "claimed.safetensors"));
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Contains("tensor Wax has shape [4,5], expected [4096,5]", e.Message);
+        Assert.True(allocated < 1_000_000, $"allocated {allocated:N0} bytes before refusing the file");
     }
 
     [Theory]

@@ -130,6 +130,7 @@ public class BadInputTests(ITestOutputHelper output)
             { "overlapping offsets", WithHeader(Tensors(waaOffsets: "[400,464]"), data), "" },
             { "out-of-range offsets", WithHeader(Tensors(waaOffsets: "[432,99999]"), data), "" },
             { "metadata disagrees", WithHeader(Tensors().Replace("\"hidden\":\"4\"", "\"hidden\":\"5\""), data), "expected [5,27]" },
+            { "hidden out of range", WithHeader(Tensors().Replace("\"hidden\":\"4\"", "\"hidden\":\"50000\""), data), "\"hidden\" is not an integer from 1 to 4096" },
             { "an unknown cell", WithHeader(Tensors().Replace("\"cell\":\"rnn\"", "\"cell\":\"mamba\""), data), "'mamba' model" },
             { "infinite weight", WithHeader(Tensors(), nan), "Waa holds NaN or infinite values" },
         };
