@@ -58,19 +58,37 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
             yield return new Checkpoints.Tensor("state.carry", [state.Carry.Length / shape.StateSize, shape.StateSize], state.Carry);
     }
 
-    /// <summary>The backend state a checkpoint holds (zeros for what it does not hold).</summary>
-    public Backends.BackendState BackendState(Model.ModelShape shape, IReadOnlyList<Checkpoints.Tensor> tensors, string path)
+    /// <summary>
+    /// The backend state a checkpoint holds. What the run needs must be there, as StateTensors writes it
+    /// with the same flags: every moment when <paramref name="moments"/>, the carried state when
+    /// <paramref name="carry"/>; zeros stand in only for what the run does not use.
+    /// </summary>
+    public Backends.BackendState BackendState(Model.ModelShape shape, IReadOnlyList<Checkpoints.Tensor> tensors, string path, bool moments, bool carry)
     {
+        // A missing moment resumed as zeros would not continue the run exactly, and a non-finite one
+        // would only show up later as a diverged run: both are a damaged file.
+        var required = new List<(string Name, string Why)>();
+        if (moments)
+            foreach (var name in Model.Parameters.NamesOf(shape))
+                required.AddRange([("optimizer.m." + name, "the run's optimizer"), ("optimizer.v." + name, "the run's optimizer")]);
+        if (carry)
+            required.Add(("state.carry", "the run's carried state"));
+        foreach (var (name, why) in required)
+        {
+            if (!tensors.Any(t => t.Name == name))
+                throw new UserError($"--resume '{path}': tensor {name} is missing ({why} needs it to continue exactly)");
+        }
+
         var m = new float[shape.ParameterCount];
         var v = new float[shape.ParameterCount];
-        float[] carry = [];
+        float[] carried = [];
         foreach (var t in tensors)
         {
             float[] target;
             int offset = 0;
             int[] dims;
             if (t.Name == "state.carry")
-                (target, dims) = (carry = new float[t.Data.Length], [t.Data.Length / shape.StateSize, shape.StateSize]);
+                (target, dims) = (carried = new float[t.Data.Length], [t.Data.Length / shape.StateSize, shape.StateSize]);
             else if (t.Name.StartsWith("optimizer.m.", StringComparison.Ordinal) || t.Name.StartsWith("optimizer.v.", StringComparison.Ordinal))
             {
                 target = t.Name[10] == 'm' ? m : v;
@@ -83,9 +101,11 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
                 throw new UserError($"--resume '{path}': unexpected tensor {t.Name}");
             if (!t.Shape.SequenceEqual(dims))
                 throw new UserError($"--resume '{path}': tensor {t.Name} has the wrong shape");
+            if (!t.Data.All(float.IsFinite))
+                throw new UserError($"--resume '{path}': tensor {t.Name} holds NaN or infinite values");
             t.Data.CopyTo(target, offset);
         }
-        return new Backends.BackendState(Updates, m, v, carry);
+        return new Backends.BackendState(Updates, m, v, carried);
     }
 }
 

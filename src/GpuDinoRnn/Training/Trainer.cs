@@ -44,7 +44,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private TrainingData? _data;
     private long _samplesDrawn;      // names sampled so far: the index into the seeded sample stream
     private RunState? _resumeFrom;
-    private IReadOnlyList<Tensor> _resumeTensors = [];
+    private BackendState? _resumeState;  // the moments and carried state --resume loads into the backend
     private IBackend? _backend;
 
     /// <summary>Everything a checkpoint holds, taken at one iteration.</summary>
@@ -84,7 +84,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         if (_resumeFrom is { } state)
         {
             data.State = state.Batcher;
-            backend.LoadState(state.BackendState(parameters.Shape, _resumeTensors, options.Resume!));
+            backend.LoadState(_resumeState!);
             (start, _smoothed, _samplesDrawn, _bestSoFar) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn, state.Best);
             (_start, _lastCheckpoint) = (start, start);
             // A --keep-best file holds the best evaluation's model: it stays the best until a better one.
@@ -199,7 +199,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         if (options.Resume is not null)
         {
             _resumeFrom = RunState.FromMetadata(init!.Metadata, options.Resume);
-            _resumeTensors = init.Extra;
+            // Checked before a device is set up, so a damaged file is one line and nothing else.
+            _resumeState = _resumeFrom.BackendState(init.Parameters.Shape, init.Extra, options.Resume, options.OptimizerConfig.HasState,
+                options.CarryState || continuous);
         }
         var dataVocab = Vocabulary.FromNames(dataset?.Names ?? [text!]);
         var vocab = init?.Vocabulary ?? dataVocab;

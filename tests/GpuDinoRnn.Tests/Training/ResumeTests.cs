@@ -155,6 +155,40 @@ public class ResumeTests(ITestOutputHelper output)
         Assert.DoesNotContain("cannot be given", stderr);
     }
 
+    [Theory]
+    [InlineData("adam", false, "optimizer.v.by", false, "tensor optimizer.v.by is missing")]
+    [InlineData("momentum", true, "state.carry", false, "tensor state.carry is missing")]
+    [InlineData("adam", false, "optimizer.m.Waa", true, "tensor optimizer.m.Waa holds NaN or infinite values")]
+    [InlineData("rmsprop", true, "state.carry", true, "tensor state.carry holds NaN or infinite values")]
+    public void ResumingRefusesAMissingOrNonFiniteStateTensorTheRunNeeds(string optimizer, bool carry, string tensor, bool nan, string message)
+    {
+        // Before: a missing one resumed as zeros (not the run it was), a NaN one as a diverged run (exit 5).
+        using var dir = new CliRunner.TempDir();
+        string whole = dir.File("whole.safetensors");
+        var options = new TrainOptions
+        {
+            Data = TestData.BundledNames,
+            Device = "cpu",
+            Threads = 1,
+            Hidden = 4,
+            Batch = carry ? 1 : 16,
+            CarryState = carry,
+            Optimizer = optimizer,
+            Iterations = 10,
+            SampleCount = 0,
+            Checkpoint = whole,
+        };
+        new Trainer(options, TextWriter.Null, TextWriter.Null).Run();
+        var file = SafeTensors.Read(whole);
+        Assert.NotNull(file.Find(tensor));
+        var damaged = nan
+            ? file.Tensors.Select(t => t.Name == tensor ? t with { Data = t.Data.Select((x, i) => i == 0 ? float.NaN : x).ToArray() } : t)
+            : file.Tensors.Where(t => t.Name != tensor);
+        string path = dir.File("damaged.safetensors");
+        SafeTensors.Write(path, damaged, file.Metadata);
+        CliRunner.AssertOneLineError(output, ["train", "--resume", path, "--iterations", "20", "--device", "cpu", "--threads", "1"], 2, $"--resume '{path}': {message}");
+    }
+
     [Fact]
     public void ResumingAFileWithoutStateSaysToUseInit()
     {
