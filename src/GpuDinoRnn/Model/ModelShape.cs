@@ -22,6 +22,19 @@ public readonly record struct ModelShape(int H, int V, CellKind Cell = CellKind.
 
     public int ParameterCount => Stack(1, 1).ParameterCount;
 
+    /// <summary>
+    /// Fails unless the weights fit one buffer that int indexes (ParameterCount wraps beyond it):
+    /// --hidden 4096 with 16 LSTM layers and thousands of symbols does not.
+    /// </summary>
+    public void CheckSize()
+    {
+        long gh = (Cell == CellKind.Gru ? 3L : Cell == CellKind.Lstm ? 4L : 1L) * H;
+        long count = gh * (V + H + 1) + (Layers - 1) * gh * (2L * H + 1) + (long)V * H + V;
+        if (count > int.MaxValue)
+            throw new UserError(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"a {CellName} model of {Layers} layer(s), H {H} and {V} symbols has {count:N0} weights, more than {int.MaxValue:N0}: use a smaller --hidden or fewer --layers"));
+    }
+
     /// <summary>Floats of recurrent state per name: every layer's h, and its c for the LSTM.</summary>
     public int StateSize => Layers * Stack(1, 1).StatePerLayer;
 

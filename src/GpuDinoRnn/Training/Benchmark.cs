@@ -28,6 +28,8 @@ public sealed record BenchJob(
     {
         if (Hidden < 1 || Batch < 1 || Steps < 1 || WarmUp < 0 || Repetitions < 1 || ThreadCounts.Any(t => t < 0))
             throw new UserError("bench: --hidden, --batch, --steps and --repetitions must be at least 1, --warm-up and --threads at least 0");
+        if (Hidden > ModelShape.MaxHidden)
+            throw new UserError($"bench: --hidden must be between 1 and {ModelShape.MaxHidden} (got {Hidden})");
         if (Layers is < 1 or > ModelShape.MaxLayers)
             throw new UserError($"bench: --layers must be between 1 and {ModelShape.MaxLayers} (got {Layers})");
     }
@@ -97,6 +99,7 @@ public static class Benchmark
         var warmUp = Enumerable.Range(0, job.WarmUp).Select(_ => batcher.Next()).ToList();
         var batches = Enumerable.Range(0, job.Steps).Select(_ => batcher.Next()).ToList();
         var shape = new ModelShape(job.Hidden, vocab.Size, job.Cell, job.Layers);
+        shape.CheckSize();
         var initial = Parameters.Initialize(shape, InitScheme.Small, job.Seed);
 
         var contenders = new List<Contender>();

@@ -212,6 +212,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             throw new UserError($"'{from}' has vocabulary {vocab.Display()} but the data '{path}' has {dataVocab.Display()}");
         // A model given by --init or --resume keeps its own shape.
         var shape = init?.Parameters.Shape ?? options.Shape(vocab.Size);
+        shape.CheckSize();
         options = options with { Hidden = shape.H, Cell = shape.Cell, Layers = shape.Layers }; // as checkpoints store them
         var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
         if (continuous)

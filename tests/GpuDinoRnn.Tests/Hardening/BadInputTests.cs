@@ -54,6 +54,18 @@ public class BadInputTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AModelTooLargeForOneBufferIsRefusedBeforeItIsAllocated()
+    {
+        // 16 LSTM layers of 4096 on 4,000 symbols: 2.16·10⁹ weights, past what int indexes (the count used to wrap).
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("symbols.txt");
+        File.WriteAllText(data, string.Concat(Enumerable.Range(0, 4000).Select(i => char.ConvertFromUtf32(0x4E00 + i) + "\n")));
+        AssertOneLineError(["train", "--data", data, "--max-vocab", "5000", "--cell", "lstm", "--layers", "16", "--hidden", "4096", .. Quick[..^2]], 2,
+            "a lstm model of 16 layer(s), H 4096 and 4001 symbols has 2,162,581,409 weights, more than 2,147,483,647");
+        AssertOneLineError(["bench", "--devices", "cpu", "--hidden", "60000"], 2, "bench: --hidden must be between 1 and 4096 (got 60000)");
+    }
+
+    [Fact]
     public void MissingDirectoryAndUnreadableDataFiles()
     {
         AssertOneLineError(["train", "--data", "/nonexistent/names.txt", .. Quick], 2, "not found");
