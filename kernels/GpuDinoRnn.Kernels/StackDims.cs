@@ -64,5 +64,8 @@ public readonly struct StackDims
 
     public int ParameterCount => ByOffset + V;
 
+    /// <summary>ParameterCount in long, for the check that it fits int: the offsets above wrap beyond it.</summary>
+    public long ParameterCountWide => (long)GH * (V + H + 1) + (Layers - 1L) * GH * (2L * H + 1) + (long)V * H + V;
+
     public int Rows => T * B;
 }

@@ -60,8 +60,8 @@ public static class Program
             if (Interlocked.Increment(ref signals) > 1 && context.Signal == PosixSignal.SIGINT)
                 return; // not cancelled: the default action ends the process now
             context.Cancel = true;
-            stderr.WriteLine(options.Checkpoint is null
-                ? "stopping after this step (no --checkpoint: nothing will be saved); Ctrl-C again quits at once"
+            stderr.WriteLine(options.Checkpoint is null ? "stopping after this step (no --checkpoint: nothing will be saved); Ctrl-C again quits at once"
+                : options.KeepBest ? $"stopping after this step; '{options.Checkpoint}' keeps the best evaluation's model; Ctrl-C again quits at once"
                 : $"stopping after this step and writing '{options.Checkpoint}'; Ctrl-C again quits at once");
             stop.Cancel();
         }

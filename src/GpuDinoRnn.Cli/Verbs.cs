@@ -17,7 +17,7 @@ public abstract class VerbOptions
     public void RefuseUnnamed()
     {
         if (Unnamed.FirstOrDefault() is { } stray)
-            throw new UserError($"'{stray}' is not an option: each value follows its option's name (for example --data {stray})");
+            throw new UserError($"'{stray}' is not an option: each value follows its option's name (gpudinornn help {GetType().GetCustomAttribute<VerbAttribute>()!.Name} lists them)");
     }
 
     /// <summary>--threads as given, or every core.</summary>

@@ -80,32 +80,50 @@ public static class Devices
             () => new HostNameSampler(parameters, vocabulary),
             (accelerator, context) => new IlgpuSampler(accelerator, parameters, vocabulary, batchSize, context));
 
+    /// <summary>
+    /// The id a --device value names, as `devices` lists it: "cpu", "cuda:0", …; auto without a GPU is
+    /// cpu. For bench, which must not time one device twice under two names.
+    /// </summary>
+    public static string Resolve(string spec, int threads)
+    {
+        spec = Canonical(spec, threads);
+        if (spec == "cpu")
+            return spec;
+        using var context = CreateContext(threads, includeUnsupported: false);
+        return Pick(spec, IlgpuDevices(context).ToList())?.Id ?? (spec == "auto" ? "cpu" : throw Absent($"device '{spec}'", List(threads)));
+    }
+
+    /// <summary>A --device value trimmed and lower-cased, an index replaced by the id it stands for.</summary>
+    private static string Canonical(string spec, int threads)
+    {
+        spec = spec.Trim().ToLowerInvariant();
+        if (!int.TryParse(spec, out int index))
+            return spec;
+        var all = List(threads);
+        if (index < 0 || index >= all.Count)
+            throw Absent($"device {index}", all);
+        return all[index].Id;
+    }
+
+    /// <summary>The usable device a canonical --device value other than cpu picks, or null.</summary>
+    private static (string Id, Device Device)? Pick(string spec, List<(string Id, Device Device)> found) => spec switch
+    {
+        "auto" => found.FirstOrDefault(f => f.Device.AcceleratorType == AcceleratorType.Cuda) is { Device: not null } c ? c
+            : found.FirstOrDefault(f => IsOpenClGpu(f.Device)) is { Device: not null } o ? o : null,
+        "cuda" or "opencl" => found.FirstOrDefault(f => f.Id.StartsWith(spec + ":", StringComparison.Ordinal)) is { Device: not null } k ? k : null,
+        _ => found.FirstOrDefault(f => f.Id == spec) is { Device: not null } e ? e : null,
+    };
+
     /// <summary>Resolves a --device value and builds onCpu() or onDevice(accelerator, context) for it.</summary>
     private static T Open<T>(string spec, int threads, Action<string>? log, Func<T> onCpu, Func<Accelerator, Context, T> onDevice)
     {
-        spec = spec.Trim().ToLowerInvariant();
+        spec = Canonical(spec, threads);
         if (spec == "cpu")
             return onCpu();
-        if (int.TryParse(spec, out int index))
-        {
-            var all = List(threads);
-            if (index < 0 || index >= all.Count)
-                throw Absent($"device {index}", all);
-            spec = all[index].Id;
-            if (spec == "cpu")
-                return onCpu();
-        }
         var context = CreateContext(threads, includeUnsupported: false);
         try
         {
-            var found = IlgpuDevices(context).ToList();
-            (string Id, Device Device)? pick = spec switch
-            {
-                "auto" => found.FirstOrDefault(f => f.Device.AcceleratorType == AcceleratorType.Cuda) is { Device: not null } c ? c
-                    : found.FirstOrDefault(f => IsOpenClGpu(f.Device)) is { Device: not null } o ? o : null,
-                "cuda" or "opencl" => found.FirstOrDefault(f => f.Id.StartsWith(spec + ":", StringComparison.Ordinal)) is { Device: not null } k ? k : null,
-                _ => found.FirstOrDefault(f => f.Id == spec) is { Device: not null } e ? e : null,
-            };
+            var pick = Pick(spec, IlgpuDevices(context).ToList());
             if (pick is null)
             {
                 context.Dispose();

@@ -35,15 +35,17 @@ public sealed class Dataset
         try
         {
             using var stream = File.OpenRead(path);
+            if (stream.CanSeek && stream.Length > maxBytes)
+                throw TooLarge(path, maxBytes);
             // Room for one byte more than the file says it has, to see its end (or that it grew); /proc files
             // and devices say 0. Reading stops one byte past the limit.
-            var buffer = new byte[stream.CanSeek && stream.Length is > 0 and <= MaxBytes ? stream.Length + 1 : 1 << 16];
+            var buffer = new byte[stream.CanSeek && stream.Length > 0 ? stream.Length + 1 : 1 << 16];
             int length = 0, read;
             while ((read = stream.Read(buffer, length, Math.Min(buffer.Length - length, maxBytes + 1 - length))) > 0)
             {
                 length += read;
                 if (length > maxBytes)
-                    throw new UserError($"data: '{path}' is larger than {maxBytes / (1 << 20)} MiB, the most this program reads");
+                    throw TooLarge(path, maxBytes);
                 if (length == buffer.Length)
                     Array.Resize(ref buffer, (int)Math.Min(2L * buffer.Length, maxBytes + 1L));
             }
@@ -54,6 +56,9 @@ public sealed class Dataset
             throw new UserError($"data: cannot read '{path}': {e.Message}");
         }
     }
+
+    private static UserError TooLarge(string path, int maxBytes) =>
+        new($"data: '{path}' is larger than {(maxBytes >= 1 << 30 ? $"{maxBytes >> 30} GiB" : $"{maxBytes >> 20} MiB")}, the most this program reads");
 
     public static Dataset Parse(ReadOnlySpan<byte> bytes, string source, bool keepCase = false, int maxNameLength = 1000)
     {

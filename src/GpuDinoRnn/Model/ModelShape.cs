@@ -28,8 +28,7 @@ public readonly record struct ModelShape(int H, int V, CellKind Cell = CellKind.
     /// </summary>
     public void CheckSize()
     {
-        long gh = (Cell == CellKind.Gru ? 3L : Cell == CellKind.Lstm ? 4L : 1L) * H;
-        long count = gh * (V + H + 1) + (Layers - 1) * gh * (2L * H + 1) + (long)V * H + V;
+        long count = Stack(1, 1).ParameterCountWide;
         if (count > int.MaxValue)
             throw new UserError(string.Create(System.Globalization.CultureInfo.InvariantCulture,
                 $"a {CellName} model of {Layers} layer(s), H {H} and {V} symbols has {count:N0} weights, more than {int.MaxValue:N0}: use a smaller --hidden or fewer --layers"));

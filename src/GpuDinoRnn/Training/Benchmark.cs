@@ -72,11 +72,10 @@ public static class Benchmark
     {
         if (devices.Trim().Equals("all", StringComparison.OrdinalIgnoreCase))
             return Devices.List(threads).Where(d => d.Usable).Select(d => d.Id).ToList();
-        // Ids as `devices` lists them (an index or "CPU" becomes "cpu"), so that the table finds cpu and a device is not timed twice.
-        var listed = new Lazy<IReadOnlyList<DeviceInfo>>(() => Devices.List(threads));
+        // Ids as `devices` lists them (an index, "CPU" or auto without a GPU is "cpu"; cuda is cuda:0), so that the
+        // table finds cpu and a device is not timed twice under two names.
         var ids = devices.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(id => int.TryParse(id, out int i) && i >= 0 && i < listed.Value.Count ? listed.Value[i].Id : id.ToLowerInvariant())
-            .ToList();
+            .Select(id => Devices.Resolve(id, threads)).ToList();
         if (ids.Count == 0)
             throw new UserError("bench: --devices names no device (give all, or a list such as cpu,cuda)");
         if (ids.GroupBy(id => id).FirstOrDefault(g => g.Count() > 1) is { } twice)

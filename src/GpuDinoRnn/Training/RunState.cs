@@ -9,14 +9,18 @@ namespace GpuDinoRnn.Training;
 
 /// <param name="Updates">Optimizer updates applied (Adam's t); the moments are tensors beside the weights.</param>
 /// <param name="Best">The lowest validation bits/char so far, where it was, and the evaluations since (--keep-best, --patience).</param>
-public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDrawn, BatcherState Batcher, long Updates, BestSoFar Best)
+/// <param name="EndedAt">Where the run ended (its last iteration, or an early stop); null while it goes on. A --keep-best
+/// file's Iteration is its best evaluation's, before the end.</param>
+/// <param name="StoppedEarly">It ended by --patience: resuming would only stop there again.</param>
+public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDrawn, BatcherState Batcher, long Updates, BestSoFar Best,
+    int? EndedAt = null, bool StoppedEarly = false)
 {
     public const string Key = "state";
 
     public string ToJson() => JsonSerializer.Serialize(new Stored(
         Iteration, SmoothedLoss, SamplesDrawn, Batcher.Epoch, Batcher.Position, Batcher.Order,
         Batcher.Random.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture)).ToArray(), Updates,
-        double.IsFinite(Best.Bpc) ? Best.Bpc : null, Best.Iteration, Best.EvalsWithoutGain));
+        double.IsFinite(Best.Bpc) ? Best.Bpc : null, Best.Iteration, Best.EvalsWithoutGain, EndedAt, StoppedEarly));
 
     public static RunState FromMetadata(IReadOnlyDictionary<string, string> metadata, string path)
     {
@@ -30,7 +34,7 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
                 throw new JsonException("out of range");
             // Files from before the best score was stored have none: the next evaluation is the best so far.
             var best = s.BestBpc is { } bpc ? new BestSoFar(bpc, s.BestIteration ?? -1, s.EvalsWithoutGain ?? 0) : BestSoFar.None;
-            return new RunState(s.Iteration, s.SmoothedLoss, s.SamplesDrawn, new BatcherState(s.Epoch, s.Position, s.Order, random), s.Updates, best);
+            return new RunState(s.Iteration, s.SmoothedLoss, s.SamplesDrawn, new BatcherState(s.Epoch, s.Position, s.Order, random), s.Updates, best, s.EndedAt, s.StoppedEarly ?? false);
         }
         catch (Exception e) when (e is JsonException or FormatException or OverflowException or ArgumentNullException)
         {
@@ -39,7 +43,7 @@ public sealed record RunState(int Iteration, double SmoothedLoss, long SamplesDr
     }
 
     private sealed record Stored(int Iteration, double SmoothedLoss, long SamplesDrawn, int Epoch, int Position, int[] Order, string[] Random, long Updates,
-        double? BestBpc, int? BestIteration, int? EvalsWithoutGain);
+        double? BestBpc, int? BestIteration, int? EvalsWithoutGain, int? EndedAt, bool? StoppedEarly);
 
     /// <summary>The backend's moments and carried state as tensors beside the weights.</summary>
     public static IEnumerable<Checkpoints.Tensor> StateTensors(Model.ModelShape shape, Backends.BackendState state, bool moments, bool carry)

@@ -1,5 +1,5 @@
 // The training loop, the only place that knows data, backend, checkpoints and sampling together.
-// Reads top-down: build, loop { step; every N log; every E evaluate; every M sample; every K
+// Reads top-down: build, loop { step; every N log; every M sample; every E evaluate; every K
 // checkpoint }, summary.
 using System.Diagnostics;
 using System.Globalization;
@@ -64,8 +64,12 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         int iterations = options.Iterations ?? options.Epochs * data.StepsPerEpoch;
         if ((options.KeepBest || options.Patience > 0) && data.ValCount == 0)
             throw new UserError($"--keep-best and --patience need validation {data.Unit}: '{options.Data ?? BundledData}' leaves none at --val-fraction {options.ValFraction}");
-        if (_resumeFrom is { Iteration: var at } && at >= iterations)
-            throw new UserError($"--resume: the run in '{options.Resume}' is at iteration {at}, not before the {iterations} asked for; give more --iterations or --epochs to train further");
+        // A finished run's file may hold an earlier iteration (--keep-best's best): where it ended counts.
+        if (_resumeFrom is { StoppedEarly: true, EndedAt: var stoppedAt })
+            throw new UserError($"--resume: the run in '{options.Resume}' stopped early at iteration {stoppedAt} (--patience): resumed, it would stop there again");
+        if (_resumeFrom is { } resume && iterations <= (resume.EndedAt ?? resume.Iteration))
+            throw new UserError($"--resume: the run in '{options.Resume}' {(resume.EndedAt is null ? "is at" : "ended at")} iteration {resume.EndedAt ?? resume.Iteration}, " +
+                $"not before the {iterations} asked for; give more --iterations or --epochs to train further");
 
         var coldStart = Stopwatch.StartNew();
         using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
@@ -158,7 +162,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         if (interrupted)
             _log.Info($"interrupted after {done} of {iterations} iterations");
         double? valBpc = data.ValCount > 0 ? BitsPerChar(backend, data.ValBatches()) : null;
-        bool keepBest = options.KeepBest && _best is not null && valBpc >= _bestSoFar.Bpc;
+        // An interrupted run keeps the best evaluation's: an evaluation here, where the whole run would make
+        // none, would make the resumed run differ from it.
+        bool keepBest = options.KeepBest && _best is not null && (interrupted || valBpc >= _bestSoFar.Bpc);
         if (keepBest)
         {
             // The run ends with the best model: its weights for the summary, the samples and the result.
@@ -168,15 +174,16 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             _log.Info($"keeping the best model: iteration {_bestSoFar.Iteration}, validation {_bestSoFar.Bpc:F4} bits/char" +
                 (options.Checkpoint is null ? "" : $" (in '{options.Checkpoint}')"));
         }
-        else if (options.KeepBest && valBpc is { } final)
+        else if (options.KeepBest && !interrupted && valBpc is { } final)
         {
             _bestSoFar = new BestSoFar(final, done, 0); // the last model is the best: the file holds it
         }
         double trainBpc = BitsPerChar(backend, data.TrainBatches());
+        int? endedAt = interrupted ? null : done;
         if (options.Checkpoint is not null && !keepBest)
-            Save(parameters, vocab, done);
-        else if (options.Checkpoint is not null && _lastCheckpoint != _bestSoFar.Iteration)
-            Write(_best!, vocab); // writing the best failed during training: once more, now an error if it fails
+            Write(Capture(parameters, done, endedAt, stoppedEarly), vocab);
+        else if (options.Checkpoint is not null && (endedAt is not null || _lastCheckpoint != _bestSoFar.Iteration))
+            Write(_best! with { Run = _best.Run with { EndedAt = endedAt, StoppedEarly = stoppedEarly } }, vocab); // says the run ended; or its write failed
         var result = new TrainResult(backend.Device, done, chars, timer.Elapsed.TotalSeconds, _smoothed,
             trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly,
             options.Checkpoint is null ? null : _lastCheckpoint);
@@ -251,10 +258,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         backend.LoadState(state);
     }
 
-    /// <summary>Takes the device's pending losses into the run; returns where the new ones start.</summary>
-    private int ReadLosses(IBackend backend)
+    /// <summary>Takes the device's pending losses into the run.</summary>
+    private void ReadLosses(IBackend backend)
     {
-        int firstNew = _losses.Count;
         foreach (var loss in backend.TakeLosses())
         {
             if (!float.IsFinite(loss))
@@ -269,7 +275,6 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             _losses.Add(loss);
             _smoothed = Smoothing * _smoothed + (1 - Smoothing) * loss;
         }
-        return firstNew;
     }
 
     /// <summary>
@@ -372,13 +377,12 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         _log.Samples(names);
     }
 
-    private void Save(Parameters parameters, Vocabulary vocab, int iteration) => Write(Capture(parameters, iteration), vocab);
-
     /// <summary>The run as it is now, with the weights last downloaded into parameters (copied).</summary>
-    private Snapshot Capture(Parameters parameters, int iteration)
+    private Snapshot Capture(Parameters parameters, int iteration, int? endedAt = null, bool stoppedEarly = false)
     {
         var state = _backend!.SaveState();
-        return new Snapshot(parameters.Clone(), state, new RunState(iteration, _smoothed, _samplesDrawn, _data!.State, state.Updates, _bestSoFar));
+        return new Snapshot(parameters.Clone(), state,
+            new RunState(iteration, _smoothed, _samplesDrawn, _data!.State, state.Updates, _bestSoFar, endedAt, stoppedEarly));
     }
 
     private void Write(Snapshot snapshot, Vocabulary vocab)

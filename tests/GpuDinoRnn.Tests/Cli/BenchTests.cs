@@ -126,6 +126,7 @@ public class BenchTests(ITestOutputHelper output)
         Assert.Contains("device 'quantum' is not present", stderr);
         CliRunner.AssertOneLineError(output, ["bench", "--devices", ""], 2, "bench: --devices names no device");
         CliRunner.AssertOneLineError(output, ["bench", "--devices", "cpu, CPU"], 2, "bench: --devices names cpu twice");
+        CliRunner.AssertOneLineError(output, ["bench", "--devices", "0,cpu"], 2, "bench: --devices names cpu twice");
         CliRunner.AssertOneLineError(output, ["bench", "--devices", "cpu", "--json", ""], 2, "bench: --json needs a file name");
     }
 }

@@ -63,6 +63,13 @@ public class BadInputTests(ITestOutputHelper output)
         AssertOneLineError(["train", "--data", data, "--max-vocab", "5000", "--cell", "lstm", "--layers", "16", "--hidden", "4096", .. Quick[..^2]], 2,
             "a lstm model of 16 layer(s), H 4096 and 4001 symbols has 2,162,581,409 weights, more than 2,147,483,647");
         AssertOneLineError(["bench", "--devices", "cpu", "--hidden", "60000"], 2, "bench: --hidden must be between 1 and 4096 (got 60000)");
+        // The wide count the check uses is the layout's own wherever int holds it.
+        foreach (var cell in Enum.GetValues<GpuDinoRnn.Kernels.CellKind>())
+            foreach (var (h, v, layers) in new[] { (1, 2, 1), (50, 27, 1), (7, 300, 3), (192, 27, 16), (4096, 27, 2) })
+            {
+                var shape = new GpuDinoRnn.Model.ModelShape(h, v, cell, layers);
+                Assert.Equal(shape.ParameterCount, shape.Stack(1, 1).ParameterCountWide);
+            }
     }
 
     [Fact]
@@ -222,7 +229,7 @@ public class BadInputTests(ITestOutputHelper output)
     [InlineData("eval", "--model", "m.safetensors", "--data", "names.txt", "extra")]
     [InlineData("devices", "all")]
     public void ArgumentsWithoutAnOptionAreRefused(params string[] args) =>
-        AssertOneLineError(args, 2, $"'{args[^1]}' is not an option: each value follows its option's name");
+        AssertOneLineError(args, 2, $"'{args[^1]}' is not an option: each value follows its option's name (gpudinornn help {args[0]} lists them)");
 
     [Fact]
     public void AnEndlessOrHugeDataFileIsRefusedBeforeItFillsMemory()

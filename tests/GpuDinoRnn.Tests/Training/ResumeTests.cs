@@ -90,29 +90,37 @@ public class ResumeTests(ITestOutputHelper output)
         int best = whole.Iterations - 3 * 25;
         Assert.Equal(best, whole.CheckpointIteration);
 
-        // Stopped right after the next evaluation, a worse one: the file holds the best, and the result says so.
-        string half = dir.File("half.safetensors");
-        using var stop = new CancellationTokenSource();
-        var first = new Trainer(options with { Checkpoint = half }, TextWriter.Null, TextWriter.Null)
-            .Run(cancel: stop.Token, progress: p => { if (p.Iteration == best + 25) stop.Cancel(); });
-        Assert.True(first.Interrupted);
-        Assert.Equal(best + 25, first.Iterations);
-        Assert.Equal(best, first.CheckpointIteration);
+        // Stopped between two evaluations before the best (the model there may score better than the last one, but
+        // the whole run made no evaluation there), and right after the one after the best, a worse one.
+        foreach (var (stopAt, held) in new[] { (best - 10, best - 25), (best + 25, best) })
+        {
+            string half = dir.File($"stopped-at-{stopAt}.safetensors");
+            using var stop = new CancellationTokenSource();
+            var first = new Trainer(options with { Checkpoint = half }, TextWriter.Null, TextWriter.Null)
+                .Run(cancel: stop.Token, progress: p => { if (p.Iteration == stopAt) stop.Cancel(); });
+            Assert.True(first.Interrupted);
+            Assert.Equal(stopAt, first.Iterations);
+            Assert.Equal(held, first.CheckpointIteration); // the file holds the last evaluation's best, and the result says so
 
-        // The resumed run starts at the best, keeps its score (a worse evaluation does not replace the file) and its
-        // patience, and stops where the whole run stopped, with the same model.
-        var (code, stdout, stderr) = CliRunner.Run(output, "train", "--resume", half, "--device", "cpu");
-        Assert.Equal(0, code);
-        Assert.Contains($"resuming at iteration {best} of", stderr);
-        Assert.Contains($"early stop: no better validation in 3 evaluations (best {whole.ValBitsPerChar:F4} bits/char at iteration {best})", stderr);
-        Assert.Contains($"Trained {whole.Iterations} iterations", stdout + stderr);
-        var resumed = Checkpoint.Load(half);
-        Assert.Equal(best.ToString(System.Globalization.CultureInfo.InvariantCulture), resumed.Metadata["iteration"]);
-        Assert.Equal(whole.Parameters.Data, resumed.Parameters.Data);
+            // The resumed run starts there, keeps the best score (a worse evaluation does not replace the file) and the
+            // patience, and stops where the whole run stopped, with the same model.
+            var (code, stdout, stderr) = CliRunner.Run(output, "train", "--resume", half, "--device", "cpu");
+            Assert.Equal(0, code);
+            Assert.Contains($"resuming at iteration {held} of", stderr);
+            Assert.Contains($"early stop: no better validation in 3 evaluations (best {whole.ValBitsPerChar:F4} bits/char at iteration {best})", stderr);
+            Assert.Contains($"Trained {whole.Iterations} iterations", stdout + stderr);
+            var resumed = Checkpoint.Load(half);
+            Assert.Equal(best.ToString(System.Globalization.CultureInfo.InvariantCulture), resumed.Metadata["iteration"]);
+            Assert.Equal(whole.Parameters.Data, resumed.Parameters.Data);
+        }
+
+        // The run has ended (stopped early): the file, which holds an earlier iteration, is not resumed again.
+        CliRunner.AssertOneLineError(output, ["train", "--resume", options.Checkpoint, "--device", "cpu", "--epochs", "40"], 2,
+            $"stopped early at iteration {whole.Iterations} (--patience): resumed, it would stop there again");
     }
 
     [Fact]
-    public void AFinishedRunIsResumedOnlyWithMoreIterationsAndFromAnyFolder()
+    public void AFinishedRunIsResumedOnlyWithMoreIterationsAndStoresTheDataPathInFull()
     {
         using var dir = new CliRunner.TempDir();
         string data = dir.File("names.txt"), path = dir.File("run.safetensors");
@@ -125,8 +133,8 @@ public class ResumeTests(ITestOutputHelper output)
         Assert.Equal(0, code);
         Assert.Contains($"\"data\":{System.Text.Json.JsonSerializer.Serialize(data)}", Checkpoint.Load(path).Metadata["options"]);
         CliRunner.AssertOneLineError(output, ["train", "--resume", path, "--iterations", "10"], 2,
-            $"--resume: the run in '{path}' is at iteration 20, not before the 10 asked for; give more --iterations or --epochs to train further");
-        CliRunner.AssertOneLineError(output, ["train", "--resume", path], 2, "is at iteration 20, not before the 20 asked for");
+            $"--resume: the run in '{path}' ended at iteration 20, not before the 10 asked for; give more --iterations or --epochs to train further");
+        CliRunner.AssertOneLineError(output, ["train", "--resume", path], 2, "ended at iteration 20, not before the 20 asked for");
         var resumed = CliRunner.Run(output, "train", "--resume", path, "--iterations", "25");
         Assert.Equal(0, resumed.Code);
         Assert.Equal("25", Checkpoint.Load(path).Metadata["iteration"]);
