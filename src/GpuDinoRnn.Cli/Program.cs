@@ -4,6 +4,7 @@
 using System.Globalization;
 using System.Runtime.InteropServices;
 using CommandLine;
+using CommandLine.Text;
 using GpuDinoRnn.Backends;
 using GpuDinoRnn.Checkpoints;
 using GpuDinoRnn.Training;
@@ -19,13 +20,17 @@ public static class Program
     {
         using var parser = new Parser(s =>
         {
-            s.HelpWriter = stderr;
+            s.HelpWriter = null; // written below: asked-for help to standard output (for | less), mistakes to standard error
             s.CaseInsensitiveEnumValues = true;
             s.CaseSensitive = false;
         });
         var parsed = parser.ParseArguments<TrainVerb, SampleVerb, EvalVerb, BenchVerb, DevicesVerb>(args);
         if (parsed is NotParsed<object> notParsed)
-            return notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError) ? 0 : UserError.BadInput;
+        {
+            bool asked = notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError);
+            (asked ? stdout : stderr).Write(HelpText.AutoBuild(parsed));
+            return asked ? 0 : UserError.BadInput;
+        }
         try
         {
             ((VerbOptions)parsed.Value).RefuseUnnamed();
@@ -120,7 +125,7 @@ public static class Program
                 ["bits_per_char"] = bits,
             })
             : string.Create(CultureInfo.InvariantCulture,
-                $"{verb.Data}: {count} {unit}, {chars} characters; loss {nats / count:F4} nats per {unit.TrimEnd('s')}, {nats / chars:F4} nats and {bits:F4} bits per character"));
+                $"{verb.Data}: {count} {(count == 1 ? unit.TrimEnd('s') : unit)}, {chars} characters; loss {nats / count:F4} nats per {unit.TrimEnd('s')}, {nats / chars:F4} nats and {bits:F4} bits per character"));
         return 0;
     }
 

@@ -27,9 +27,13 @@ public static class SampleCommand
         var options = new SampleOptions(verb.Temperature, verb.TopK, verb.TopP, verb.Prefix, verb.MinLength, verb.MaxLength);
         options.Validate();
         var model = Checkpoint.Load(verb.Model);
+        // A model of lower-cased names prints them capitalised: --prefix Tyr means what it shows.
+        bool lowerCased = TrainOptions.Stored(verb.Model, model.Metadata)?.LowerCased ?? true;
+        if (lowerCased)
+            options = options with { Prefix = options.Prefix.ToLowerInvariant() };
         try
         {
-            model.Vocabulary.Encode(verb.Prefix);
+            model.Vocabulary.Encode(options.Prefix);
         }
         catch (UserError e)
         {
@@ -65,7 +69,7 @@ public static class SampleCommand
         {
             stdout.WriteLine(verb.Format == "jsonl"
                 ? JsonSerializer.Serialize(new { name = s.Name, log_probability = Math.Round(s.LogProbability, 6), novel = known is null ? (bool?)null : !known.Contains(s.Name) })
-                : Sampler.Display(s.Name));
+                : Sampler.Display(s.Name, lowerCased));
         }
         if (kept.Count > 0)
         {

@@ -25,12 +25,37 @@ public static class TrainProgressBar
                 {
                     task.MaxValue = p.Total;
                     task.Value = p.Iteration;
-                    task.Description = double.IsNaN(p.MeanLoss)
-                        ? $"iteration {p.Iteration:N0}/{p.Total:N0}"
-                        : $"iteration {p.Iteration:N0}/{p.Total:N0} · loss {p.MeanLoss:F3} · {p.CharsPerSecond:N0} chars/s";
+                    task.Description = Describe(p, console.Profile.Width);
                 });
             });
         return result!;
+    }
+
+    /// <summary>
+    /// The text left of the bar, short enough that the bar's row fits the terminal (a row wider than
+    /// the terminal wraps, and the live display then leaves pieces of old bars behind).
+    /// </summary>
+    internal static string Describe(TrainProgress p, int width)
+    {
+        string iteration = $"iteration {p.Iteration:N0}/{p.Total:N0}";
+        if (double.IsNaN(p.MeanLoss))
+            return iteration;
+        string speed = $"loss {p.MeanLoss:F3} · {p.CharsPerSecond:N0} chars/s";
+        return width >= 110 ? $"{iteration} · {speed}" : width >= 80 ? speed : $"loss {p.MeanLoss:F3}";
+    }
+
+    /// <summary>The line broken at spaces into rows of at most width characters (a longer word is cut).</summary>
+    internal static IEnumerable<string> Rows(string line, int width)
+    {
+        width = Math.Max(width, 20);
+        while (line.Length > width)
+        {
+            int cut = line.LastIndexOf(' ', width);
+            cut = cut > 0 ? cut : width;
+            yield return line[..cut];
+            line = line[cut..].TrimStart(' ');
+        }
+        yield return line;
     }
 
     /// <summary>A TextWriter that hands whole lines to the Spectre console as plain text.</summary>
@@ -44,7 +69,9 @@ public static class TrainProgressBar
         {
             if (value == '\n')
             {
-                console.WriteLine(_line.ToString());
+                // One row per call: Spectre's live display puts the bar back one row too low after a line it wrapped.
+                foreach (var row in Rows(_line.ToString(), console.Profile.Width - 1))
+                    console.WriteLine(row);
                 _line.Clear();
             }
             else if (value != '\r')

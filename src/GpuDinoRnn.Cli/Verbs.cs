@@ -122,7 +122,7 @@ public sealed class TrainVerb : VerbOptions
     [Option("seed", HelpText = "Seed for the split, order, initialisation and samples (default 1).")]
     public int? Seed { get; set; }
 
-    [Option("iterations", HelpText = "Mini-batches to train on (overrides --epochs).")]
+    [Option("iterations", HelpText = "Mini-batches to train on (instead of --epochs).")]
     public int? Iterations { get; set; }
 
     [Option("epochs", HelpText = "Passes over the training names (default 10).")]

@@ -126,9 +126,12 @@ public sealed class Sampler
         }).Name;
     }
 
-    /// <summary>A name with its first letter capitalised, as the course prints them.</summary>
-    public static string Display(string name) =>
-        name.Length == 0 ? name : char.ToUpperInvariant(name[0]) + name[1..];
+    /// <summary>
+    /// A name as printed: from a model of lower-cased names with its first letter capitalised, as the
+    /// course prints them; from one that kept case (or continuous text), as drawn.
+    /// </summary>
+    public static string Display(string name, bool lowerCased) =>
+        name.Length == 0 || !lowerCased ? name : char.ToUpperInvariant(name[0]) + name[1..];
 
     /// <param name="o">What to draw.</param>
     /// <param name="choose">Picks a symbol from the (filtered) probabilities.</param>

@@ -45,7 +45,7 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
         }
         string extra = launches is null ? "" : $", {launches} launches/step";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Iteration: {iteration}, Loss: {smoothed:F6}  (mean since last line {meanLoss:F4}, |g| {gradNorm:F3}, lr {lr:G4}, {charsPerSecond:N0} chars/s{extra})"));
+            $"Iteration: {iteration}, Loss: {smoothed:F6}  (mean since last line {meanLoss:F4}, |g| {gradNorm:F3}, lr {lr:0.#########}, {charsPerSecond:N0} chars/s{extra})"));
     }
 
     public void Evaluation(int iteration, double valBitsPerChar, double best, int bestIteration)
@@ -95,7 +95,7 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
         }
         string valText = r.ValBitsPerChar is double v ? string.Create(CultureInfo.InvariantCulture, $", validation {v:F4}") : "";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"Trained {r.Iterations} iterations on {r.Device} in {r.TrainSeconds:F2} s ({r.Chars / Math.Max(r.TrainSeconds, 1e-9):N0} chars/s). " +
+            $"Trained {r.Losses.Length} iterations{(r.Losses.Length == r.Iterations ? "" : $" (to iteration {r.Iterations})")} on {r.Device} in {r.TrainSeconds:F2} s ({r.Chars / Math.Max(r.TrainSeconds, 1e-9):N0} chars/s). " +
             $"Bits per character: training {r.TrainBitsPerChar:F4}{valText}."));
         stdout.WriteLine();
     }

@@ -235,6 +235,10 @@ public sealed record TrainOptions
     [JsonIgnore]
     public DropoutConfig DropoutConfig => new(Dropout, Seed);
 
+    /// <summary>Names read lower-cased (the default): printed capitalised, and a --prefix is lower-cased to match.</summary>
+    [JsonIgnore]
+    public bool LowerCased => !KeepCase && TextMode == TextMode.Names;
+
     /// <summary>The model these options train on a vocabulary of v symbols.</summary>
     public ModelShape Shape(int v) => new(Hidden, v, Cell, Layers);
 

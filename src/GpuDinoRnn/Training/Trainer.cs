@@ -373,7 +373,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var sampler = new Sampler(parameters, vocab);
         var names = new List<string>();
         for (int n = 0; n < options.SampleCount; n++)
-            names.Add(Sampler.Display(options.CourseSampling ? sampler.SampleLikeCourse(n) : sampler.Sample(new SampleOptions(), options.Seed, _samplesDrawn++).Name));
+            names.Add(Sampler.Display(options.CourseSampling ? sampler.SampleLikeCourse(n) : sampler.Sample(new SampleOptions(), options.Seed, _samplesDrawn++).Name,
+                options.LowerCased));
         _log.Samples(names);
     }
 

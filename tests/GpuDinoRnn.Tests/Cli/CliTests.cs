@@ -151,4 +151,27 @@ public class CliTests(ITestOutputHelper output)
         Assert.Equal(3, new TrainVerb { Preset = "course", Epochs = 3 }.ToOptions().Epochs);
         Assert.Null(new TrainVerb { Preset = "course", Epochs = 3 }.ToOptions().Iterations);
     }
+
+    [Theory]
+    [InlineData(79)]
+    [InlineData(40)]
+    public void TheProgressDisplayWritesEachLogLineInRowsThatFitTheTerminal(int width)
+    {
+        // Spectre's live display puts the bar back one row too low after a line it wrapped itself, leaving
+        // pieces of old bars on the screen (seen in an 80-column tmux): lines go to it a row at a time.
+        const string line = "Iteration: 1000, Loss: 22.646743  (mean since last line 23.0618, |g| 7.471, lr 0.0015, 3,097,254 chars/s)";
+        var rows = TrainProgressBar.Rows(line, width).ToList();
+        Assert.True(rows.Count > 1);
+        Assert.All(rows, r => Assert.InRange(r.Length, 1, width));
+        Assert.Equal(line, string.Join(' ', rows));
+        Assert.Equal(["abcdefghijklmnopqrst", "uvwxyz"], TrainProgressBar.Rows("abcdefghijklmnopqrstuvwxyz", 20));
+        Assert.Equal([""], TrainProgressBar.Rows("", width));
+
+        // The text beside the bar leaves room for it: the percentage, time left and spinner take about 20 columns,
+        // and the bar shrinks to what is left.
+        var p = new GpuDinoRnn.Training.TrainProgress(1200, 3000, 21.9123, 3_097_254);
+        foreach (int w in new[] { 50, 80, 100, 120, 200 })
+            Assert.InRange(TrainProgressBar.Describe(p, w).Length, 1, w - 30);
+        Assert.Contains("1,200/3,000", TrainProgressBar.Describe(p, 120));
+    }
 }

@@ -247,6 +247,20 @@ public class BadInputTests(ITestOutputHelper output)
     }
 
     [Theory]
+    [InlineData("train", "--help")]
+    [InlineData("--version")]
+    [InlineData("help", "sample")]
+    public void AskedForHelpGoesToStandardOutput(params string[] args)
+    {
+        var (code, stdout, stderr) = CliRunner.Run(output, args);
+        Assert.Equal(0, code);
+        Assert.Equal("", stderr);
+        Assert.NotEqual("", stdout.Trim()); // the heading names the entry assembly: the test host here
+        if (args[0] != "--version")
+            Assert.Contains("--seed", stdout);
+    }
+
+    [Theory]
     [InlineData("fly")]
     [InlineData("train", "--hidden", "many")]
     [InlineData("train", "--no-such-option")]

@@ -112,4 +112,27 @@ public class SamplerTests(ITestOutputHelper output)
         Assert.Contains(string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"200 names: all new: {looked} drawn, {100.0 * 200 / looked:F1}% of them not in the training data"), stderr);
     }
+
+    [Fact]
+    public void NamesArePrintedCapitalisedOnlyFromAModelOfLowerCasedNames()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("names.txt"), kept = dir.File("kept.safetensors"), lower = dir.File("lower.safetensors");
+        File.WriteAllText(data, string.Concat(Enumerable.Repeat("vanDam\nvonTrapp\nderWent\n", 30)));
+        string[] quick = ["train", "--data", data, "--device", "cpu", "--hidden", "16", "--iterations", "200", "--lr", "0.02", "--sample-count", "0"];
+        Assert.Equal(0, CliRunner.Run(output, [.. quick, "--keep-case", "--checkpoint", kept]).Code);
+        Assert.Equal(0, CliRunner.Run(output, [.. quick, "--checkpoint", lower]).Code);
+
+        // Kept case: the text output is the names as drawn (jsonl has them raw).
+        var text = CliRunner.Run(output, "sample", "--model", kept, "--count", "20").Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var raw = CliRunner.Run(output, "sample", "--model", kept, "--count", "20", "--format", "jsonl").Out.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("name").GetString()).ToArray();
+        Assert.Equal(raw, text);
+        Assert.Contains(text, n => n.Length > 0 && char.IsLower(n[0]));
+
+        // Lower-cased: printed capitalised, and a prefix typed as the names show is read lower-cased.
+        var (code, stdout, _) = CliRunner.Run(output, "sample", "--model", lower, "--count", "5", "--prefix", "Von");
+        Assert.Equal(0, code);
+        Assert.All(stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries), n => Assert.StartsWith("Von", n));
+    }
 }

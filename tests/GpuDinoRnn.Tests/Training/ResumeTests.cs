@@ -108,7 +108,7 @@ public class ResumeTests(ITestOutputHelper output)
             Assert.Equal(0, code);
             Assert.Contains($"resuming at iteration {held} of", stderr);
             Assert.Contains($"early stop: no better validation in 3 evaluations (best {whole.ValBitsPerChar:F4} bits/char at iteration {best})", stderr);
-            Assert.Contains($"Trained {whole.Iterations} iterations", stdout + stderr);
+            Assert.Contains($"Trained {whole.Iterations - held} iterations (to iteration {whole.Iterations})", stdout + stderr);
             var resumed = Checkpoint.Load(half);
             Assert.Equal(best.ToString(System.Globalization.CultureInfo.InvariantCulture), resumed.Metadata["iteration"]);
             Assert.Equal(whole.Parameters.Data, resumed.Parameters.Data);
