@@ -68,23 +68,8 @@ public class ResumeTests(ITestOutputHelper output)
     public void AResumedKeepBestRunRemembersTheBestScoreAndThePatience()
     {
         using var dir = new CliRunner.TempDir();
-        // Overfits: lr 0.1 on H 48 stops early after three evaluations without a better one.
-        var options = new TrainOptions
-        {
-            Data = TestData.BundledNames,
-            Device = "cpu",
-            Threads = 2,
-            Hidden = 48,
-            Batch = 16,
-            Lr = 0.1f,
-            Optimizer = "sgd",
-            Epochs = 30,
-            EvalEvery = 25,
-            KeepBest = true,
-            Patience = 3,
-            SampleCount = 0,
-            Checkpoint = dir.File("whole.safetensors"),
-        };
+        // Overfits, so it stops early after three evaluations without a better one.
+        var options = ValidationTests.Options(dir.File("whole.safetensors")) with { KeepBest = true, Patience = 3, LogFormat = LogFormat.Text };
         var whole = new Trainer(options, TextWriter.Null, TextWriter.Null).Run();
         Assert.True(whole.StoppedEarly, "this run must stop early for the test to mean anything");
         int best = whole.Iterations - 3 * 25;
