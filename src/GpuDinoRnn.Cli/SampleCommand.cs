@@ -28,7 +28,8 @@ public static class SampleCommand
         options.Validate();
         var model = Checkpoint.Load(verb.Model);
         // A model of lower-cased names prints them capitalised: --prefix Tyr means what it shows.
-        bool lowerCased = TrainOptions.Stored(verb.Model, model.Metadata)?.LowerCased ?? true;
+        var trained = TrainOptions.Stored(verb.Model, model.Metadata);
+        bool lowerCased = trained?.LowerCased ?? true;
         if (lowerCased)
             options = options with { Prefix = options.Prefix.ToLowerInvariant() };
         try
@@ -39,7 +40,7 @@ public static class SampleCommand
         {
             throw new UserError($"--prefix: {e.Message}");
         }
-        var known = TrainingNames(verb, model);
+        var known = TrainingNames(verb, model, trained?.KeepCase ?? false);
         if (verb.Novel && known is null)
             throw new UserError($"--novel needs the training names: '{verb.Model}' does not hold them; give them with --data FILE");
 
@@ -83,13 +84,10 @@ public static class SampleCommand
     }
 
     /// <summary>The names the model learned from: --data, else those stored in the checkpoint.</summary>
-    private static HashSet<string>? TrainingNames(SampleVerb verb, LoadedModel model)
+    private static HashSet<string>? TrainingNames(SampleVerb verb, LoadedModel model, bool keepCase)
     {
         if (verb.Data is not null)
-        {
-            bool keepCase = TrainOptions.Stored(verb.Model, model.Metadata)?.KeepCase ?? false;
             return Dataset.Load(verb.Data, keepCase).Names.ToHashSet(StringComparer.Ordinal);
-        }
         return model.Metadata.TryGetValue("names", out var names) ? names.Split('\n').ToHashSet(StringComparer.Ordinal) : null;
     }
 }
