@@ -410,7 +410,15 @@ internal static unsafe class CpuKernels
                 sums[i] = TV.SumAcross(s);
             }
             if (!preciseExp)
-                TensorPrimitives.Log(new ReadOnlySpan<float>(sums, m), new Span<float>(logs, m));
+            {
+                // Below 4 floats TensorPrimitives.Log is the scalar MathF.Log, whose bits differ
+                // from its vector code's now and then, and how many rows a call gets depends on how
+                // the rows were shared among threads: so every call gets at least 4 (log 1 = 0).
+                int k = Math.Max(m, 4);
+                for (int i = m; i < k; i++)
+                    sums[i] = 1f;
+                TensorPrimitives.Log(new ReadOnlySpan<float>(sums, k), new Span<float>(logs, k));
+            }
             for (int i = 0; i < m; i++)
             {
                 float* row = z + (long)(i0 + i) * ld;

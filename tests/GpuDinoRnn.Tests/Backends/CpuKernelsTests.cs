@@ -318,6 +318,48 @@ public sealed unsafe class CpuKernelsTests(ITestOutputHelper output)
         Assert.All(z.Span.Slice(n * ld, ld).ToArray(), x => Assert.True(float.IsNaN(x), "a row past the end was written"));
     }
 
+    /// <summary>
+    /// A row's loss has the same bits however many rows share its call: threads split the output
+    /// rows among them, and the losses (and so bits per char) must not depend on the thread count.
+    /// Below 4 floats TensorPrimitives.Log was the scalar MathF.Log, whose bits differ now and then.
+    /// </summary>
+    [Fact]
+    public void ARowsLossDoesNotDependOnHowManyRowsShareItsCall()
+    {
+        const int n = 2000, v = 27;
+        int ld = CpuKernels.Padded(v);
+        var logits = Random(n * ld, 13);
+        for (int i = 0; i < n; i++)
+        {
+            for (int k = 0; k < v; k++)
+                logits.Span[i * ld + k] *= 6f;
+            logits.Span.Slice(i * ld + v, ld - v).Fill(float.NegativeInfinity);
+        }
+        int[] y = Enumerable.Range(0, n).Select(i => (i * 11) % v).ToArray();
+
+        double[] LossesInCallsOf(int rows)
+        {
+            var z = new PinnedFloats(n * ld);
+            logits.Span.CopyTo(z.Span);
+            var loss = new double[n];
+            for (int i0 = 0; i0 < n; i0 += rows)
+            {
+                int m = Math.Min(rows, n - i0);
+                CpuKernels.SoftmaxCrossEntropy(z.Ptr + (long)i0 * ld, ld, m, v, y.AsSpan(i0, m),
+                    loss.AsSpan(i0, m), 0.5f, gradients: true, preciseExp: false);
+            }
+            return loss;
+        }
+
+        var whole = LossesInCallsOf(64);
+        foreach (int rows in new[] { 1, 2, 3, 5, 33 })
+        {
+            var split = LossesInCallsOf(rows);
+            int differ = Enumerable.Range(0, n).Count(i => BitConverter.DoubleToInt64Bits(split[i]) != BitConverter.DoubleToInt64Bits(whole[i]));
+            Assert.True(differ == 0, $"{rows} rows to a call: {differ} of {n} row losses differ from 64 to a call");
+        }
+    }
+
     /// <summary>With preciseExp (the course preset) every row's loss has the bits of a plain in-order float sum.</summary>
     [Fact]
     public void SoftmaxCrossEntropySumsEachRowInOrderWhenPrecise()
