@@ -83,6 +83,8 @@ internal sealed class CpuTeam : IDisposable
     {
         if (members < 1 || members > Size)
             throw new ArgumentOutOfRangeException(nameof(members), members, $"a team of {Size}");
+        // The workers are gone: a phase would wait for them for ever.
+        ObjectDisposedException.ThrowIf(_stop, this);
         if (members == 1)
         {
             body(0);

@@ -53,10 +53,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     /// <summary>Where the bundled names live: next to the program.</summary>
     public static string BundledData => Path.Combine(AppContext.BaseDirectory, "data", "dinos.txt");
 
-    /// <param name="backendOverride">Use this backend instead of the one --device names.</param>
     /// <param name="cancel">Stops training after the current step; the run then ends as usual (checkpoint, summary).</param>
     /// <param name="progress">Told after every step (for a progress bar); null for none.</param>
-    public TrainResult Run(IBackend? backendOverride = null, CancellationToken cancel = default, Action<TrainProgress>? progress = null)
+    public TrainResult Run(CancellationToken cancel = default, Action<TrainProgress>? progress = null)
     {
         options.Validate();
         using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
@@ -72,7 +71,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 $"not before the {iterations} asked for; give more --iterations or --epochs to train further");
 
         var coldStart = Stopwatch.StartNew();
-        using var backend = backendOverride ?? Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
+        using var backend = Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
             options.PreciseMath);
         backend.Upload(parameters);
         _backend = backend;

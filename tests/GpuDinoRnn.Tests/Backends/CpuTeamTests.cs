@@ -198,4 +198,17 @@ public sealed class CpuTeamTests
         team.Run(m => Interlocked.Increment(ref seen[m]), 3);
         Assert.Equal([1, 1, 1], seen);
     }
+
+    /// <summary>After Dispose the workers are gone: a phase is refused, not waited for for ever.</summary>
+    [Fact]
+    public void ADisposedTeamRefusesAPhase()
+    {
+        var team = new CpuTeam(2);
+        team.Dispose();
+        team.Dispose(); // twice is harmless
+        var run = Task.Run(() => team.Run(_ => { }, 2));
+        Assert.True(((IAsyncResult)run).AsyncWaitHandle.WaitOne(TimeSpan.FromSeconds(30)), "a phase after Dispose was still waiting after 30 s");
+        Assert.IsType<ObjectDisposedException>(Assert.Throws<AggregateException>(run.Wait).InnerException);
+        Assert.Throws<ObjectDisposedException>(() => team.Run(_ => { }, 1));
+    }
 }
