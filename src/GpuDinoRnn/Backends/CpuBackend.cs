@@ -288,14 +288,18 @@ public sealed unsafe class CpuBackend : IBackend
         MarkStale();
     }
 
-    /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
+    /// <summary>Room to carry the state of b names; names past the carried ones start from zeros.</summary>
     private void EnsureCarry(int b)
     {
-        if (_carry.Length >= b * _hp)
-            return;
-        var grown = new PinnedFloats(b * _hp);
-        _carry.Span.CopyTo(grown.Span);
-        _carry = grown;
+        if (_carry.Length < b * _hp)
+        {
+            var grown = new PinnedFloats(b * _hp);
+            _carry.Span.CopyTo(grown.Span);
+            _carry = grown;
+        }
+        // A slot a smaller batch did not carry still holds an older state.
+        if (b > _carried)
+            _carry.Span[(_carried * _hp)..(b * _hp)].Clear();
     }
 
     /// <summary>

@@ -636,10 +636,13 @@ public sealed unsafe class CpuStackBackend : IBackend
         _carried = _batch.B;
     }
 
-    /// <summary>Room to carry the state of b names (new ones start from zeros).</summary>
+    /// <summary>Room to carry the state of b names; names past the carried ones start from zeros.</summary>
     private void EnsureCarry(int b)
     {
         if (_carry.Length < b * Shape.StateSize)
             Array.Resize(ref _carry, b * Shape.StateSize);
+        // A slot a smaller batch did not carry still holds an older state.
+        if (b > _carried)
+            _carry.AsSpan(_carried * Shape.StateSize, (b - _carried) * Shape.StateSize).Clear();
     }
 }

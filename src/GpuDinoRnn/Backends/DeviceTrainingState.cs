@@ -78,16 +78,20 @@ internal sealed class DeviceTrainingState : IDisposable
         Carried = 0;
     }
 
-    /// <summary>Room to carry the states of b names (new ones start from zeros).</summary>
+    /// <summary>Room to carry the states of b names; names past the carried ones start from zeros.</summary>
     public void EnsureCarry(int b)
     {
-        if (_carry.Length >= (long)b * _stateSize)
-            return;
-        var grown = _allocate((long)b * _stateSize);
-        grown.MemSetToZero();
-        _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
-        _carry.Dispose();
-        _carry = grown;
+        if (_carry.Length < (long)b * _stateSize)
+        {
+            var grown = _allocate((long)b * _stateSize);
+            grown.MemSetToZero();
+            _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
+            _carry.Dispose();
+            _carry = grown;
+        }
+        // A slot a smaller batch did not carry still holds an older state.
+        if (b > Carried)
+            _carry.View.SubView((long)Carried * _stateSize, (long)(b - Carried) * _stateSize).MemSetToZero();
     }
 
     /// <summary>Moments, update count and carried states, for a checkpoint.</summary>

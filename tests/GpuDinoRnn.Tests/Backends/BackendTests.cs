@@ -215,6 +215,37 @@ public abstract class BackendTests(ITestOutputHelper output)
         Assert.Equal(streams * shape.H, backend.SaveState().Carry.Length);
     }
 
+    /// <summary>
+    /// Carrying 3 streams, then 1, then 3 again: streams 1 and 2 of the last step start from
+    /// zeros (the step before did not carry them), not from the states of two steps before.
+    /// </summary>
+    [SkippableFact]
+    public void StreamsTheLastStepDidNotCarryStartFromZeros()
+    {
+        var shape = new ModelShape(9, 7);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 13);
+        backend.Upload(p);
+        backend.ResetState();
+        var rng = new Random(6);
+        int[][] Chunk(int streams) => Enumerable.Range(0, streams).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(shape.V)).ToArray()).ToArray();
+        var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: true);
+        var pd = TestData.ToDouble(p.Data);
+        var state = new double[3 * shape.H]; // every stream's, zeros where not carried
+        var expected = new List<double>();
+        foreach (int streams in new[] { 3, 1, 3 })
+        {
+            var batch = Batch.FromStreams(Chunk(streams), Chunk(streams));
+            var r = ReferenceRnn.Run(pd, shape.H, shape.V, batch, state.AsSpan(0, streams * shape.H).ToArray());
+            expected.Add(r.Loss);
+            Array.Clear(state);
+            r.A.AsSpan(batch.T * batch.B * shape.H, batch.B * shape.H).CopyTo(state);
+            pd = ReferenceRnn.SgdStep(pd, r.Grad, 0.05, 1, ClipMode.Norm);
+            backend.Step(batch, settings);
+        }
+        TestData.AssertClose(Output, "losses of 3, 1 and 3 carried streams", expected.ToArray(), backend.TakeLosses(), rtol: 1e-5, atol: 1e-6);
+    }
+
     [SkippableTheory]
     [InlineData(5)]
     [InlineData(40)]

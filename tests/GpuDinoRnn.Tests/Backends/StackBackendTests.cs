@@ -181,6 +181,39 @@ public abstract class StackBackendTests(ITestOutputHelper output)
         TestData.AssertClose(Output, "the carried state", state, carry, rtol: 1e-4, atol: 1e-5);
     }
 
+    /// <summary>
+    /// Carrying 3 streams, then 1, then 3 again: streams 1 and 2 of the last step start from
+    /// zeros (the step before did not carry them), not from the states of two steps before.
+    /// </summary>
+    [SkippableTheory]
+    [InlineData(CellKind.Lstm)]
+    [InlineData(CellKind.Gru)]
+    public void StreamsTheLastStepDidNotCarryStartFromZeros(CellKind cell)
+    {
+        var shape = new ModelShape(6, 7, cell, 2);
+        using var backend = CreateOrSkip(shape);
+        var p = TestData.RandomParameters(shape, seed: 13);
+        backend.Upload(p);
+        backend.ResetState();
+        var rng = new Random(6);
+        int[][] Chunk(int streams) => Enumerable.Range(0, streams).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(shape.V)).ToArray()).ToArray();
+        var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: true);
+        var pd = TestData.ToDouble(p.Data);
+        var state = new double[3 * shape.StateSize]; // every stream's, zeros where not carried
+        var expected = new List<double>();
+        foreach (int streams in new[] { 3, 1, 3 })
+        {
+            var batch = Batch.FromStreams(Chunk(streams), Chunk(streams));
+            var r = ReferenceStack.Run(pd, shape, batch, state.AsSpan(0, streams * shape.StateSize).ToArray());
+            expected.Add(r.Loss);
+            Array.Clear(state);
+            r.FinalState.CopyTo(state, 0);
+            pd = ReferenceRnn.SgdStep(pd, r.Grad, 0.05, 1, ClipMode.Norm);
+            backend.Step(batch, settings);
+        }
+        TestData.AssertClose(Output, "losses of 3, 1 and 3 carried streams", expected.ToArray(), backend.TakeLosses(), rtol: 1e-5, atol: 1e-6);
+    }
+
     [SkippableFact]
     public void EvaluateSumsTheLossOfEveryRealCharacterWithoutDropout()
     {
