@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The speed issue's GPU check, prepared to run once on a lent GPU machine (one call, minutes):
 #  0. the kernels' PTX assembled by CUDA's ptxas for sm_90, where the machine has it;
-#  1. correctness: the default recipe and the course preset, ITERATIONS (100) iterations each, on
-#     `cpu` and on every device named, same seed and initial weights; every iteration's loss and
-#     gradient norm must be within 1e-4 relative of cpu's;
-#  2. speed: `bench` on the issue's four jobs and the default recipe's, `cpu` against each device
-#     named, after the correctness check whatever its outcome.
-# Everything printed goes to $OUT/log.txt too; bench's numbers to $OUT/bench-*.json, the loss
-# logs to $OUT/losses.tar.gz. The exit status is 1 if a device was off or failed.
+#  1. correctness: ITERATIONS (100) iterations of each recipe on `cpu` and on every device named,
+#     same seed and initial weights; every iteration's loss and gradient norm must be within 1e-4
+#     relative of cpu's. The recipes reach every kernel: the default recipe and the course preset
+#     (one vanilla layer: IlgpuBackend), the quality preset (2 GRU layers with dropout) and an LSTM
+#     stack (IlgpuStackBackend);
+#  2. sampling: a model trained on cpu, 1,000 names drawn on each device against cpu's (same seed;
+#     the GPUs' exp differs in the last bits, so a few names may part: at least 95 % must agree);
+#  3. speed: `bench` on the issue's four jobs and the default recipe's, `cpu` against each device
+#     named, after the checks above whatever their outcome; each device's final loss after the
+#     same steps must be within 1e-3 relative of cpu's.
+# Everything printed goes to $OUT/log.txt too; bench's numbers to $OUT/bench-*.json, the logs to
+# $OUT/losses.tar.gz. The exit status is 1 if a device was off or failed.
 #
 # On the GPU machine, with the CLI packed by ../shared/tools/device-bundle.sh, the PTX written
 # after it (step 0's comment) and .device carried:
@@ -23,6 +28,16 @@ iterations=${ITERATIONS:-100}
 out=${OUT:-/tmp/gpudinornn-device-check}
 mkdir -p "$out"
 exec > >(tee "$out/log.txt") 2>&1
+tee_pid=$!
+finish() { # the exit status; the log written out before the run's files are taken
+  exec >&- 2>&-
+  wait "$tee_pid" 2>/dev/null
+  exit "$1"
+}
+# The checks compare with python3; the bundle is an xz tarball.
+for tool in python3 xz tar; do
+  command -v "$tool" >/dev/null || { echo "device-check: $tool is missing on this machine"; finish 2; }
+done
 
 app=${GPUDINORNN:-}
 if [ -z "$app" ]; then
@@ -33,7 +48,7 @@ if [ -z "$app" ]; then
     app=src/GpuDinoRnn.Cli/bin/Release/net10.0/gpudinornn
   fi
 fi
-[ -x "$app" ] || { echo "device-check: no gpudinornn at $app (pack it with device-bundle.sh, or build Release)"; exit 2; }
+[ -x "$app" ] || { echo "device-check: no gpudinornn at $app (pack it with device-bundle.sh, or build Release)"; finish 2; }
 
 date -u
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
@@ -65,7 +80,8 @@ ptx=(${PTX_DIR:-.device/ptx}/*.ptx)
 if [ -z "$ptxas" ]; then
   echo "ptx: no ptxas on this machine, skipped"
 elif [ ! -e "${ptx[0]}" ]; then
-  echo "ptx: no PTX files in ${PTX_DIR:-.device/ptx} (see the comment above), skipped"
+  echo "FAIL ptx: no PTX files in ${PTX_DIR:-.device/ptx} (see the comment above): not checked"
+  failed=1
 else
   "$ptxas" --version | tail -1
   for f in "${ptx[@]}"; do
@@ -78,13 +94,19 @@ else
 fi
 
 # 1. Correctness.
-for recipe in default course; do
-  preset=()
-  [ "$recipe" = course ] && preset=(--preset course)
+recipes=(
+  "default"
+  "course --preset course"
+  "quality --preset quality"
+  "lstm --cell lstm --layers 2 --dropout 0.2 --hidden 50"
+)
+for entry in "${recipes[@]}"; do
+  read -r recipe options <<< "$entry"
+  read -ra options <<< "${options:-}"
   for d in cpu "${devices[@]}"; do
-    if ! "$app" train "${preset[@]}" --iterations "$iterations" --log-every 1 --log-format jsonl --seed 1 --device "$d" \
+    if ! "$app" train "${options[@]}" --iterations "$iterations" --log-every 1 --log-format jsonl --seed 1 --device "$d" \
         > "$logs/$recipe-$d.jsonl" 2> "$logs/$recipe-$d.err"; then
-      echo "FAIL $recipe on $d: $(tail -1 "$logs/$recipe-$d.err")"
+      echo "FAIL $recipe on $d: $(grep -v '^\s*at ' "$logs/$recipe-$d.err" | tail -3 | tr '\n' ' ')"
       failed=1
     fi
   done
@@ -92,8 +114,8 @@ for recipe in default course; do
     [ -s "$logs/$recipe-$d.jsonl" ] || continue
     python3 - "$logs/$recipe-cpu.jsonl" "$logs/$recipe-$d.jsonl" "$recipe" "$d" "$iterations" <<'EOF' || failed=1
 import json, sys
-def steps(path):
-    return {r["iteration"]: r for r in map(json.loads, open(path)) if "iteration" in r}
+def steps(path):  # the step records (evaluations and samples are events of their own)
+    return {r["iteration"]: r for r in map(json.loads, open(path)) if "iteration" in r and "event" not in r}
 cpu, dev, recipe, device, n = steps(sys.argv[1]), steps(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 if len(cpu) != n or sorted(cpu) != sorted(dev):
     sys.exit(f"FAIL {recipe} on {device}: {len(dev)} logged iterations against cpu's {len(cpu)} (wanted {n})")
@@ -108,9 +130,34 @@ sys.exit(0 if ok else 1)
 EOF
   done
 done
+
+# 2. Sampling: one model, names drawn on cpu and on each device.
+model="$logs/model.safetensors"
+if "$app" train --iterations "$iterations" --seed 1 --device cpu --checkpoint "$model" > /dev/null 2> "$logs/model.err"; then
+  for d in cpu "${devices[@]}"; do
+    "$app" sample --model "$model" --count 1000 --seed 3 --format jsonl --device "$d" > "$logs/sample-$d.jsonl" 2> "$logs/sample-$d.err" ||
+      { echo "FAIL sampling on $d: $(grep -v '^\s*at ' "$logs/sample-$d.err" | tail -3 | tr '\n' ' ')"; failed=1; }
+  done
+  for d in "${devices[@]}"; do
+    [ -s "$logs/sample-$d.jsonl" ] || continue
+    python3 - "$logs/sample-cpu.jsonl" "$logs/sample-$d.jsonl" "$d" <<'EOF' || failed=1
+import json, sys
+cpu, dev = ([json.loads(line) for line in open(p)] for p in sys.argv[1:3])
+pairs = [(a, b) for a, b in zip(cpu, dev) if a["name"] == b["name"]]
+worst = max((abs(a["log_probability"] - b["log_probability"]) for a, b in pairs), default=0.0)
+ok = len(cpu) == len(dev) == 1000 and len(pairs) >= 950 and worst <= 1e-3
+print(f"{'ok  ' if ok else 'FAIL'} sampling on {sys.argv[3]}: {len(pairs)} of {len(dev)} names as on cpu "
+      f"(1,000 drawn, 950 wanted); worst log-probability difference {worst:.2e} among them")
+sys.exit(0 if ok else 1)
+EOF
+  done
+else
+  echo "FAIL sampling: the model did not train on cpu: $(tail -1 "$logs/model.err")"
+  failed=1
+fi
 tar -C "$logs" -czf "$out/losses.tar.gz" .
 
-# 2. Speed: the issue's four jobs (hidden, batch), then the default recipe's.
+# 3. Speed: the issue's four jobs (hidden, batch), then the default recipe's.
 list=$(IFS=,; echo "cpu,${devices[*]}")
 if [ "${JOBS:-all}" = small ]; then
   jobs=("50 1 5" "50 32 5")
@@ -119,8 +166,17 @@ else
 fi
 for job in "${jobs[@]}"; do
   read -r h b steps <<< "$job"
-  "$app" bench --devices "$list" --hidden "$h" --batch "$b" --steps "$steps" --json "$out/bench-h$h-b$b.json" || failed=1
+  "$app" bench --devices "$list" --hidden "$h" --batch "$b" --steps "$steps" --json "$out/bench-h$h-b$b.json" || { failed=1; continue; }
+  python3 - "$out/bench-h$h-b$b.json" <<'EOF' || failed=1
+import json, sys
+results = json.load(open(sys.argv[1]))["results"]
+cpu = next(r["final_loss"] for r in results if r["device_id"] == "cpu")
+bad = [f'{r["device"]}: {r["final_loss"]} against {cpu}' for r in results if abs(r["final_loss"] - cpu) > 1e-3 * abs(cpu)]
+name = sys.argv[1].rsplit("/", 1)[-1]
+print(f"FAIL {name}: a final loss off cpu's: {'; '.join(bad)}" if bad else f"ok   {name}: every final loss within 1e-3 of cpu's")
+sys.exit(1 if bad else 0)
+EOF
 done
 
 [ $failed = 0 ] && echo "device-check: every check passed" || echo "device-check: FAILED (see above)"
-exit $failed
+finish $failed

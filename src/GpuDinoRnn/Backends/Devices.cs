@@ -173,7 +173,7 @@ public static class Devices
         }
     }
 
-    /// <summary>A context with algorithms enabled (XMath on every backend).</summary>
+    /// <summary>A context for every device (the compile tests build theirs with the same settings).</summary>
     public static Context CreateContext(int threads, bool includeUnsupported)
     {
         DriverLibraries.Register();
@@ -183,9 +183,18 @@ public static class Devices
                 b.Cuda(_ => true).OpenCL(_ => true);
             else
                 b.Cuda().OpenCL();
-            b.CPU(EmulatedCpu(threads)).EnableAlgorithms().Optimize(OptimizationLevel.O2);
+            b.CPU(EmulatedCpu(threads));
+            ConfigureCompiler(b);
         });
     }
+
+    /// <summary>
+    /// Algorithms enabled (XMath on every backend), at ILGPU's default optimisation level. Not O2:
+    /// its uniformity analysis takes an implicitly grouped kernel's index for the same on every
+    /// thread, and so marks branches on it as warp-uniform (`bra.uni`) in PTX, which a warp that
+    /// does diverge there need not survive (ILGPU issue #846: illegal memory accesses at O2 only).
+    /// </summary>
+    internal static void ConfigureCompiler(Context.Builder b) => b.EnableAlgorithms();
 
     private static IEnumerable<(string Id, Device Device)> IlgpuDevices(Context context)
     {
