@@ -12,6 +12,13 @@ internal sealed class DeviceMemory(Accelerator accelerator)
     /// <summary>Bytes allocated so far (buffers grow only for a longer batch).</summary>
     public long Bytes { get; private set; }
 
+    /// <summary>
+    /// For tests, set before any allocation: every new float buffer starts as NaN. A GPU's fresh
+    /// memory holds whatever was there (ILGPU's CPU accelerator hands out zeros), so a kernel
+    /// that reads an element nothing wrote, even to multiply it by zero, fails the tests.
+    /// </summary>
+    internal static bool FillNewBuffersWithNaN { get; set; }
+
     /// <summary>How logs name the device: "cuda (NVIDIA H200)", "opencl (…)", "ilgpu-cpu (CPUAccelerator)".</summary>
     public static string Name(Accelerator accelerator) => $"{accelerator.AcceleratorType switch
     {
@@ -42,6 +49,12 @@ internal sealed class DeviceMemory(Accelerator accelerator)
         {
             var buffer = accelerator.Allocate1D<T>(length);
             Bytes += buffer.LengthInBytes;
+            if (FillNewBuffersWithNaN && buffer is MemoryBuffer1D<float, Stride1D.Dense> floats)
+            {
+                var nan = new float[length];
+                Array.Fill(nan, float.NaN);
+                floats.View.CopyFromCPU(nan);
+            }
             return buffer;
         }
         catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or ArgumentOutOfRangeException)
