@@ -78,6 +78,33 @@ public class ReferenceStackTests(ITestOutputHelper output)
         Assert.All(Enumerable.Range(0, 100), i => Assert.Equal(1f, DropoutSettings.None.Factor(1, i, i, i)));
     }
 
+    /// <summary>
+    /// A mask row (one layer input, step and name: H units) changes with each of its coordinates and
+    /// with the seed and the update: two rows that differ in any one of them agree on about
+    /// p² + (1 − p)² of their units, as independent draws do, not on all of them.
+    /// </summary>
+    [Fact]
+    public void EveryCoordinateOfARowChangesItsMask()
+    {
+        const float p = 0.3f;
+        const int units = 4000;
+        bool[] Row(uint seed, uint update, int layer, int t, int b) =>
+            Enumerable.Range(0, units).Select(i => DropoutMask.Factor(p, seed, update, layer, t, b, i) == 0f).ToArray();
+        var row = Row(5, 7, 1, 3, 2);
+        var others = new (string Changed, bool[] Mask)[]
+        {
+            ("seed", Row(6, 7, 1, 3, 2)), ("update", Row(5, 8, 1, 3, 2)), ("layer", Row(5, 7, 2, 3, 2)),
+            ("t", Row(5, 7, 1, 4, 2)), ("b", Row(5, 7, 1, 3, 3)), ("t and b swapped", Row(5, 7, 1, 2, 3)),
+        };
+        double independent = p * p + (1 - p) * (1 - p); // 0.58
+        foreach (var (changed, mask) in others)
+        {
+            double agree = Enumerable.Range(0, units).Count(i => mask[i] == row[i]) / (double)units;
+            output.WriteLine($"{changed}: {agree:P1} of the units agree (independent: {independent:P1})");
+            Assert.InRange(agree, independent - 0.04, independent + 0.04);
+        }
+    }
+
     [Theory]
     [InlineData(CellKind.Gru)]
     [InlineData(CellKind.Lstm)]
