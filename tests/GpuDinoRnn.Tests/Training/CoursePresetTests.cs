@@ -33,7 +33,13 @@ public partial class CoursePresetTests(ITestOutputHelper output)
 
         output.WriteLine($"{device}: first name '{names[order[0]]}', loss {result.Losses[0]} vs reference {r.Loss}");
         Assert.Equal(r.Loss, result.Losses[0], 1e-5 * r.Loss);
-        TestData.AssertClose(output, "weights after iteration 0", expected, result.Parameters.Data, rtol: 0, atol: 1e-5);
+        // The step itself (after − before), not the weights: the course's steps are 1e-4 to 1e-8,
+        // so the weights would match to 1e-5 whatever the gradient. Float32 weights of up to
+        // 0.04 subtract to within 1e-8.
+        var init64 = TestData.ToDouble(init.Data);
+        var expectedStep = expected.Select((w, i) => w - init64[i]).ToArray();
+        var step = result.Parameters.Data.Select((w, i) => w - init.Data[i]).ToArray();
+        TestData.AssertClose(output, "the step of iteration 0", expectedStep, step, rtol: 1e-4, atol: 1e-8);
         Assert.Equal(7 * Math.Log(27) * 0.999 + 0.001 * result.Losses[0], result.SmoothedLoss, 1e-9);
     }
 
@@ -67,8 +73,7 @@ public partial class CoursePresetTests(ITestOutputHelper output)
 
         var ours = stdout.ToString().Split('\n').Select(l => l.TrimEnd()).Where(l => l.Length > 0).ToList();
         var theirs = File.ReadAllLines(expectedFile).Where(l => l.Length > 0).ToList();
-        int blocks = 0;
-        for (int line = 0; line < 6 * 8; line += 8, blocks++)
+        for (int line = 0; line < 6 * 8; line += 8)
         {
             var mine = LossLine().Match(ours[line]);
             var published = LossLine().Match(theirs[line]);
@@ -80,7 +85,6 @@ public partial class CoursePresetTests(ITestOutputHelper output)
             Assert.Equal(a, b, 1.5e-6);
             Assert.Equal(theirs.Skip(line + 1).Take(7), ours.Skip(line + 1).Take(7));
         }
-        Assert.Equal(6, blocks);
     }
 
     [GeneratedRegex(@"^Iteration: ([0-9]+), Loss: ([0-9.]+)")]
