@@ -157,7 +157,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         ReadLosses(backend);
         backend.Download(parameters);
         if (!parameters.Data.All(float.IsFinite))
-            throw Diverged(_losses.Count - 1, float.NaN);
+            throw Diverged(_losses.Count - 1, float.NaN, NonFiniteGradients());
         if (interrupted)
             _log.Info($"interrupted after {done} of {iterations} iterations");
         double? valBpc = data.ValCount > 0 ? BitsPerChar(backend, data.ValBatches()) : null;
@@ -260,14 +260,18 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     /// <summary>Takes the device's pending losses into the run.</summary>
     private void ReadLosses(IBackend backend)
     {
-        foreach (var loss in backend.TakeLosses())
+        var losses = backend.TakeLosses();
+        for (int k = 0; k < losses.Length; k++)
         {
+            float loss = losses[k];
             if (!float.IsFinite(loss))
             {
                 // The device did not apply that step: a non-finite loss or gradient guards the update.
+                // Its gradient is still on the device only if it was the latest step.
+                string gradients = k == losses.Length - 1 ? NonFiniteGradients() : "";
                 if (options.OnNan == NanPolicy.Stop)
-                    throw Diverged(_losses.Count, loss);
-                _log.Info($"warning: iteration {_start + _losses.Count}: loss {loss}{NonFiniteGradients()}; the step was not applied, training goes on");
+                    throw Diverged(_losses.Count, loss, gradients);
+                _log.Info($"warning: iteration {_start + _losses.Count}: loss {loss}{gradients}; the step was not applied, training goes on");
                 _losses.Add(loss);
                 continue;
             }
@@ -321,14 +325,15 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     }
 
     /// <param name="index">Position in this run's losses.</param>
-    private UserError Diverged(int index, float loss) => new(
-        $"training diverged at iteration {_start + index} (loss {loss}{NonFiniteGradients()}); " +
+    /// <param name="gradients">NonFiniteGradients() when that step is the latest, else "".</param>
+    private UserError Diverged(int index, float loss, string gradients) => new(
+        $"training diverged at iteration {_start + index} (loss {loss}{gradients}); " +
         (options.Checkpoint is null ? "no checkpoint was asked for" :
             _lastCheckpoint > 0 ? $"the checkpoint from iteration {_lastCheckpoint} in '{options.Checkpoint}' is kept" :
             $"'{options.Checkpoint}' was left as it was") +
         "; try a lower --lr or a --clip", UserError.Diverged);
 
-    /// <summary>Which tensors' gradients are NaN or infinite at the last step, for the divergence message.</summary>
+    /// <summary>Which tensors' gradients are NaN or infinite at the latest step, for the divergence message.</summary>
     private string NonFiniteGradients()
     {
         if (_backend is null)
@@ -390,7 +395,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var (parameters, run) = (snapshot.Parameters, snapshot.Run);
         // Never replace a good checkpoint with weights that have blown up.
         if (!parameters.Data.All(float.IsFinite))
-            throw Diverged(run.Iteration - 1 - _start, float.NaN);
+            throw Diverged(run.Iteration - 1 - _start, float.NaN, NonFiniteGradients());
         Checkpoint.Save(options.Checkpoint!, parameters, vocab, new Dictionary<string, string>
         {
             ["iteration"] = run.Iteration.ToString(CultureInfo.InvariantCulture),
