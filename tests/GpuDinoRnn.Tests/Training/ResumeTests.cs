@@ -100,7 +100,7 @@ public class ResumeTests(ITestOutputHelper output)
         }
 
         // The run has ended (stopped early): the file, which holds an earlier iteration, is not resumed again.
-        CliRunner.AssertOneLineError(output, ["train", "--resume", options.Checkpoint, "--device", "cpu", "--epochs", "40"], 2,
+        CliRunner.AssertOneLineError(output, ["train", "--resume", options.Checkpoint!, "--device", "cpu", "--epochs", "40"], 2,
             $"stopped early at iteration {whole.Iterations} (--patience): resumed, it would stop there again");
     }
 
