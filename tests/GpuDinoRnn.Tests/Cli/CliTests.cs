@@ -52,30 +52,47 @@ public class CliTests(ITestOutputHelper output)
         Assert.Equal(onHost, onDevice);
     }
 
+    // Each row names a fragment of its own error, so a row that fails for another reason shows.
     [Theory]
-    [InlineData("train", "--hidden", "0")]
-    [InlineData("train", "--batch", "0")]
-    [InlineData("train", "--lr", "-1")]
-    [InlineData("train", "--clip-mode", "sideways")]
-    [InlineData("train", "--optimizer", "lbfgs")]
-    [InlineData("train", "--val-fraction", "1.5")]
-    [InlineData("train", "--carry-state", "--batch", "4")]
-    [InlineData("train", "--preset", "bogus")]
-    [InlineData("train", "--cell", "mamba")]
-    [InlineData("sample", "--model", "x.safetensors", "--batch", "0")]
-    [InlineData("train", "--data", "/nonexistent/names.txt")]
-    [InlineData("train", "--init", "/nonexistent/model.safetensors")]
-    [InlineData("sample", "--model", "/nonexistent/model.safetensors")]
-    [InlineData("sample")]
-    [InlineData("fly")]
-    public void BadInputIsOneLineAndExitCode2(params string[] args)
+    [InlineData("--hidden must be between 1 and 4096 (got 0)", "train", "--hidden", "0")]
+    [InlineData("--batch must be at least 1 (got 0)", "train", "--batch", "0")]
+    [InlineData("--lr must be a positive number (got -1)", "train", "--lr", "-1")]
+    [InlineData("Option 'clip-mode' is defined with a bad format", "train", "--clip-mode", "sideways")]
+    [InlineData("--optimizer 'lbfgs' is not available", "train", "--optimizer", "lbfgs")]
+    [InlineData("--val-fraction must be in [0, 1) (got 1.5)", "train", "--val-fraction", "1.5")]
+    [InlineData("--carry-state needs --batch 1", "train", "--carry-state", "--batch", "4")]
+    [InlineData("unknown preset 'bogus'", "train", "--preset", "bogus")]
+    [InlineData("Option 'cell' is defined with a bad format", "train", "--cell", "mamba")]
+    [InlineData("--batch must be at least 1 (got 0)", "sample", "--model", "x.safetensors", "--batch", "0")] // refused before the file is read
+    [InlineData("data: file '/nonexistent/names.txt' not found", "train", "--data", "/nonexistent/names.txt")]
+    [InlineData("checkpoint '/nonexistent/model.safetensors': does not exist", "train", "--init", "/nonexistent/model.safetensors")]
+    [InlineData("checkpoint '/nonexistent/model.safetensors': does not exist", "sample", "--model", "/nonexistent/model.safetensors")]
+    [InlineData("Required option 'model' is missing", "sample")]
+    [InlineData("Verb 'fly' is not recognized", "fly")]
+    public void BadInputIsOneLineAndExitCode2(string fragment, params string[] args)
     {
         var (code, stdout, stderr) = Run(args);
         Assert.Equal(2, code);
         Assert.DoesNotContain("   at ", stderr); // no stack trace
         if (stderr.Contains("gpudinornn: error:"))
             Assert.Single(Lines(stderr));
+        Assert.Contains(fragment, stderr);
         Assert.Equal("", stdout);
+    }
+
+    [Fact]
+    public void SampleRefusesABatchBelowOneFromAGoodCheckpoint()
+    {
+        // The checkpoint loads: only --batch can be refused.
+        using var dir = new Hardening.CliRunner.TempDir();
+        string model = dir.File("m.safetensors");
+        Assert.Equal(0, Run("train", "--data", TestData.BundledNames, "--device", "cpu", "--hidden", "8", "--iterations", "3", "--sample-count", "0", "--checkpoint", model).Code);
+        Assert.Equal(0, Run("sample", "--model", model, "--count", "2", "--batch", "1").Code);
+        foreach (string batch in new[] { "0", "-3" })
+        {
+            Hardening.CliRunner.AssertOneLineError(output, ["sample", "--model", model, "--count", "2", "--batch", batch], 2, $"--batch must be at least 1 (got {batch})");
+            Hardening.CliRunner.AssertOneLineError(output, ["sample", "--model", model, "--count", "2", "--batch", batch, "--device", "ilgpu-cpu"], 2, $"--batch must be at least 1 (got {batch})");
+        }
     }
 
     [Fact]
