@@ -131,23 +131,26 @@ public class BadInputTests(ITestOutputHelper output)
         var (ok, start) = ValidCheckpoint();
         var data = ok[start..];
         var headerLength = new byte[16];
-        BinaryPrimitives.WriteUInt64LittleEndian(headerLength, 1UL << 40);
+        BinaryPrimitives.WriteUInt64LittleEndian(headerLength, 1UL << 20); // within the limit: the file is too short
+        var hugeHeaderLength = new byte[16];
+        BinaryPrimitives.WriteUInt64LittleEndian(hugeHeaderLength, 1UL << 40);
         var nan = (byte[])data.Clone();
         BinaryPrimitives.WriteSingleLittleEndian(nan.AsSpan(440), float.PositiveInfinity);
         return new()
         {
-            { "empty", [], "" },
-            { "truncated in the length", ok[..5], "" },
-            { "truncated in the header", ok[..(start - 10)], "" },
-            { "truncated in the data", ok[..(ok.Length - 7)], "" },
-            { "header length beyond the file", headerLength, "" },
-            { "invalid JSON", WithHeader("{\"Wax\": [", data), "" },
-            { "duplicate tensor", WithHeader(Tensors(extra: ",\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[928,944]}"), data), "" },
+            { "empty", [], "is empty" },
+            { "truncated in the length", ok[..5], "is only 5 bytes" },
+            { "truncated in the header", ok[..(start - 10)], $"header length {start - 8} is larger than the file ({start - 10} bytes)" },
+            { "truncated in the data", ok[..(ok.Length - 7)], $"\"data_offsets\" [944, {data.Length}] beyond the end of the data ({data.Length - 7} bytes)" },
+            { "header length beyond the file", headerLength, "header length 1048576 is larger than the file (16 bytes)" },
+            { "header length beyond the limit", hugeHeaderLength, "header length 1099511627776 is larger than the limit" },
+            { "invalid JSON", WithHeader("{\"Wax\": [", data), "header is not valid JSON" },
+            { "duplicate tensor", WithHeader(Tensors(extra: ",\"b\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[928,944]}"), data), "header lists \"b\" twice" },
             { "missing tensor", WithHeader(Tensors().Replace(",\"by\":{\"dtype\":\"F32\",\"shape\":[27],\"data_offsets\":[944,1052]}", ""), data), "tensor by is missing" },
-            { "wrong dtype", WithHeader(Tensors(waxDtype: "I32"), data), "" },
+            { "wrong dtype", WithHeader(Tensors(waxDtype: "I32"), data), "tensor \"Wax\" has dtype \"I32\"; only F32 and F64 are supported" },
             { "wrong shape", WithHeader(Tensors(waxShape: "[27,4]"), data), "tensor Wax has shape [27,4]" },
-            { "overlapping offsets", WithHeader(Tensors(waaOffsets: "[400,464]"), data), "" },
-            { "out-of-range offsets", WithHeader(Tensors(waaOffsets: "[432,99999]"), data), "" },
+            { "overlapping offsets", WithHeader(Tensors(waaOffsets: "[400,464]"), data), "tensors \"Wax\" and \"Waa\" overlap in the data" },
+            { "out-of-range offsets", WithHeader(Tensors(waaOffsets: "[432,99999]"), data), "tensor \"Waa\" has \"data_offsets\" [432, 99999] beyond the end of the data (1052 bytes)" },
             { "metadata disagrees", WithHeader(Tensors().Replace("\"hidden\":\"4\"", "\"hidden\":\"5\""), data), "expected [5,27]" },
             { "hidden out of range", WithHeader(Tensors().Replace("\"hidden\":\"4\"", "\"hidden\":\"50000\""), data), "\"hidden\" is not an integer from 1 to 4096" },
             { "an unknown cell", WithHeader(Tensors().Replace("\"cell\":\"rnn\"", "\"cell\":\"mamba\""), data), "'mamba' model" },
