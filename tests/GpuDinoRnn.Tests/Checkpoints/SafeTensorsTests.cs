@@ -318,16 +318,14 @@ public sealed class SafeTensorsTests : IDisposable
     public void HeaderLongerThanTheFile() => AssertBad(Build("{}")[..9], "larger than the file");
 
     [Fact]
-    public void HeaderClaimingGigabytesIsRefusedQuicklyWithoutAllocating()
+    public void HeaderClaimingGigabytesIsRefusedWithoutAllocating()
     {
         string path = Path.Combine(_dir, "huge.safetensors");
         var bytes = Build("{}");
         BinaryPrimitives.WriteUInt64LittleEndian(bytes, 4_000_000_000UL);
         File.WriteAllBytes(path, bytes);
         long allocated = GC.GetAllocatedBytesForCurrentThread();
-        var sw = Stopwatch.StartNew();
         AssertBadFile(path, "larger than the limit");
-        Assert.True(sw.ElapsedMilliseconds < 2000, $"took {sw.ElapsedMilliseconds} ms");
         Assert.True(GC.GetAllocatedBytesForCurrentThread() - allocated < 1_000_000);
 
         BinaryPrimitives.WriteUInt64LittleEndian(bytes, ulong.MaxValue);
