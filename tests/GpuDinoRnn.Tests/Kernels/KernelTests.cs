@@ -184,19 +184,27 @@ public sealed class KernelTests : IDisposable
     }
 
     [Theory]
-    [InlineData(float.NaN)]
-    [InlineData(float.PositiveInfinity)]
-    public void UpdateSkipsAStepWhoseRecordedLossIsNotFinite(float recorded)
+    [InlineData(float.NaN, OptimizerKind.Sgd)]
+    [InlineData(float.PositiveInfinity, OptimizerKind.Sgd)]
+    [InlineData(float.NaN, OptimizerKind.Adam)] // Adam writes both moments: a skipped step must leave them too
+    [InlineData(float.PositiveInfinity, OptimizerKind.Momentum)]
+    [InlineData(float.NaN, OptimizerKind.RmsProp)]
+    public void UpdateSkipsAStepWhoseRecordedLossIsNotFinite(float recorded, OptimizerKind kind)
     {
         var update = _acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
+        var random = new Random(21);
+        var m0 = Enumerable.Range(0, _d.ParameterCount).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        var v0 = Enumerable.Range(0, _d.ParameterCount).Select(_ => (float)random.NextDouble()).ToArray();
         using var p = Upload(_p.Data);
         using var g = Upload(F(_ref.Grad));
-        using var m = _acc.Allocate1D<float>(_d.ParameterCount);
-        using var v = _acc.Allocate1D<float>(_d.ParameterCount);
+        using var m = Upload(m0);
+        using var v = Upload(v0);
         using var partial = Upload(new float[UpdateKernels.NormPartials]);
         using var history = Upload(new[] { recorded }); // BatchLoss records a non-finite gradient as NaN
-        update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, history.View, 0, new StepSettings(0.05f, 0f, ClipMode.Value, false).ForUpdate(1));
+        update(_d.ParameterCount, p.View, g.View, m.View, v.View, partial.View, history.View, 0, new StepSettings(0.05f, 0f, ClipMode.Value, false, new OptimizerConfig(kind)).ForUpdate(1));
         Assert.Equal(_p.Data, p.GetAsArray1D());
+        Assert.Equal(m0, m.GetAsArray1D());
+        Assert.Equal(v0, v.GetAsArray1D());
     }
 
     [Fact]
