@@ -62,7 +62,8 @@ public class FaultTests(ITestOutputHelper output)
         using var p = CliRunner.Start(LongRun(path, every: 1_000_000));
         var stderr = new System.Collections.Concurrent.ConcurrentQueue<string>();
         p.ErrorDataReceived += (_, e) => { if (e.Data is not null) stderr.Enqueue(e.Data); };
-        var started = new TaskCompletionSource();
+        // Continuations off the output reader's thread: WaitForExit() below waits for that reader.
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         p.OutputDataReceived += (_, e) => { if (e.Data?.StartsWith("Iteration: 50,", StringComparison.Ordinal) == true) started.TrySetResult(); };
         p.BeginErrorReadLine();
         p.BeginOutputReadLine();
