@@ -34,8 +34,8 @@ finish() { # the exit status; the log written out before the run's files are tak
   wait "$tee_pid" 2>/dev/null
   exit "$1"
 }
-# The checks compare with python3; the bundle is an xz tarball.
-for tool in python3 xz tar; do
+# The checks compare with python3; the bundle is an xz tarball, the logs a gzip one.
+for tool in python3 xz gzip tar; do
   command -v "$tool" >/dev/null || { echo "device-check: $tool is missing on this machine"; finish 2; }
 done
 
@@ -84,6 +84,13 @@ elif [ ! -e "${ptx[0]}" ]; then
   failed=1
 else
   "$ptxas" --version | tail -1
+  # The CUDA 13 driver's PTX is ISA 8.8, which ptxas knows from CUDA 12.9 on: an older toolkit
+  # beside a newer driver assembles the CUDA 12 driver's PTX (ISA 8.0) alone, saying so.
+  release=$("$ptxas" --version | grep -o 'release [0-9]*\.[0-9]*' | cut -d' ' -f2)
+  if [ -n "$release" ] && [ "$(printf '%s\n' "$release" 12.9 | sort -V | head -1)" != 12.9 ]; then
+    echo "ptx: ptxas $release predates PTX ISA 8.8: assembling the CUDA 12 driver's PTX only"
+    ptx=(${PTX_DIR:-.device/ptx}/*.cuda12.ptx)
+  fi
   for f in "${ptx[@]}"; do
     if info=$("$ptxas" -arch=sm_90 -v -o /dev/null "$f" 2>&1); then
       echo "ok   $(basename "$f" .ptx): $(grep -E 'Used [0-9]+ registers' <<< "$info" | sed 's/.*: //' | head -1); $(grep -E 'spill' <<< "$info" | sed 's/^ *//' | head -1)"
@@ -155,7 +162,7 @@ else
   echo "FAIL sampling: the model did not train on cpu: $(tail -1 "$logs/model.err")"
   failed=1
 fi
-tar -C "$logs" -czf "$out/losses.tar.gz" .
+tar -C "$logs" -czf "$out/losses.tar.gz" . || { echo "FAIL the logs could not be archived into $out/losses.tar.gz"; failed=1; }
 
 # 3. Speed: the issue's four jobs (hidden, batch), then the default recipe's.
 list=$(IFS=,; echo "cpu,${devices[*]}")

@@ -13,11 +13,12 @@ internal sealed class DeviceMemory(Accelerator accelerator)
     public long Bytes { get; private set; }
 
     /// <summary>
-    /// For tests, set before any allocation: every new float buffer starts as NaN. A GPU's fresh
-    /// memory holds whatever was there (ILGPU's CPU accelerator hands out zeros), so a kernel
-    /// that reads an element nothing wrote, even to multiply it by zero, fails the tests.
+    /// For tests, set before any allocation: every new float buffer starts as NaN and every int
+    /// buffer (symbol ids, lengths) as int.MinValue. A GPU's fresh memory holds whatever was there
+    /// (ILGPU's CPU accelerator hands out zeros, a valid id), so a kernel that reads an element
+    /// nothing wrote, even to multiply it by zero, fails the tests.
     /// </summary>
-    internal static bool FillNewBuffersWithNaN { get; set; }
+    internal static bool PoisonNewBuffers { get; set; }
 
     /// <summary>How logs name the device: "cuda (NVIDIA H200)", "opencl (…)", "ilgpu-cpu (CPUAccelerator)".</summary>
     public static string Name(Accelerator accelerator) => $"{accelerator.AcceleratorType switch
@@ -49,12 +50,8 @@ internal sealed class DeviceMemory(Accelerator accelerator)
         {
             var buffer = accelerator.Allocate1D<T>(length);
             Bytes += buffer.LengthInBytes;
-            if (FillNewBuffersWithNaN && buffer is MemoryBuffer1D<float, Stride1D.Dense> floats)
-            {
-                var nan = new float[length];
-                Array.Fill(nan, float.NaN);
-                floats.View.CopyFromCPU(nan);
-            }
+            if (PoisonNewBuffers)
+                Poison(buffer);
             return buffer;
         }
         catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or ArgumentOutOfRangeException)
@@ -66,6 +63,15 @@ internal sealed class DeviceMemory(Accelerator accelerator)
                 $"{Name(accelerator)}: out of device memory allocating {Gib(bytes)} (the device has {total}{free}); " +
                 $"try a smaller {hint}, or --device cpu", UserError.DeviceError);
         }
+    }
+
+    private static void Poison<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer)
+        where T : unmanaged
+    {
+        if (buffer is MemoryBuffer1D<float, Stride1D.Dense> floats)
+            floats.View.CopyFromCPU(Enumerable.Repeat(float.NaN, (int)floats.Length).ToArray());
+        else if (buffer is MemoryBuffer1D<int, Stride1D.Dense> ints)
+            ints.View.CopyFromCPU(Enumerable.Repeat(int.MinValue, (int)ints.Length).ToArray());
     }
 
     private static string Gib(long bytes) => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{bytes / (1024.0 * 1024 * 1024):F2} GiB");

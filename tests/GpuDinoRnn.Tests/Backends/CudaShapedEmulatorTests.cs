@@ -25,7 +25,11 @@ internal static class CudaShapedEmulator
 
     public static (Context Context, Accelerator Accelerator) Create()
     {
-        var context = Context.Create(b => b.CPU(new CPUDevice(WarpSize, MaxGroup / WarpSize, 1)).EnableAlgorithms().Optimize(OptimizationLevel.O2));
+        var context = Context.Create(b =>
+        {
+            b.CPU(new CPUDevice(WarpSize, MaxGroup / WarpSize, 1));
+            Devices.ConfigureCompiler(b); // the program's compiler settings
+        });
         return (context, context.GetCPUDevice(0).CreateAccelerator(context));
     }
 }
