@@ -101,6 +101,9 @@ else
 fi
 
 # 1. Correctness.
+reason() { # a failed run's last lines of standard error, without a stack trace's frames
+  grep -v '^\s*at ' "$1" | tail -3 | tr '\n' ' '
+}
 recipes=(
   "default"
   "course --preset course"
@@ -113,7 +116,7 @@ for entry in "${recipes[@]}"; do
   for d in cpu "${devices[@]}"; do
     if ! "$app" train "${options[@]}" --iterations "$iterations" --log-every 1 --log-format jsonl --seed 1 --device "$d" \
         > "$logs/$recipe-$d.jsonl" 2> "$logs/$recipe-$d.err"; then
-      echo "FAIL $recipe on $d: $(grep -v '^\s*at ' "$logs/$recipe-$d.err" | tail -3 | tr '\n' ' ')"
+      echo "FAIL $recipe on $d: $(reason "$logs/$recipe-$d.err")"
       failed=1
     fi
   done
@@ -143,7 +146,7 @@ model="$logs/model.safetensors"
 if "$app" train --iterations "$iterations" --seed 1 --device cpu --checkpoint "$model" > /dev/null 2> "$logs/model.err"; then
   for d in cpu "${devices[@]}"; do
     "$app" sample --model "$model" --count 1000 --seed 3 --format jsonl --device "$d" > "$logs/sample-$d.jsonl" 2> "$logs/sample-$d.err" ||
-      { echo "FAIL sampling on $d: $(grep -v '^\s*at ' "$logs/sample-$d.err" | tail -3 | tr '\n' ' ')"; failed=1; }
+      { echo "FAIL sampling on $d: $(reason "$logs/sample-$d.err")"; failed=1; }
   done
   for d in "${devices[@]}"; do
     [ -s "$logs/sample-$d.jsonl" ] || continue

@@ -199,14 +199,13 @@ public abstract class BackendTests(ITestOutputHelper output)
         backend.Upload(p);
         backend.ResetState();
         var rng = new Random(5);
-        int[][] Chunk() => Enumerable.Range(0, streams).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(shape.V)).ToArray()).ToArray();
         var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: true);
         var pd = TestData.ToDouble(p.Data);
         double[]? state = null;
         var expected = new List<double>();
         for (int step = 0; step < 3; step++)
         {
-            var batch = Batch.FromStreams(Chunk(), Chunk());
+            var batch = TestData.RandomStreamChunk(rng, streams, shape.V);
             var r = ReferenceRnn.Run(pd, shape.H, shape.V, batch, state);
             expected.Add(r.Loss);
             state = r.A.AsSpan(batch.T * batch.B * shape.H, batch.B * shape.H).ToArray();
@@ -230,14 +229,13 @@ public abstract class BackendTests(ITestOutputHelper output)
         backend.Upload(p);
         backend.ResetState();
         var rng = new Random(6);
-        int[][] Chunk(int streams) => Enumerable.Range(0, streams).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(shape.V)).ToArray()).ToArray();
         var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: true);
         var pd = TestData.ToDouble(p.Data);
         var state = new double[3 * shape.H]; // every stream's, zeros where not carried
         var expected = new List<double>();
         foreach (int streams in new[] { 3, 1, 3 })
         {
-            var batch = Batch.FromStreams(Chunk(streams), Chunk(streams));
+            var batch = TestData.RandomStreamChunk(rng, streams, shape.V);
             var r = ReferenceRnn.Run(pd, shape.H, shape.V, batch, state.AsSpan(0, streams * shape.H).ToArray());
             expected.Add(r.Loss);
             Array.Clear(state);

@@ -161,14 +161,13 @@ public abstract class StackBackendTests(ITestOutputHelper output)
         backend.Upload(p);
         backend.ResetState();
         var rng = new Random(5);
-        int[][] Chunk() => Enumerable.Range(0, 3).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(shape.V)).ToArray()).ToArray();
         var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: true);
         var pd = TestData.ToDouble(p.Data);
         double[]? state = null;
         var expected = new List<double>();
         for (int step = 0; step < 3; step++)
         {
-            var batch = Batch.FromStreams(Chunk(), Chunk());
+            var batch = TestData.RandomStreamChunk(rng, 3, shape.V);
             var r = ReferenceStack.Run(pd, shape, batch, state);
             expected.Add(r.Loss);
             state = r.FinalState;
@@ -196,14 +195,13 @@ public abstract class StackBackendTests(ITestOutputHelper output)
         backend.Upload(p);
         backend.ResetState();
         var rng = new Random(6);
-        int[][] Chunk(int streams) => Enumerable.Range(0, streams).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(shape.V)).ToArray()).ToArray();
         var settings = new StepSettings(0.05f, 1f, ClipMode.Norm, CarryState: true);
         var pd = TestData.ToDouble(p.Data);
         var state = new double[3 * shape.StateSize]; // every stream's, zeros where not carried
         var expected = new List<double>();
         foreach (int streams in new[] { 3, 1, 3 })
         {
-            var batch = Batch.FromStreams(Chunk(streams), Chunk(streams));
+            var batch = TestData.RandomStreamChunk(rng, streams, shape.V);
             var r = ReferenceStack.Run(pd, shape, batch, state.AsSpan(0, streams * shape.StateSize).ToArray());
             expected.Add(r.Loss);
             Array.Clear(state);

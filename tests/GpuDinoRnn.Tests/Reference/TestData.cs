@@ -70,6 +70,14 @@ public static class TestData
             .ToArray();
     }
 
+    /// <summary>One chunk of continuous text for each of `streams` streams: 4 random symbols in, 4 out.</summary>
+    public static Batch RandomStreamChunk(Random rng, int streams, int v)
+    {
+        int[][] Symbols() => Enumerable.Range(0, streams).Select(_ => Enumerable.Range(0, 4).Select(_ => rng.Next(v)).ToArray()).ToArray();
+        var inputs = Symbols();
+        return Batch.FromStreams(inputs, Symbols());
+    }
+
     public static double[] ToDouble(ReadOnlySpan<float> x)
     {
         var r = new double[x.Length];
