@@ -1,7 +1,9 @@
 // One backend for every ILGPU accelerator (CUDA, OpenCL, the CPU emulator) for the course's model:
 // buffers, RnnKernels loaded once, and the launch sequence of a training step. The optimizer
 // state, the loss history and the step's tail (norm, recorded loss, fused update) are
-// DeviceTrainingState's, shared with IlgpuStackBackend; nothing is read back per step.
+// DeviceTrainingState's, shared with IlgpuStackBackend; nothing is read back per step, and the
+// batch's ids go up without waiting for the device (BatchUploads), so the host queues the next
+// step while the device runs this one.
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Kernels;
 using GpuDinoRnn.Model;
@@ -14,6 +16,7 @@ public sealed class IlgpuBackend : IBackend
 {
     private readonly Accelerator _acc;
     private readonly DeviceMemory _memory;
+    private readonly BatchUploads _uploads; // each step's ids, copied without waiting for the device
     private readonly bool _ownsAccelerator;
     private readonly IDisposable? _ownedContext;
     private readonly Action<KernelConfig, RnnDims, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int> _forwardPass;
@@ -47,6 +50,7 @@ public sealed class IlgpuBackend : IBackend
     {
         _acc = accelerator;
         _memory = new DeviceMemory(accelerator);
+        _uploads = new BatchUploads(accelerator);
         _ownsAccelerator = ownsAccelerator;
         _ownedContext = ownedContext;
         Shape = shape;
@@ -72,6 +76,9 @@ public sealed class IlgpuBackend : IBackend
 
     /// <summary>Bytes of device memory allocated so far (buffers grow only for a longer batch).</summary>
     internal long DeviceBytes => _memory.Bytes;
+
+    /// <summary>How many times a step's upload has waited for the device (for tests).</summary>
+    internal int UploadWaits => _uploads.Waits;
 
     /// <summary>Threads per group of the passes and of the output layer, and where Waa is read (for tests).</summary>
     internal int PassGroupSize => _groupSize;
@@ -134,6 +141,7 @@ public sealed class IlgpuBackend : IBackend
 
     public void Dispose()
     {
+        _uploads.Dispose();
         _state.Dispose();
         foreach (var buffer in new MemoryBuffer?[] { _waaT, _x, _y, _a, _dy, _dz, _loss })
             buffer?.Dispose();
@@ -174,6 +182,7 @@ public sealed class IlgpuBackend : IBackend
         if (rows > _rowCapacity || _a is null)
         {
             int capacity = DeviceMemory.GrownRows(rows, _rowCapacity, Math.Max(2L * d.H, d.V)); // _a's 2·H or _dy's V a row
+            _acc.DefaultStream.Synchronize(); // the queued steps are done with the buffers freed here
             foreach (var buffer in new MemoryBuffer?[] { _x, _y, _a, _dy, _dz, _loss })
                 buffer?.Dispose();
             _x = Allocate<int>(capacity);
@@ -185,8 +194,7 @@ public sealed class IlgpuBackend : IBackend
             _loss = Allocate<float>(capacity);
             _rowCapacity = capacity;
         }
-        _x!.View.SubView(0, rows).CopyFromCPU(batch.X);
-        _y!.View.SubView(0, rows).CopyFromCPU(batch.Y);
+        _uploads.Upload(batch, _x!.View, _y!.View);
     }
 
     /// <summary>Device memory; running out of it is a UserError naming the size and what to make smaller.</summary>

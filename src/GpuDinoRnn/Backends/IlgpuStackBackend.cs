@@ -1,7 +1,7 @@
 // The ILGPU backend of every model beyond the course's one vanilla layer (gru, lstm, stacked
 // layers, dropout): buffers per layer, StackKernels loaded once, and the launch sequence of a
 // training step. As in IlgpuBackend, nothing is read back per step: each step's loss goes to a
-// device-side history that TakeLosses reads in one copy.
+// device-side history that TakeLosses reads in one copy, and the ids go up through BatchUploads.
 using GpuDinoRnn.Data;
 using GpuDinoRnn.Kernels;
 using GpuDinoRnn.Model;
@@ -14,6 +14,7 @@ public sealed class IlgpuStackBackend : IBackend
 {
     private readonly Accelerator _acc;
     private readonly DeviceMemory _memory;
+    private readonly BatchUploads _uploads; // each step's ids, copied without waiting for the device
     private readonly bool _ownsAccelerator;
     private readonly IDisposable? _ownedContext;
     private readonly DropoutConfig _dropout;
@@ -55,6 +56,7 @@ public sealed class IlgpuStackBackend : IBackend
     {
         _acc = accelerator;
         _memory = new DeviceMemory(accelerator);
+        _uploads = new BatchUploads(accelerator);
         _ownsAccelerator = ownsAccelerator;
         _ownedContext = ownedContext;
         _dropout = dropout;
@@ -85,6 +87,9 @@ public sealed class IlgpuStackBackend : IBackend
 
     /// <summary>Bytes of device memory allocated so far (buffers grow only for a larger batch).</summary>
     internal long DeviceBytes => _memory.Bytes;
+
+    /// <summary>How many times a step's upload has waited for the device (for tests).</summary>
+    internal int UploadWaits => _uploads.Waits;
 
     /// <summary>Threads per group of the passes and of the output layer (for tests).</summary>
     internal int PassGroupSize => _groupSize;
@@ -146,6 +151,7 @@ public sealed class IlgpuStackBackend : IBackend
 
     public void Dispose()
     {
+        _uploads.Dispose();
         _state.Dispose();
         foreach (var buffer in new MemoryBuffer?[] { _wT, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
             buffer?.Dispose();
@@ -216,6 +222,7 @@ public sealed class IlgpuStackBackend : IBackend
         {
             // The largest buffer a row: _h's (and _c's) L·2·H, _act's L·GH, _dy's V.
             int capacity = DeviceMemory.GrownRows(rows, _rowCapacity, Math.Max(Math.Max(2L * d.Layers * d.H, (long)d.Layers * d.GH), d.V));
+            _acc.DefaultStream.Synchronize(); // the queued steps are done with the buffers freed here
             foreach (var buffer in new MemoryBuffer?[] { _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
                 buffer?.Dispose();
             long L = d.Layers, H = d.H, GH = d.GH;
@@ -235,8 +242,7 @@ public sealed class IlgpuStackBackend : IBackend
             _loss = Allocate<float>(capacity);
             _rowCapacity = capacity;
         }
-        _x!.View.SubView(0, rows).CopyFromCPU(batch.X);
-        _y!.View.SubView(0, rows).CopyFromCPU(batch.Y);
+        _uploads.Upload(batch, _x!.View, _y!.View);
     }
 
     /// <summary>Device memory; running out of it is a UserError naming the size and what to make smaller.</summary>
