@@ -27,6 +27,13 @@ public static class Program
         var parsed = parser.ParseArguments<TrainVerb, SampleVerb, EvalVerb, BenchVerb, DevicesVerb>(args);
         if (parsed is NotParsed<object> notParsed)
         {
+            // CommandLineParser takes `help fly` for plain `help` (no verb matched) and prints the verb list.
+            if (args.Length > 1 && args[1].ToLowerInvariant() is not ("help" or "version")
+                && notParsed.Errors.Any(e => e is HelpVerbRequestedError { Matched: false }))
+            {
+                stderr.WriteLine($"gpudinornn: error: no command '{args[1]}' to help with; the commands are train, sample, eval, bench and devices");
+                return UserError.BadInput;
+            }
             bool asked = notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError);
             (asked ? stdout : stderr).Write(HelpText.AutoBuild(parsed));
             return asked ? 0 : UserError.BadInput;

@@ -69,6 +69,7 @@ public class CliTests(ITestOutputHelper output)
     [InlineData("checkpoint '/nonexistent/model.safetensors': does not exist", "sample", "--model", "/nonexistent/model.safetensors")]
     [InlineData("Required option 'model' is missing", "sample")]
     [InlineData("Verb 'fly' is not recognized", "fly")]
+    [InlineData("no command 'fly' to help with", "help", "fly")]
     public void BadInputIsOneLineAndExitCode2(string fragment, params string[] args)
     {
         var (code, stdout, stderr) = Run(args);
@@ -78,6 +79,20 @@ public class CliTests(ITestOutputHelper output)
             Assert.Single(Lines(stderr));
         Assert.Contains(fragment, stderr);
         Assert.Equal("", stdout);
+    }
+
+    [Theory]
+    [InlineData("help", "train", "--hidden")]
+    [InlineData("train", "--help", "--hidden")]
+    [InlineData("help", "", "bench")]
+    [InlineData("help", "version", "bench")] // the built-in verbs: the list
+    [InlineData("HELP", "Train", "--hidden")]
+    public void AskedForHelpGoesToStandardOutputWithExitCode0(string first, string second, string fragment)
+    {
+        var (code, stdout, stderr) = Run(second == "" ? [first] : [first, second]);
+        Assert.Equal(0, code);
+        Assert.Contains(fragment, stdout);
+        Assert.Equal("", stderr);
     }
 
     [Fact]
