@@ -34,8 +34,8 @@ internal sealed class BatchUploads(Accelerator accelerator) : IDisposable
             stream.Synchronize();
             Waits++;
             _next = 0;
-            if (2 * rows > _capacity)
-                Grow(2 * rows);
+            if (_capacity == 0 || 2 * rows > _capacity)
+                Grow(Math.Max(2 * rows, 1));
         }
         var slot = _slots[_next]!;
         _next = (_next + 1) % Slots;
@@ -50,13 +50,14 @@ internal sealed class BatchUploads(Accelerator accelerator) : IDisposable
         try
         {
             accelerator.DefaultStream.Synchronize(); // no queued copy may read a slot after it is freed
+            foreach (var slot in _slots)
+                slot?.Dispose();
         }
         catch (AcceleratorException)
         {
-            // A device that has failed runs nothing more; its error was reported where it happened.
+            // A device that has failed runs nothing more, and unlocking its memory throws too: the
+            // slots are left to the GC, and the error was reported where it happened.
         }
-        foreach (var slot in _slots)
-            slot?.Dispose();
     }
 
     private void Grow(int ids)
