@@ -13,11 +13,19 @@ public static class BenchCommand
     {
         var job = new BenchJob(verb.Hidden, verb.Batch, verb.Steps, verb.WarmUp, verb.Repetitions, verb.Seed, verb.Threads.ToList(), verb.Data, verb.Cell, verb.Layers);
         job.Validate();
-        // Before the timing, which may take minutes: a blank path would only fail after it.
-        foreach (var (option, path) in new[] { ("--json", verb.Json), ("--csv", verb.Csv), ("--plot", verb.Plot) })
+        // Before the timing, which may take minutes: these paths would only fail after it.
+        string? csv = verb.Csv ?? (verb.Plot is null ? null : Path.ChangeExtension(verb.Plot, ".csv"));
+        foreach (var (option, path) in new[] { ("--json", verb.Json), ("--csv", csv), ("--plot", verb.Plot) })
         {
-            if (path is not null && string.IsNullOrWhiteSpace(path))
+            if (path is null)
+                continue;
+            if (string.IsNullOrWhiteSpace(path))
                 throw new UserError($"bench: {option} needs a file name");
+            if (Directory.Exists(path))
+                throw new UserError($"bench: {option} '{path}' is a directory");
+            string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;
+            if (!Directory.Exists(folder))
+                throw new UserError($"bench: {option} '{path}': the folder '{folder}' does not exist");
         }
         int listThreads = job.ThreadCounts.Max(); // only the ILGPU emulator's, to list it
         var devices = Benchmark.Select(verb.Devices, listThreads > 0 ? listThreads : Environment.ProcessorCount);
@@ -29,7 +37,6 @@ public static class BenchCommand
 
         if (verb.Json is not null)
             Write(verb.Json, JsonSerializer.Serialize(new { job = Job(job), results = results.Select(Row) }, new JsonSerializerOptions { WriteIndented = true }));
-        string? csv = verb.Csv ?? (verb.Plot is null ? null : Path.ChangeExtension(verb.Plot, ".csv"));
         if (csv is not null)
             Write(csv, Csv(results));
         if (verb.Plot is not null)
@@ -39,7 +46,11 @@ public static class BenchCommand
                 BenchPlot.Save(verb.Plot, results, job);
                 stderr.WriteLine($"bench: plot written to '{verb.Plot}'");
             }
-            catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or InvalidOperationException or IOException)
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new UserError($"bench: cannot write the plot '{verb.Plot}': {e.Message} (the numbers are in '{csv}')", UserError.WriteError);
+            }
+            catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or InvalidOperationException)
             {
                 // Drawing needs native graphics libraries a server may lack; the numbers are in the CSV.
                 stderr.WriteLine($"bench: warning: the plot could not be drawn ({e.GetBaseException().Message}); the numbers are in '{csv}'");

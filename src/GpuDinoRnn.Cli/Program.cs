@@ -13,7 +13,27 @@ namespace GpuDinoRnn.Cli;
 
 public static class Program
 {
-    public static int Main(string[] args) => Run(args, Console.Out, Console.Error, terminal: !Console.IsErrorRedirected);
+    public static int Main(string[] args)
+    {
+        try
+        {
+            return Run(args, Console.Out, Console.Error, terminal: !Console.IsErrorRedirected);
+        }
+        catch (IOException e)
+        {
+            // Files the program writes report their own failures: this is standard output or
+            // error (a full disk, a closed pipe), where a stack trace could not go either.
+            try
+            {
+                Console.Error.WriteLine($"gpudinornn: error: cannot write the output: {e.Message}");
+            }
+            catch (IOException)
+            {
+                // Standard error is the one that failed: the exit code says it.
+            }
+            return UserError.WriteError;
+        }
+    }
 
     /// <param name="terminal">Standard error is a terminal: train shows a progress bar there.</param>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool terminal = false)
@@ -23,6 +43,7 @@ public static class Program
             s.HelpWriter = null; // written below: asked-for help to standard output (for | less), mistakes to standard error
             s.CaseInsensitiveEnumValues = true;
             s.CaseSensitive = false;
+            s.ParsingCulture = ParseErrors.Culture;
         });
         var parsed = parser.ParseArguments<TrainVerb, SampleVerb, EvalVerb, BenchVerb, DevicesVerb>(args);
         if (parsed is NotParsed<object> notParsed)
@@ -35,11 +56,17 @@ public static class Program
                 return UserError.BadInput;
             }
             bool asked = notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError);
-            (asked ? stdout : stderr).Write(HelpText.AutoBuild(parsed));
-            return asked ? 0 : UserError.BadInput;
+            if (!asked)
+            {
+                stderr.WriteLine($"gpudinornn: error: {ParseErrors.OneLine(notParsed, args)}");
+                return UserError.BadInput;
+            }
+            stdout.Write(HelpText.AutoBuild(parsed));
+            return 0;
         }
         try
         {
+            ParseErrors.RefuseMissingValues(args, parsed.Value.GetType());
             ((VerbOptions)parsed.Value).RefuseUnnamed();
             return parsed.Value switch
             {

@@ -129,4 +129,40 @@ public class BenchTests(ITestOutputHelper output)
         CliRunner.AssertOneLineError(output, ["bench", "--devices", "0,cpu"], 2, "bench: --devices names cpu twice");
         CliRunner.AssertOneLineError(output, ["bench", "--devices", "cpu", "--json", ""], 2, "bench: --json needs a file name");
     }
+
+    [Fact]
+    public void OutputPathsThatCannotBeWrittenAreRefusedBeforeTheTiming()
+    {
+        using var dir = new CliRunner.TempDir();
+        string folder = dir.File("results");
+        Directory.CreateDirectory(folder);
+        string[] job = ["bench", "--devices", "cpu", "--hidden", "8", "--batch", "4", "--steps", "2", "--warm-up", "1", "--repetitions", "1"];
+        foreach (string option in new[] { "--json", "--csv", "--plot" })
+        {
+            var (code, _, stderr) = CliRunner.Run(output, [.. job, option, folder]);
+            Assert.Equal(2, code);
+            Assert.Equal($"gpudinornn: error: bench: {option} '{folder}' is a directory", Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+            string missing = Path.Combine(dir.File("nowhere"), "b.out");
+            (code, _, stderr) = CliRunner.Run(output, [.. job, option, missing]);
+            Assert.Equal(2, code);
+            // The plot's CSV goes beside it: that folder is the one named.
+            Assert.Equal($"gpudinornn: error: bench: {(option == "--plot" ? "--csv" : option)} '{(option == "--plot" ? Path.ChangeExtension(missing, ".csv") : missing)}': the folder '{dir.File("nowhere")}' does not exist",
+                Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        }
+    }
+
+    [SkippableFact]
+    public void APlotThatCannotBeWrittenIsAWriteErrorAndTheNumbersAreInTheCsv()
+    {
+        Skip.IfNot(Directory.Exists("/proc/self"), "needs Linux's /proc, a folder nobody can create files in");
+        using var dir = new CliRunner.TempDir();
+        string csv = dir.File("b.csv");
+        var (code, _, stderr) = CliRunner.Run(output, "bench", "--devices", "cpu", "--hidden", "8", "--batch", "4", "--steps", "2", "--warm-up", "1",
+            "--repetitions", "1", "--csv", csv, "--plot", "/proc/b.png");
+        Assert.Equal(4, code);
+        var error = Assert.Single(stderr.Split('\n'), l => l.Contains("error"));
+        Assert.StartsWith("gpudinornn: error: bench: cannot write the plot '/proc/b.png'", error);
+        Assert.EndsWith($"(the numbers are in '{csv}')", error);
+        Assert.Equal(2, File.ReadAllLines(csv).Length); // the header and cpu's row
+    }
 }

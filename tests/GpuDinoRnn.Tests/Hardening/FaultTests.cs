@@ -32,6 +32,26 @@ public class FaultTests(ITestOutputHelper output)
 
     private static async Task<bool> Within(Task task, TimeSpan timeout) => await Task.WhenAny(task, Task.Delay(timeout)) == task;
 
+    [SkippableTheory]
+    [InlineData(">/dev/full", "cannot write the output: No space left on device")]
+    [InlineData(">/dev/full 2>/dev/full", null)] // nowhere left to say it: the exit code does
+    public void AStandardStreamThatCannotBeWrittenIsAWriteErrorNotAStackTrace(string redirect, string? message)
+    {
+        Skip.IfNot(File.Exists("/dev/full") && File.Exists("/bin/sh"), "needs /dev/full and /bin/sh");
+        var psi = new ProcessStartInfo("/bin/sh", ["-c", $"exec \"$0\" devices {redirect}", CliRunner.Executable])
+        {
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        using var p = Process.Start(psi)!;
+        string stderr = p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(60_000));
+        output.WriteLine($"exit {p.ExitCode}: {stderr}");
+        Assert.Equal(4, p.ExitCode);
+        Assert.DoesNotContain("   at ", stderr);
+        Assert.Equal(message is null ? "" : $"gpudinornn: error: {message}\n", stderr);
+    }
+
     [Fact]
     public void KilledWhileCheckpointingLeavesALoadableCheckpoint()
     {
