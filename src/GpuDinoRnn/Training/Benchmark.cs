@@ -74,8 +74,10 @@ public static class Benchmark
             return Devices.List(threads).Where(d => d.Usable).Select(d => d.Id).ToList();
         // Ids as `devices` lists them (an index, "CPU" or auto without a GPU is "cpu"; cuda is cuda:0), so that the
         // table finds cpu and a device is not timed twice under two names.
-        var ids = devices.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(id => Devices.Resolve(id, threads)).ToList();
+        var named = devices.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (named.Length > 1 && named.Any(id => id.Equals("all", StringComparison.OrdinalIgnoreCase)))
+            throw new UserError($"bench: --devices '{devices}': all is every device already; give it alone, or a list without it");
+        var ids = named.Select(id => Devices.Resolve(id, threads)).ToList();
         if (ids.Count == 0)
             throw new UserError("bench: --devices names no device (give all, or a list such as cpu,cuda)");
         if (ids.GroupBy(id => id).FirstOrDefault(g => g.Count() > 1) is { } twice)

@@ -127,6 +127,7 @@ public class BenchTests(ITestOutputHelper output)
         CliRunner.AssertOneLineError(output, ["bench", "--devices", ""], 2, "bench: --devices names no device");
         CliRunner.AssertOneLineError(output, ["bench", "--devices", "cpu, CPU"], 2, "bench: --devices names cpu twice");
         CliRunner.AssertOneLineError(output, ["bench", "--devices", "0,cpu"], 2, "bench: --devices names cpu twice");
+        CliRunner.AssertOneLineError(output, ["bench", "--devices", "All,cpu"], 2, "bench: --devices 'All,cpu': all is every device already");
         CliRunner.AssertOneLineError(output, ["bench", "--devices", "cpu", "--json", ""], 2, "bench: --json needs a file name");
     }
 
