@@ -1,9 +1,11 @@
 // The file a training run writes its model to, claimed for the whole run: an existing file is
 // only replaced with --overwrite, and a lock beside it stops a second run from writing the
 // same path at the same time (the lock is an OS file lock, released even if the process dies).
+using System.Runtime.InteropServices;
+
 namespace GpuDinoRnn.Checkpoints;
 
-public sealed class CheckpointTarget : IDisposable
+public sealed partial class CheckpointTarget : IDisposable
 {
     private readonly FileStream _lock;
 
@@ -17,12 +19,19 @@ public sealed class CheckpointTarget : IDisposable
 
     public static string LockPath(string path) => path + ".lock";
 
-    public static CheckpointTarget Claim(string path, bool overwrite)
+    /// <param name="option">The option that named the path, for messages: --checkpoint, or --resume (which writes back to its file).</param>
+    public static CheckpointTarget Claim(string path, bool overwrite, string option = "--checkpoint")
     {
+        // The checkpoint is written to a temporary file and renamed over the path: whatever is
+        // there is replaced by a regular file. A link would lose its target, a device or FIFO its kind.
+        if (new FileInfo(path).LinkTarget is { } linkTarget)
+            throw new UserError($"{option} '{path}' is a symbolic link (to '{linkTarget}'); name the file it points to");
         if (Directory.Exists(path))
-            throw new UserError($"--checkpoint '{path}' is a directory");
+            throw new UserError($"{option} '{path}' is a directory");
+        if (File.Exists(path) && SpecialFileKind(path) is { } kind)
+            throw new UserError($"{option} '{path}' is {kind}, not a regular file; a checkpoint can only replace a regular file");
         if (File.Exists(path) && !overwrite)
-            throw new UserError($"--checkpoint '{path}' already exists; pass --overwrite to replace it");
+            throw new UserError($"{option} '{path}' already exists; pass --overwrite to replace it");
         FileStream lockStream;
         try
         {
@@ -39,6 +48,42 @@ public sealed class CheckpointTarget : IDisposable
         RemoveStaleTemporaries(path);
         return new CheckpointTarget(path, lockStream);
     }
+
+    /// <summary>
+    /// What a path that is there, and neither a directory nor a link, is when it is not a regular
+    /// file: "a device", "a FIFO (named pipe)", "a socket"; null for a regular file. .NET does not
+    /// tell (FileAttributes calls them all Normal), so Linux's statx is asked; elsewhere null.
+    /// </summary>
+    internal static string? SpecialFileKind(string path)
+    {
+        if (!OperatingSystem.IsLinux())
+            return null;
+        var statx = new byte[256]; // struct statx: one layout on every Linux architecture
+        try
+        {
+            if (Statx(AtCurrentDirectory, path, AtSymlinkNoFollow, StatxType, statx) != 0)
+                return null; // gone or unreadable: opening it later says why
+        }
+        catch (EntryPointNotFoundException)
+        {
+            return null; // a C library from before statx (glibc 2.28)
+        }
+        int type = MemoryMarshal.Read<ushort>(statx.AsSpan(StatxModeOffset)) & FileTypeMask;
+        return type switch
+        {
+            RegularFile => null,
+            CharacterDevice or BlockDevice => "a device",
+            Fifo => "a FIFO (named pipe)",
+            Socket => "a socket",
+            _ => "not a file",
+        };
+    }
+
+    private const int AtCurrentDirectory = -100, AtSymlinkNoFollow = 0x100, StatxType = 0x1, StatxModeOffset = 28;
+    private const int FileTypeMask = 0xF000, Fifo = 0x1000, CharacterDevice = 0x2000, BlockDevice = 0x6000, RegularFile = 0x8000, Socket = 0xC000;
+
+    [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Statx(int directory, string path, int flags, uint mask, [Out] byte[] statx);
 
     /// <summary>
     /// Temporary files of a run that was killed mid-write. Only the holder of the lock writes

@@ -58,7 +58,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     public TrainResult Run(CancellationToken cancel = default, Action<TrainProgress>? progress = null)
     {
         options.Validate();
-        using var target = options.Checkpoint is null ? null : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite);
+        using var target = options.Checkpoint is null ? null
+            : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite, options.Resume == options.Checkpoint ? "--resume" : "--checkpoint");
         var (vocab, data, parameters) = Prepare();
         int iterations = options.Iterations ?? options.Epochs * data.StepsPerEpoch;
         if ((options.KeepBest || options.Patience > 0) && data.ValCount == 0)
