@@ -30,6 +30,10 @@ public sealed partial class CheckpointTarget : IDisposable
             throw new UserError($"{option} '{path}' is a directory");
         if (File.Exists(path) && SpecialFileKind(path) is { } kind)
             throw new UserError($"{option} '{path}' is {kind}, not a regular file; a checkpoint can only replace a regular file");
+        // Checked here, not left to the lock file: .NET's "Could not find a part of the path" names the lock.
+        string folder = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
+        if (!Directory.Exists(folder))
+            throw new UserError($"{option} '{path}': the folder '{folder}' does not exist");
         if (File.Exists(path) && !overwrite)
             throw new UserError($"{option} '{path}' already exists; pass --overwrite to replace it");
         FileStream lockStream;

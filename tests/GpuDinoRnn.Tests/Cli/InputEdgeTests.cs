@@ -54,4 +54,14 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         Assert.Equal(real, new FileInfo(link).LinkTarget);
         Assert.Equal(before, File.ReadAllBytes(real));
     }
+
+    [Fact]
+    public void ACheckpointInAMissingFolderIsOneLineBeforeTraining()
+    {
+        using var dir = new CliRunner.TempDir();
+        string missing = Path.Combine(dir.Path, "nodir");
+        CliRunner.AssertOneLineError(output, ["train", .. Quick, "--checkpoint", Path.Combine(missing, "x.safetensors")], 2,
+            $"the folder '{missing}' does not exist");
+        Assert.False(Directory.Exists(missing));
+    }
 }
