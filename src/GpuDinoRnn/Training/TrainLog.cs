@@ -66,12 +66,10 @@ public sealed class TrainLog(LogFormat format, TextWriter stdout, TextWriter std
             $"Validation after {iteration} iterations: {valBitsPerChar:F4} bits/char (best {best:F4} after {bestIteration})"));
     }
 
-    public void Samples(IEnumerable<string> names)
-    {
-        foreach (var name in names)
-            Human.WriteLine(name);
-        Human.WriteLine();
-    }
+    /// <summary>One sampled name, written as it is drawn; EndSamples closes the group.</summary>
+    public void Sample(string name) => Human.WriteLine(name);
+
+    public void EndSamples() => Human.WriteLine();
 
     public void Summary(TrainResult r)
     {

@@ -120,6 +120,13 @@ public sealed record TrainOptions
     public int SampleEvery { get; init; }
     /// <summary>Names sampled each time.</summary>
     public int SampleCount { get; init; } = 10;
+
+    /// <summary>
+    /// The most names sampled each time. The sample verb sets no limit, but here the names only show how training
+    /// goes, drawn on one host thread: a million take half a minute even at H 8, and are more than anyone reads.
+    /// </summary>
+    public const int MaxSampleCount = 1_000_000;
+
     /// <summary>Sample as the course notebook does (numpy generator reseeded per character).</summary>
     public bool CourseSampling { get; init; }
     /// <summary>
@@ -205,6 +212,7 @@ public sealed record TrainOptions
         Require(CheckpointEvery >= 0, $"--checkpoint-every must be 0 or more (got {CheckpointEvery})");
         Require(CheckpointEvery == 0 || Checkpoint is not null, "--checkpoint-every needs --checkpoint FILE");
         Require(SampleEvery >= 0 && SampleCount >= 0, "--sample-every and --sample-count must be 0 or more");
+        Require(SampleCount <= MaxSampleCount, $"--sample-count must be at most {MaxSampleCount} (got {SampleCount}); `gpudinornn sample` draws more from a checkpoint");
         Require(MaxNameLength >= 1, $"--max-name-length must be at least 1 (got {MaxNameLength})");
         Require(MaxVocab >= 2, $"--max-vocab must be at least 2 (got {MaxVocab})");
         Require(EvalEvery >= 0 && Patience >= 0, "--eval-every and --patience must be 0 or more");

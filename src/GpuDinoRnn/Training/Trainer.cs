@@ -145,7 +145,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             if (sampleNow)
             {
                 backend.Download(parameters);
-                Sample(parameters, vocab);
+                Sample(parameters, vocab, cancel); // when stopped, the loop ends before the next step
             }
             if (evalNow)
                 stoppedEarly = Evaluate(backend, parameters, vocab, data, it + 1);
@@ -188,8 +188,10 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly,
             options.Checkpoint is null ? null : _lastCheckpoint);
         _log.Summary(result);
-        if (options.SampleEvery == 0 && options.SampleCount > 0)
-            Sample(parameters, vocab);
+        // An interrupted run draws no last names (asked to stop, it stops); stopped while drawing them, a run
+        // is interrupted too (exit 130), though its training was done.
+        if (options.SampleEvery == 0 && options.SampleCount > 0 && !interrupted && !Sample(parameters, vocab, cancel))
+            return result with { Interrupted = true };
         return result;
     }
 
@@ -373,14 +375,28 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         return (nats, chars);
     }
 
-    private void Sample(Parameters parameters, Vocabulary vocab)
+    /// <summary>Draws and prints --sample-count names, each as it is drawn; false when cancel stopped it first.</summary>
+    private bool Sample(Parameters parameters, Vocabulary vocab, CancellationToken cancel)
     {
         var sampler = new Sampler(parameters, vocab);
-        var names = new List<string>();
+        // The stream moves past every name asked for, drawn or not: a run stopped here and resumed
+        // draws the names the whole run draws next.
+        long first = _samplesDrawn;
+        _samplesDrawn += options.SampleCount;
         for (int n = 0; n < options.SampleCount; n++)
-            names.Add(Sampler.Display(options.CourseSampling ? sampler.SampleLikeCourse(n) : sampler.Sample(new SampleOptions(), options.Seed, _samplesDrawn++).Name,
+        {
+            // Ctrl-C must stop a long --sample-count too, not only the training steps.
+            if (cancel.IsCancellationRequested)
+            {
+                _log.EndSamples();
+                _log.Info($"sampling stopped after {n} of {options.SampleCount} names");
+                return false;
+            }
+            _log.Sample(Sampler.Display(options.CourseSampling ? sampler.SampleLikeCourse(n) : sampler.Sample(new SampleOptions(), options.Seed, first + n).Name,
                 options.LowerCased));
-        _log.Samples(names);
+        }
+        _log.EndSamples();
+        return true;
     }
 
     /// <summary>The run as it is now, with the weights last downloaded into parameters (copied).</summary>

@@ -64,4 +64,90 @@ public partial class InputEdgeTests(ITestOutputHelper output)
             $"the folder '{missing}' does not exist");
         Assert.False(Directory.Exists(missing));
     }
+
+    [Fact]
+    public void SampleCountHasAnUpperLimit()
+    {
+        // Just over: without the limit this test draws them all, in half a minute, rather than never ending.
+        CliRunner.AssertOneLineError(output, ["train", .. Quick[..^2], "--sample-count", "1000001"], 2, "--sample-count must be at most 1000000 (got 1000001)");
+        new TrainOptions { SampleCount = 1_000_000 }.Validate(); // the limit itself is allowed
+    }
+
+    /// <summary>Standard output that requests cancellation once the first sampled name is written.</summary>
+    private sealed class CancelAtFirstName(CancellationTokenSource stop) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (IsName(value))
+                stop.Cancel();
+        }
+    }
+
+    private static bool IsName(string? line) =>
+        !string.IsNullOrEmpty(line) && !line.StartsWith("Iteration", StringComparison.Ordinal) && !line.StartsWith("Trained", StringComparison.Ordinal);
+
+    [Theory]
+    [InlineData(1)] // the names drawn every iteration: the loop then stops before the next step
+    [InlineData(0)] // the names drawn at the end, after the checkpoint
+    public void CancellingWhileSamplingStopsTheSampling(int sampleEvery)
+    {
+        using var dir = new CliRunner.TempDir();
+        using var stop = new CancellationTokenSource();
+        var stdout = new CancelAtFirstName(stop);
+        var stderr = new StringWriter();
+        var options = new TrainOptions
+        {
+            Data = TestData.BundledNames,
+            Device = "cpu",
+            Threads = 1,
+            Hidden = 8,
+            Iterations = 3,
+            ValFraction = 0,
+            SampleEvery = sampleEvery,
+            SampleCount = 1_000_000,
+            Checkpoint = dir.File("m.safetensors"),
+        };
+        var clock = Stopwatch.StartNew();
+        var result = new Trainer(options, stdout, stderr).Run(cancel: stop.Token);
+        int names = stdout.ToString().Split('\n').Count(IsName);
+        output.WriteLine($"{clock.ElapsedMilliseconds} ms, {names} names\n{stderr}"); // not the names: a million would choke the test log
+        Assert.True(result.Interrupted);
+        Assert.Equal(sampleEvery == 0 ? 3 : 1, result.Iterations);
+        Assert.Equal(1, names);
+        Assert.Contains("sampling stopped after 1 of 1000000 names", stderr.ToString());
+        Assert.Equal(result.Iterations, int.Parse(Checkpoint.Load(options.Checkpoint).Metadata["iteration"])); // written as on any interrupt
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30));
+    }
+
+    [Fact]
+    public async Task SigtermWhileDrawingTheLastNamesEndsTheRunWith130()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("m.safetensors");
+        using var p = CliRunner.Start(["train", .. Quick[..^2], "--sample-count", "1000000", "--checkpoint", path]);
+        var stderr = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        p.ErrorDataReceived += (_, e) => { if (e.Data is not null) stderr.Enqueue(e.Data); };
+        // Continuations off the output reader's thread: WaitForExit() below waits for that reader.
+        var sampling = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        bool trained = false;
+        p.OutputDataReceived += (_, e) =>
+        {
+            trained |= e.Data?.StartsWith("Trained", StringComparison.Ordinal) == true;
+            if (trained && IsName(e.Data))
+                sampling.TrySetResult();
+        };
+        p.BeginErrorReadLine();
+        p.BeginOutputReadLine();
+        Assert.True(await Task.WhenAny(sampling.Task, Task.Delay(TimeSpan.FromSeconds(60))) == sampling.Task, "sampling did not start");
+        CliRunner.Signal(p, SigTerm);
+        Assert.True(p.WaitForExit(30_000), "the process went on sampling after SIGTERM");
+        p.WaitForExit();
+        output.WriteLine(string.Join("\n", stderr));
+        Assert.Equal(130, p.ExitCode);
+        Assert.Contains(stderr, l => l.StartsWith("interrupted at iteration 2; the model is in", StringComparison.Ordinal));
+        Assert.Equal("2", Checkpoint.Load(path).Metadata["iteration"]);
+    }
+
+    private const int SigTerm = 15;
 }
