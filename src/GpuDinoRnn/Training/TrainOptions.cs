@@ -201,7 +201,9 @@ public sealed record TrainOptions
         Require(OptimizerKinds.ContainsKey(Optimizer), $"--optimizer '{Optimizer}' is not available (available: {string.Join(", ", OptimizerKinds.Keys)})");
         Require(Momentum is >= 0 and < 1 && Beta1 is >= 0 and < 1 && Beta2 is >= 0 and < 1 && Alpha is >= 0 and < 1,
             "--momentum, --beta1, --beta2 and --alpha must be in [0, 1)");
-        Require(Eps > 0 && WeightDecay >= 0 && float.IsFinite(WeightDecay), "--eps must be positive and --weight-decay 0 or more");
+        // An infinite ε makes every Adam, Adagrad and RMSprop update zero: training would silently do nothing.
+        Require(float.IsFinite(Eps) && Eps > 0, $"--eps must be a positive number (got {Eps})");
+        Require(float.IsFinite(WeightDecay) && WeightDecay >= 0, $"--weight-decay must be 0 or more (got {WeightDecay})");
         Require(Warmup >= 0 && LrStepEvery >= 1 && LrGamma is > 0 and <= 1 && MinLr >= 0 && MinLr <= Lr,
             "--warmup must be 0 or more, --lr-step-every at least 1, --lr-gamma in (0, 1], --min-lr between 0 and --lr");
         Require(ValFraction is >= 0 and < 1, $"--val-fraction must be in [0, 1) (got {ValFraction})");

@@ -150,4 +150,20 @@ public partial class InputEdgeTests(ITestOutputHelper output)
     }
 
     private const int SigTerm = 15;
+
+    [Theory]
+    [InlineData("--eps", "Infinity", "--eps must be a positive number")]
+    [InlineData("--eps", "1e400", "--eps must be a positive number")]
+    [InlineData("--eps", "NaN", "--eps must be a positive number")]
+    [InlineData("--eps", "0", "--eps must be a positive number")]
+    [InlineData("--weight-decay", "Infinity", "--weight-decay must be 0 or more")]
+    [InlineData("--weight-decay", "NaN", "--weight-decay must be 0 or more")]
+    [InlineData("--momentum", "NaN", "--momentum, --beta1, --beta2 and --alpha must be in [0, 1)")]
+    [InlineData("--beta1", "NaN", "--momentum, --beta1, --beta2 and --alpha must be in [0, 1)")]
+    [InlineData("--beta2", "Infinity", "--momentum, --beta1, --beta2 and --alpha must be in [0, 1)")]
+    [InlineData("--alpha", "Infinity", "--momentum, --beta1, --beta2 and --alpha must be in [0, 1)")]
+    [InlineData("--lr-gamma", "NaN", "--lr-gamma in (0, 1]")]
+    [InlineData("--min-lr", "Infinity", "--min-lr between 0 and --lr")]
+    public void OptimizerNumbersMustBeFinite(string option, string value, string fragment) =>
+        CliRunner.AssertOneLineError(output, ["train", .. Quick, option, value], 2, fragment);
 }
