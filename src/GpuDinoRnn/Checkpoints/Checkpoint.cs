@@ -57,10 +57,11 @@ public static class Checkpoint
         if (file.Metadata.TryGetValue("layers", out var layersText)
             && (!int.TryParse(layersText, NumberStyles.None, CultureInfo.InvariantCulture, out layers) || layers < 1 || layers > ModelShape.MaxLayers))
             throw new UserError($"checkpoint '{path}': metadata \"layers\" is not an integer from 1 to {ModelShape.MaxLayers}");
+        string vocabText = Meta("vocab"); // outside the try: its error names the file already
         Vocabulary vocab;
         try
         {
-            vocab = Vocabulary.Deserialize(Meta("vocab"));
+            vocab = Vocabulary.Deserialize(vocabText);
         }
         catch (UserError e)
         {

@@ -166,4 +166,16 @@ public partial class InputEdgeTests(ITestOutputHelper output)
     [InlineData("--min-lr", "Infinity", "--min-lr between 0 and --lr")]
     public void OptimizerNumbersMustBeFinite(string option, string value, string fragment) =>
         CliRunner.AssertOneLineError(output, ["train", .. Quick, option, value], 2, fragment);
+
+    [Fact]
+    public void ACheckpointWithoutItsVocabularyIsNamedOnce()
+    {
+        using var dir = new CliRunner.TempDir();
+        var file = SafeTensors.Read(Fixture("numpy_written.safetensors"));
+        string path = dir.File("novocab.safetensors");
+        SafeTensors.Write(path, file.Tensors, file.Metadata.Where(kv => kv.Key != "vocab").ToDictionary());
+        var (_, _, stderr) = CliRunner.Run(output, "sample", "--model", path);
+        CliRunner.AssertOneLineError(output, ["sample", "--model", path], 2, $"checkpoint '{path}': metadata \"vocab\" is missing");
+        Assert.Single(System.Text.RegularExpressions.Regex.Matches(stderr, "checkpoint '"));
+    }
 }
