@@ -141,7 +141,7 @@ public static class Program
         }
         else
         {
-            var names = GpuDinoRnn.Data.Dataset.Load(verb.Data, trained.KeepCase, trained.MaxNameLength).Names.Select(n => model.Vocabulary.Encode(n)).ToList();
+            var names = GpuDinoRnn.Data.Dataset.Load(verb.Data, trained.KeepCase, trained.MaxNameLength, SampleCommand.TrainedLimit(trained)).Names.Select(n => model.Vocabulary.Encode(n)).ToList();
             (batches, count, unit) = (GpuDinoRnn.Data.Batcher.Cover(names, 256), names.Count, "names");
         }
         using var backend = Devices.Create(verb.Device, model.Parameters.Shape, VerbOptions.ThreadsOrAll(verb.Threads), stderr.WriteLine);

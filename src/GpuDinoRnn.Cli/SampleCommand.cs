@@ -40,7 +40,7 @@ public static class SampleCommand
         {
             throw new UserError($"--prefix: {e.Message}");
         }
-        var known = TrainingNames(verb, model, trained?.KeepCase ?? false);
+        var known = TrainingNames(verb, model, trained ?? new TrainOptions());
         if (verb.Novel && known is null)
             throw new UserError($"--novel needs the training names: '{verb.Model}' does not hold them; give them with --data FILE");
 
@@ -84,10 +84,14 @@ public static class SampleCommand
     }
 
     /// <summary>The names the model learned from: --data, else those stored in the checkpoint.</summary>
-    private static HashSet<string>? TrainingNames(SampleVerb verb, LoadedModel model, bool keepCase)
+    private static HashSet<string>? TrainingNames(SampleVerb verb, LoadedModel model, TrainOptions trained)
     {
         if (verb.Data is not null)
-            return Dataset.Load(verb.Data, keepCase).Names.ToHashSet(StringComparer.Ordinal);
+            return Dataset.Load(verb.Data, trained.KeepCase, trained.MaxNameLength, TrainedLimit(trained)).Names.ToHashSet(StringComparer.Ordinal);
         return model.Metadata.TryGetValue("names", out var names) ? names.Split('\n').ToHashSet(StringComparer.Ordinal) : null;
     }
+
+    /// <summary>The name-length limit of --data for verbs that have no --max-name-length: the model's.</summary>
+    public static string TrainedLimit(TrainOptions trained) =>
+        $"{trained.MaxNameLength}, the longest name the model was trained to read (train --max-name-length)";
 }

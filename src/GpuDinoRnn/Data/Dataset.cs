@@ -21,9 +21,10 @@ public sealed class Dataset
     /// Reads one name per line: UTF-8, lines stripped, lower-cased unless keepCase, blank lines
     /// skipped, duplicates kept. Every problem is a UserError naming the file (and line).
     /// </summary>
-    public static Dataset Load(string path, bool keepCase = false, int maxNameLength = 1000)
+    /// <param name="limit">What maxNameLength is, for the message: by default train's option; eval and sample have none.</param>
+    public static Dataset Load(string path, bool keepCase = false, int maxNameLength = 1000, string? limit = null)
     {
-        return Parse(ReadFile(path), path, keepCase, maxNameLength);
+        return Parse(ReadFile(path), path, keepCase, maxNameLength, limit);
     }
 
     internal static ReadOnlySpan<byte> ReadFile(string path, int maxBytes = MaxBytes)
@@ -60,8 +61,9 @@ public sealed class Dataset
     private static UserError TooLarge(string path, int maxBytes) =>
         new($"data: '{path}' is larger than {(maxBytes >= 1 << 30 ? $"{maxBytes >> 30} GiB" : $"{maxBytes >> 20} MiB")}, the most this program reads");
 
-    public static Dataset Parse(ReadOnlySpan<byte> bytes, string source, bool keepCase = false, int maxNameLength = 1000)
+    public static Dataset Parse(ReadOnlySpan<byte> bytes, string source, bool keepCase = false, int maxNameLength = 1000, string? limit = null)
     {
+        limit ??= $"--max-name-length {maxNameLength}";
         var names = new List<string>();
         foreach (var (lineNumber, line) in Lines(bytes, source))
         {
@@ -69,7 +71,7 @@ public sealed class Dataset
             if (text.Length == 0)
                 continue;
             if (text.Length > maxNameLength)
-                throw new UserError($"data: '{source}' line {lineNumber} is {text.Length} characters long, more than --max-name-length {maxNameLength}");
+                throw new UserError($"data: '{source}' line {lineNumber} is {text.Length} characters long, more than {limit}");
             names.Add(keepCase ? text : text.ToLowerInvariant());
         }
         if (names.Count == 0)

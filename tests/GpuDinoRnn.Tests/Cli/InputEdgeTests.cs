@@ -178,4 +178,18 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         CliRunner.AssertOneLineError(output, ["sample", "--model", path], 2, $"checkpoint '{path}': metadata \"vocab\" is missing");
         Assert.Single(System.Text.RegularExpressions.Regex.Matches(stderr, "checkpoint '"));
     }
+
+    [Theory]
+    [InlineData("eval")]
+    [InlineData("sample")] // --data, the training names for the novelty report
+    public void ANameTooLongForTheModelNamesNoOptionTheVerbLacks(string verb)
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("long.txt");
+        File.WriteAllText(data, "abc\n" + new string('a', 1001) + "\n");
+        var (_, _, stderr) = CliRunner.Run(output, verb, "--model", Fixture("numpy_written.safetensors"), "--data", data);
+        CliRunner.AssertOneLineError(output, [verb, "--model", Fixture("numpy_written.safetensors"), "--data", data], 2,
+            "line 2 is 1001 characters long, more than 1000, the longest name the model was trained to read (train --max-name-length)");
+        Assert.DoesNotContain("more than --max-name-length", stderr);
+    }
 }
