@@ -22,7 +22,7 @@ public static class Program
         catch (IOException e)
         {
             // Files the program writes report their own failures: this is standard output or
-            // error (a full disk, a closed pipe), where a stack trace could not go either.
+            // error (a full disk), where a stack trace could not go either.
             try
             {
                 Console.Error.WriteLine($"gpudinornn: error: cannot write the output: {e.Message}");
@@ -49,7 +49,7 @@ public static class Program
         if (parsed is NotParsed<object> notParsed)
         {
             // CommandLineParser takes `help fly` for plain `help` (no verb matched) and prints the verb list.
-            if (args.Length > 1 && args[1].ToLowerInvariant() is not ("help" or "version")
+            if (args.Length > 1 && args[1].ToLowerInvariant() is not ("help" or "version" or "--help" or "-h" or "--version")
                 && notParsed.Errors.Any(e => e is HelpVerbRequestedError { Matched: false }))
             {
                 stderr.WriteLine($"gpudinornn: error: no command '{args[1]}' to help with; the commands are train, sample, eval, bench and devices");

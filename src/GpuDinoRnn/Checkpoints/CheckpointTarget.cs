@@ -57,20 +57,21 @@ public sealed partial class CheckpointTarget : IDisposable
     /// What a path that is there, and neither a directory nor a link, is when it is not a regular
     /// file: "a device", "a FIFO (named pipe)", "a socket"; null for a regular file. .NET does not
     /// tell (FileAttributes calls them all Normal), so Linux's statx is asked; elsewhere null.
+    /// With followLinks (reading a checkpoint through a link is fine), a link is its target.
     /// </summary>
-    internal static string? SpecialFileKind(string path)
+    internal static string? SpecialFileKind(string path, bool followLinks = false)
     {
         if (!OperatingSystem.IsLinux())
             return null;
         var statx = new byte[256]; // struct statx: one layout on every Linux architecture
         try
         {
-            if (Statx(AtCurrentDirectory, path, AtSymlinkNoFollow, StatxType, statx) != 0)
+            if (Statx(AtCurrentDirectory, path, followLinks ? 0 : AtSymlinkNoFollow, StatxType, statx) != 0)
                 return null; // gone or unreadable: opening it later says why
         }
-        catch (EntryPointNotFoundException)
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
         {
-            return null; // a C library from before statx (glibc 2.28)
+            return null; // a C library without statx (glibc before 2.28, musl before 1.2.5)
         }
         int type = MemoryMarshal.Read<ushort>(statx.AsSpan(StatxModeOffset)) & FileTypeMask;
         return type switch

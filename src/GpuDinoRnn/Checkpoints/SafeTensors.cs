@@ -164,6 +164,11 @@ public static class SafeTensors
             {
                 throw Bad(source, "does not exist");
             }
+            // Reading a FIFO would wait for a writer, and a device such as /dev/zero never ends.
+            if (CheckpointTarget.SpecialFileKind(path, followLinks: true) is { } kind)
+            {
+                throw Bad(source, $"is {kind}, not a file");
+            }
             if (new FileInfo(path).Length > Array.MaxLength)
             {
                 throw Bad(source, "is too large to load");

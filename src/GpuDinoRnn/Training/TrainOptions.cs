@@ -214,7 +214,9 @@ public sealed record TrainOptions
         Require(CheckpointEvery >= 0, $"--checkpoint-every must be 0 or more (got {CheckpointEvery})");
         Require(CheckpointEvery == 0 || Checkpoint is not null, "--checkpoint-every needs --checkpoint FILE");
         Require(SampleEvery >= 0 && SampleCount >= 0, "--sample-every and --sample-count must be 0 or more");
-        Require(SampleCount <= MaxSampleCount, $"--sample-count must be at most {MaxSampleCount} (got {SampleCount}); `gpudinornn sample` draws more from a checkpoint");
+        // Not held against a resumed run: its checkpoint may be from before the limit, and --resume cannot change it.
+        Require(SampleCount <= MaxSampleCount || Resume is not null,
+            $"--sample-count must be at most {MaxSampleCount} (got {SampleCount}); `gpudinornn sample` draws more from a checkpoint");
         Require(MaxNameLength >= 1, $"--max-name-length must be at least 1 (got {MaxNameLength})");
         Require(MaxVocab >= 2, $"--max-vocab must be at least 2 (got {MaxVocab})");
         Require(EvalEvery >= 0 && Patience >= 0, "--eval-every and --patience must be 0 or more");

@@ -106,6 +106,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var timer = new Stopwatch();
         double secondsAtLog = 0, lastMean = double.NaN, lastRate = 0;
         bool stoppedEarly = false;
+        bool samplingStopped = false; // Ctrl-C cut a drawing of names short: the run counts as interrupted
         int done = start;
         for (int it = start; it < iterations && !stoppedEarly; it++, done++)
         {
@@ -145,7 +146,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             if (sampleNow)
             {
                 backend.Download(parameters);
-                Sample(parameters, vocab, cancel); // when stopped, the loop ends before the next step
+                samplingStopped |= !Sample(parameters, vocab, cancel); // when stopped, the loop ends before the next step
             }
             if (evalNow)
                 stoppedEarly = Evaluate(backend, parameters, vocab, data, it + 1);
@@ -188,11 +189,11 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             trainBpc, valBpc, _losses.ToArray(), parameters, vocab, interrupted, stoppedEarly,
             options.Checkpoint is null ? null : _lastCheckpoint);
         _log.Summary(result);
-        // An interrupted run draws no last names (asked to stop, it stops); stopped while drawing them, a run
-        // is interrupted too (exit 130), though its training was done.
-        if (options.SampleEvery == 0 && options.SampleCount > 0 && !interrupted && !Sample(parameters, vocab, cancel))
-            return result with { Interrupted = true };
-        return result;
+        // An interrupted run draws no last names (asked to stop, it stops); stopped while drawing names, at
+        // the end or at the last iteration, a run is interrupted too (exit 130), though its training was done.
+        if (options.SampleEvery == 0 && options.SampleCount > 0 && !interrupted)
+            samplingStopped |= !Sample(parameters, vocab, cancel);
+        return samplingStopped ? result with { Interrupted = true } : result;
     }
 
     /// <summary>Data, vocabulary (the data's, or the --init checkpoint's, which must agree), split and weights.</summary>

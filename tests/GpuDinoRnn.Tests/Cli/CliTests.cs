@@ -94,6 +94,7 @@ public class CliTests(ITestOutputHelper output)
     [InlineData("train", "--help", "--hidden")]
     [InlineData("help", "", "bench")]
     [InlineData("help", "version", "bench")] // the built-in verbs: the list
+    [InlineData("help", "--help", "bench")]
     [InlineData("HELP", "Train", "--hidden")]
     public void AskedForHelpGoesToStandardOutputWithExitCode0(string first, string second, string fragment)
     {

@@ -34,6 +34,33 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         Assert.False(File.Exists(CheckpointTarget.LockPath(fifo)));
     }
 
+    [SkippableFact]
+    public void AFifoGivenAsAModelToReadIsRefusedAtOnceNotWaitedOn()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "the file type is asked of Linux (statx)");
+        using var dir = new CliRunner.TempDir();
+        string fifo = dir.File("model.fifo");
+        Assert.True(MkFifo(fifo, 0x1B6) == 0, $"mkfifo failed: errno {Marshal.GetLastPInvokeError()}");
+        var run = Task.Run(() => CliRunner.Run(output, ["sample", "--model", fifo, "--count", "1"]));
+        try
+        {
+            Assert.True(run.Wait(TimeSpan.FromSeconds(30)), "reading the FIFO waited for a writer");
+        }
+        finally
+        {
+            if (!run.IsCompleted)
+                File.WriteAllText(fifo, ""); // a writer that closes at once: the reader gets end of file
+        }
+        var (code, _, stderr) = run.Result;
+        Assert.Equal(2, code);
+        Assert.Equal($"gpudinornn: error: checkpoint '{fifo}': is a FIFO (named pipe), not a file", stderr.Trim());
+        // A link to a real checkpoint still reads (only writing over a link is refused).
+        string real = dir.File("m.safetensors"), link = dir.File("link.safetensors");
+        Assert.Equal(0, CliRunner.Run(output, ["train", .. Quick, "--checkpoint", real]).Code);
+        File.CreateSymbolicLink(link, real);
+        Assert.Equal(0, CliRunner.Run(output, ["sample", "--model", link, "--count", "2"]).Code);
+    }
+
     [Fact]
     public void ASymbolicLinkIsNotReplacedByTheCheckpointNorItsTarget()
     {
@@ -88,9 +115,10 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         !string.IsNullOrEmpty(line) && !line.StartsWith("Iteration", StringComparison.Ordinal) && !line.StartsWith("Trained", StringComparison.Ordinal);
 
     [Theory]
-    [InlineData(1)] // the names drawn every iteration: the loop then stops before the next step
-    [InlineData(0)] // the names drawn at the end, after the checkpoint
-    public void CancellingWhileSamplingStopsTheSampling(int sampleEvery)
+    [InlineData(1, 3)] // the names drawn every iteration: the loop then stops before the next step
+    [InlineData(1, 1)] // at the last iteration: the run has no step left, and counts as interrupted all the same
+    [InlineData(0, 3)] // the names drawn at the end, after the checkpoint
+    public void CancellingWhileSamplingStopsTheSampling(int sampleEvery, int iterations)
     {
         using var dir = new CliRunner.TempDir();
         using var stop = new CancellationTokenSource();
@@ -102,7 +130,7 @@ public partial class InputEdgeTests(ITestOutputHelper output)
             Device = "cpu",
             Threads = 1,
             Hidden = 8,
-            Iterations = 3,
+            Iterations = iterations,
             ValFraction = 0,
             SampleEvery = sampleEvery,
             SampleCount = 1_000_000,
@@ -113,7 +141,7 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         int names = stdout.ToString().Split('\n').Count(IsName);
         output.WriteLine($"{clock.ElapsedMilliseconds} ms, {names} names\n{stderr}"); // not the names: a million would choke the test log
         Assert.True(result.Interrupted);
-        Assert.Equal(sampleEvery == 0 ? 3 : 1, result.Iterations);
+        Assert.Equal(sampleEvery == 0 ? iterations : 1, result.Iterations);
         Assert.Equal(1, names);
         Assert.Contains("sampling stopped after 1 of 1000000 names", stderr.ToString());
         Assert.Equal(result.Iterations, int.Parse(Checkpoint.Load(options.Checkpoint).Metadata["iteration"])); // written as on any interrupt
