@@ -98,6 +98,8 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         // Just over: without the limit this test draws them all, in half a minute, rather than never ending.
         CliRunner.AssertOneLineError(output, ["train", .. Quick[..^2], "--sample-count", "1000001"], 2, "--sample-count must be at most 1000000 (got 1000001)");
         new TrainOptions { SampleCount = 1_000_000 }.Validate(); // the limit itself is allowed
+        // A run resumed from a checkpoint of before the limit keeps its count: --resume cannot change it.
+        new TrainOptions { SampleCount = 5_000_000, Resume = "old.safetensors", Checkpoint = "old.safetensors" }.Validate();
     }
 
     /// <summary>Standard output that requests cancellation once the first sampled name is written.</summary>
