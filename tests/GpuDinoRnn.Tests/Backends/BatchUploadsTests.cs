@@ -17,17 +17,42 @@ public sealed class BatchUploadsTests
 {
     private const int Capacity = 200;
 
+    /// <summary>ILGPU's CPU accelerator, two id buffers of Capacity and the ring under test.</summary>
+    private sealed class Rig : IDisposable
+    {
+        private readonly Context _context = Devices.CreateContext(threads: 1, includeUnsupported: false);
+
+        public Rig()
+        {
+            Acc = _context.GetCPUDevice(0).CreateAccelerator(_context);
+            var memory = new DeviceMemory(Acc);
+            X = memory.Allocate<int>(Capacity, "test");
+            Y = memory.Allocate<int>(Capacity, "test");
+            Uploads = new BatchUploads(Acc);
+        }
+
+        public Accelerator Acc { get; }
+        public MemoryBuffer1D<int, Stride1D.Dense> X { get; }
+        public MemoryBuffer1D<int, Stride1D.Dense> Y { get; }
+        public BatchUploads Uploads { get; }
+
+        public void Dispose()
+        {
+            Uploads.Dispose();
+            X.Dispose();
+            Y.Dispose();
+            Acc.Dispose();
+            _context.Dispose();
+        }
+    }
+
     [Fact]
     public void EachBatchArrivesWholeAndNothingElseMovesWhileTheRingGoesRoundAndGrows()
     {
-        using var context = Devices.CreateContext(threads: 1, includeUnsupported: false);
-        using var acc = context.GetCPUDevice(0).CreateAccelerator(context);
-        var memory = new DeviceMemory(acc);
-        using var x = memory.Allocate<int>(Capacity, "test");
-        using var y = memory.Allocate<int>(Capacity, "test");
-        var expectedX = Enumerable.Repeat(int.MinValue, Capacity).ToArray();
+        using var rig = new Rig();
+        var (acc, x, y, uploads) = (rig.Acc, rig.X, rig.Y, rig.Uploads);
+        var expectedX = Enumerable.Repeat(int.MinValue, Capacity).ToArray(); // the poison new buffers hold
         var expectedY = (int[])expectedX.Clone();
-        using var uploads = new BatchUploads(acc);
         // A batch of no ids first (streams of length 0): nothing to send, and the slots are made.
         uploads.Upload(Batch.FromStreams([[]], [[]]), x.View, y.View);
         var rng = new Random(5);
@@ -48,12 +73,8 @@ public sealed class BatchUploadsTests
     [Fact]
     public void TheHostWaitsForTheDeviceOnlyWhenTheRingComesRoundOrTheSlotsGrow()
     {
-        using var context = Devices.CreateContext(threads: 1, includeUnsupported: false);
-        using var acc = context.GetCPUDevice(0).CreateAccelerator(context);
-        var memory = new DeviceMemory(acc);
-        using var x = memory.Allocate<int>(Capacity, "test");
-        using var y = memory.Allocate<int>(Capacity, "test");
-        using var uploads = new BatchUploads(acc);
+        using var rig = new Rig();
+        var (x, y, uploads) = (rig.X, rig.Y, rig.Uploads);
         var small = Batch.FromEncoded([[1, 2], [3]]);
         var large = Batch.FromEncoded([[1, 2, 3, 4], [3, 4], [5]]);
         var waits = new List<int>();
