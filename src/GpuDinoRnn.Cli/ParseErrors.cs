@@ -23,10 +23,7 @@ internal static class ParseErrors
         var parts = notParsed.Errors
             .Select(e => e is BadFormatConversionError bad ? BadValue(bad.NameInfo, verb, args) : sentences.FormatError(e).TrimEnd('.'))
             .Distinct();
-        string help = verb.GetCustomAttribute<VerbAttribute>() is { } v
-            ? $"gpudinornn {v.Name} --help lists its options"
-            : "gpudinornn help lists the commands";
-        return $"{string.Join("; ", parts)} ({help})";
+        return $"{string.Join("; ", parts)} ({HelpHint(verb)})";
     }
 
     /// <summary>
@@ -43,9 +40,14 @@ internal static class ParseErrors
         {
             int i = Array.FindIndex(args, a => a.Equals("--" + name, StringComparison.OrdinalIgnoreCase));
             if (i >= 0 && (i + 1 == args.Length || args[i + 1].StartsWith("--", StringComparison.Ordinal)))
-                throw new UserError($"--{name} needs a value (gpudinornn {verb.GetCustomAttribute<VerbAttribute>()!.Name} --help lists its options)");
+                throw new UserError($"--{name} needs a value ({HelpHint(verb)})");
         }
     }
+
+    /// <summary>Where to look: the verb's options, or the commands when no verb matched.</summary>
+    private static string HelpHint(Type verb) => verb.GetCustomAttribute<VerbAttribute>() is { } v
+        ? $"gpudinornn {v.Name} --help lists its options"
+        : "gpudinornn help lists the commands";
 
     private static string BadValue(NameInfo name, Type verb, string[] args)
     {

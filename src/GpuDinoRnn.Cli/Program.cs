@@ -2,6 +2,7 @@
 // standard error and a non-zero exit code (2 bad input, 3 device, 4 write failure, 5 diverged,
 // 130 interrupted).
 using System.Globalization;
+using System.Reflection;
 using System.Runtime.InteropServices;
 using CommandLine;
 using CommandLine.Text;
@@ -13,6 +14,9 @@ namespace GpuDinoRnn.Cli;
 
 public static class Program
 {
+    /// <summary>The verbs, in the order help lists them.</summary>
+    private static readonly Type[] Verbs = [typeof(TrainVerb), typeof(SampleVerb), typeof(EvalVerb), typeof(BenchVerb), typeof(DevicesVerb)];
+
     public static int Main(string[] args)
     {
         try
@@ -45,14 +49,15 @@ public static class Program
             s.CaseSensitive = false;
             s.ParsingCulture = ParseErrors.Culture;
         });
-        var parsed = parser.ParseArguments<TrainVerb, SampleVerb, EvalVerb, BenchVerb, DevicesVerb>(args);
+        var parsed = parser.ParseArguments(args, Verbs);
         if (parsed is NotParsed<object> notParsed)
         {
             // CommandLineParser takes `help fly` for plain `help` (no verb matched) and prints the verb list.
             if (args.Length > 1 && args[1].ToLowerInvariant() is not ("help" or "version" or "--help" or "-h" or "--version")
                 && notParsed.Errors.Any(e => e is HelpVerbRequestedError { Matched: false }))
             {
-                stderr.WriteLine($"gpudinornn: error: no command '{args[1]}' to help with; the commands are train, sample, eval, bench and devices");
+                var names = Verbs.Select(v => v.GetCustomAttribute<VerbAttribute>()!.Name).ToList();
+                stderr.WriteLine($"gpudinornn: error: no command '{args[1]}' to help with; the commands are {string.Join(", ", names[..^1])} and {names[^1]}");
                 return UserError.BadInput;
             }
             bool asked = notParsed.Errors.All(e => e.Tag is ErrorType.HelpRequestedError or ErrorType.HelpVerbRequestedError or ErrorType.VersionRequestedError);

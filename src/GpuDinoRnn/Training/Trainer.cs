@@ -384,20 +384,15 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         // draws the names the whole run draws next.
         long first = _samplesDrawn;
         _samplesDrawn += options.SampleCount;
-        for (int n = 0; n < options.SampleCount; n++)
-        {
-            // Ctrl-C must stop a long --sample-count too, not only the training steps.
-            if (cancel.IsCancellationRequested)
-            {
-                _log.EndSamples();
-                _log.Info($"sampling stopped after {n} of {options.SampleCount} names");
-                return false;
-            }
+        int n = 0;
+        // Ctrl-C must stop a long --sample-count too, not only the training steps.
+        for (; n < options.SampleCount && !cancel.IsCancellationRequested; n++)
             _log.Sample(Sampler.Display(options.CourseSampling ? sampler.SampleLikeCourse(n) : sampler.Sample(new SampleOptions(), options.Seed, first + n).Name,
                 options.LowerCased));
-        }
         _log.EndSamples();
-        return true;
+        if (n < options.SampleCount)
+            _log.Info($"sampling stopped after {n} of {options.SampleCount} names");
+        return n == options.SampleCount;
     }
 
     /// <summary>The run as it is now, with the weights last downloaded into parameters (copied).</summary>
