@@ -18,7 +18,7 @@ public sealed class Dataset
     public string Source { get; }
 
     /// <summary>
-    /// Reads one name per line: UTF-8, lines stripped, lower-cased unless keepCase, blank lines
+    /// Reads one name per line (lines end in \n, \r\n or a lone \r): UTF-8, lines stripped, lower-cased unless keepCase, blank lines
     /// skipped, duplicates kept. Every problem is a UserError naming the file (and line).
     /// </summary>
     /// <param name="limit">What maxNameLength is, for the message: by default train's option; eval and sample have none.</param>
@@ -39,11 +39,15 @@ public sealed class Dataset
             if (stream.CanSeek && stream.Length > maxBytes)
                 throw TooLarge(path, maxBytes);
             // Room for one byte more than the file says it has, to see its end (or that it grew); /proc files
-            // and devices say 0. Reading stops one byte past the limit.
+            // and devices say 0. Reading stops one byte past the limit, or at a NUL byte: no text
+            // holds one, and Lines says which line it is on (/dev/zero is refused at once, not after 1 GiB).
             var buffer = new byte[stream.CanSeek && stream.Length > 0 ? stream.Length + 1 : 1 << 16];
             int length = 0, read;
             while ((read = stream.Read(buffer, length, Math.Min(buffer.Length - length, maxBytes + 1 - length))) > 0)
             {
+                int nul = buffer.AsSpan(length, read).IndexOf((byte)0);
+                if (nul >= 0)
+                    return buffer.AsSpan(0, length + nul + 1);
                 length += read;
                 if (length > maxBytes)
                     throw TooLarge(path, maxBytes);
@@ -81,20 +85,23 @@ public sealed class Dataset
 
     /// <summary>
     /// A whole text for continuous-text mode: UTF-8 checked line by line as for names, line ends
-    /// normalised to '\n', nothing else changed (case, blank lines and a final line end kept).
+    /// (\n, \r\n or \r) normalised to '\n', nothing else changed (case, blank lines and a final line end kept).
     /// </summary>
     public static string LoadText(string path)
     {
         var bytes = ReadFile(path);
-        var text = string.Join('\n', Lines(bytes, path).Select(l => l.Text.EndsWith('\r') ? l.Text[..^1] : l.Text));
-        if (bytes.EndsWith("\n"u8))
+        var text = string.Join('\n', Lines(bytes, path).Select(l => l.Text));
+        if (bytes.EndsWith("\n"u8) || bytes.EndsWith("\r"u8))
             text += "\n"; // Lines yields no empty line after the last line end
         if (text.Length == 0)
             throw new UserError($"data: '{path}' is empty");
         return text;
     }
 
-    /// <summary>Each line decoded as strict UTF-8 (a BOM skipped), with its 1-based number.</summary>
+    /// <summary>
+    /// Each line decoded as strict UTF-8 (a BOM skipped), with its 1-based number. A line ends in
+    /// \n, \r\n or a lone \r (old Mac files), as Python's universal newlines read them.
+    /// </summary>
     private static List<(int Number, string Text)> Lines(ReadOnlySpan<byte> bytes, string source)
     {
         if (bytes.StartsWith(Encoding.UTF8.Preamble))
@@ -105,9 +112,10 @@ public sealed class Dataset
         while (!bytes.IsEmpty)
         {
             lineNumber++;
-            int nl = bytes.IndexOf((byte)'\n');
-            var line = nl >= 0 ? bytes[..nl] : bytes;
-            bytes = nl >= 0 ? bytes[(nl + 1)..] : [];
+            int end = bytes.IndexOfAny((byte)'\n', (byte)'\r');
+            var line = end >= 0 ? bytes[..end] : bytes;
+            int next = end < 0 ? bytes.Length : end + (bytes[end] == '\r' && end + 1 < bytes.Length && bytes[end + 1] == '\n' ? 2 : 1);
+            bytes = bytes[next..];
             string text;
             try
             {

@@ -18,7 +18,7 @@ public partial class InputEdgeTests(ITestOutputHelper output)
     private static string Fixture(string name) => Path.Combine(AppContext.BaseDirectory, "Fixtures", name);
 
     [LibraryImport("libc", EntryPoint = "mkfifo", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
-    private static partial int MkFifo(string path, uint mode);
+    internal static partial int MkFifo(string path, uint mode);
 
     [SkippableFact]
     public void AFifoIsNotReplacedByTheCheckpoint()

@@ -88,8 +88,8 @@ public class TextStreamsTests(ITestOutputHelper output)
     {
         using var dir = new CliRunner.TempDir();
         string data = dir.File("text.txt");
-        File.WriteAllBytes(data, "\uFEFFab\r\r\ncd\n\n"u8.ToArray());
-        Assert.Equal("ab\r\ncd\n\n", Dataset.LoadText(data)); // the BOM skipped, one \r of each line end dropped
+        File.WriteAllBytes(data, "\uFEFFab\r\ncd\n\n"u8.ToArray());
+        Assert.Equal("ab\ncd\n\n", Dataset.LoadText(data)); // the BOM skipped, line ends made \n
         File.WriteAllText(data, "ab\ncd");
         Assert.Equal("ab\ncd", Dataset.LoadText(data));
     }

@@ -235,10 +235,9 @@ public class BadInputTests(ITestOutputHelper output)
         AssertOneLineError(args, 2, $"'{args[^1]}' is not an option: each value follows its option's name (gpudinornn help {args[0]} lists them)");
 
     [Fact]
-    public void AnEndlessOrHugeDataFileIsRefusedBeforeItFillsMemory()
+    public void AHugeDataFileIsRefusedBeforeItFillsMemory()
     {
-        var e = Assert.Throws<UserError>(() => GpuDinoRnn.Data.Dataset.ReadFile("/dev/zero", maxBytes: 1 << 20).Length);
-        Assert.Equal("data: '/dev/zero' is larger than 1 MiB, the most this program reads", e.Message);
+        // An endless one (a pipe) and /dev/zero: Data/LineEndTests.
         using var dir = new CliRunner.TempDir();
         string path = dir.File("big.txt");
         File.WriteAllBytes(path, new byte[(1 << 20) + 1]);

@@ -1,0 +1,95 @@
+// Line ends as text files have them: \n, \r\n, and a lone \r (old Mac files, which had read as one
+// long name with \r inside), and data that is no text at all refused at its first NUL byte.
+using System.Runtime.InteropServices;
+using System.Text;
+using GpuDinoRnn.Data;
+using GpuDinoRnn.Tests.Cli;
+using GpuDinoRnn.Tests.Hardening;
+
+namespace GpuDinoRnn.Tests.Data;
+
+public class LineEndTests
+{
+    private static Dataset Parse(string text, int maxNameLength = 1000) =>
+        Dataset.Parse(Encoding.UTF8.GetBytes(text), "test.txt", maxNameLength: maxNameLength);
+
+    [Theory]
+    [InlineData("Aachenosaurus\rAardonyx\rabelisaurus\r")]
+    [InlineData("Aachenosaurus\r\nAardonyx\r\nabelisaurus")]
+    [InlineData("Aachenosaurus\nAardonyx\rabelisaurus\r\n")]
+    [InlineData("Aachenosaurus\r\rAardonyx\r\n\r\nabelisaurus\n\r")] // blank lines between, every kind
+    public void EveryKindOfLineEndEndsAName(string text) =>
+        Assert.Equal(["aachenosaurus", "aardonyx", "abelisaurus"], Parse(text).Names);
+
+    [Fact]
+    public void LinesAreCountedAtEveryKindOfLineEnd()
+    {
+        // Line 4 is too long: after a \r, a \r\n and a \n.
+        var e = Assert.Throws<UserError>(() => Parse("ab\rcd\r\nef\nabcdefgh\n", maxNameLength: 5));
+        Assert.Equal("data: 'test.txt' line 4 is 8 characters long, more than --max-name-length 5", e.Message);
+        e = Assert.Throws<UserError>(() => Dataset.Parse([.. "a\rb\r\r"u8, 0xC3, 0x28], "test.txt"));
+        Assert.Equal("data: 'test.txt' line 4 is not valid UTF-8", e.Message);
+    }
+
+    [Fact]
+    public void AContinuousTextHasItsLineEndsMadeNewlines()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("text.txt");
+        File.WriteAllBytes(data, "ab\rcd\r\ref\n\r\n"u8.ToArray());
+        Assert.Equal("ab\ncd\n\nef\n\n", Dataset.LoadText(data));
+        File.WriteAllBytes(data, "ab\rcd\r"u8.ToArray());
+        Assert.Equal("ab\ncd\n", Dataset.LoadText(data)); // the last line end kept
+        File.WriteAllBytes(data, "ab\r\r\ncd"u8.ToArray());
+        Assert.Equal("ab\n\ncd", Dataset.LoadText(data)); // \r then \r\n: two line ends, as Python reads them
+    }
+
+    [Fact]
+    public void ADeviceOfZerosIsRefusedAtItsFirstByte()
+    {
+        // Reading stops at the first NUL, not after the 1 GiB limit (it had taken 21 s).
+        Assert.Equal(1, Dataset.ReadFile("/dev/zero").Length);
+        var e = Assert.Throws<UserError>(() => Dataset.Load("/dev/zero"));
+        Assert.Equal("data: '/dev/zero' line 1 holds a NUL byte: is this a binary file?", e.Message);
+    }
+
+    [Fact]
+    public void ANulByteFarIntoAFileIsReportedOnItsLine()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("names.txt");
+        // 20,000 lines (more than one read) before the line with the NUL, bytes after it never read.
+        var text = string.Concat(Enumerable.Repeat("abc\r\n", 20_000)) + "de\0f\nghi\n";
+        File.WriteAllText(data, text);
+        var bytes = Dataset.ReadFile(data);
+        Assert.Equal(text.IndexOf('\0') + 1, bytes.Length);
+        var e = Assert.Throws<UserError>(() => Dataset.Load(data));
+        Assert.Equal($"data: '{data}' line 20001 holds a NUL byte: is this a binary file?", e.Message);
+    }
+
+    [SkippableFact]
+    public void AnEndlessTextThroughAPipeIsRefusedAtTheLimit()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "a named pipe (mkfifo)");
+        using var dir = new CliRunner.TempDir();
+        string fifo = dir.File("names.fifo");
+        Assert.True(InputEdgeTests.MkFifo(fifo, 0x1B6) == 0, $"mkfifo failed: errno {Marshal.GetLastPInvokeError()}");
+        var writer = Task.Run(() =>
+        {
+            var line = "abc\n"u8.ToArray();
+            try
+            {
+                using var pipe = new FileStream(fifo, FileMode.Open, FileAccess.Write, FileShare.ReadWrite); // no lock: the reader locks it shared
+                for (int i = 0; i < 1 << 20; i++) // 4 MiB at most: far past the limit below
+                    pipe.Write(line);
+            }
+            catch (IOException)
+            {
+                // the reader stopped at its limit and closed the pipe
+            }
+        });
+        var e = Assert.Throws<UserError>(() => Dataset.ReadFile(fifo, maxBytes: 1 << 20).Length);
+        Assert.Equal($"data: '{fifo}' is larger than 1 MiB, the most this program reads", e.Message);
+        Assert.True(writer.Wait(TimeSpan.FromSeconds(30)), "the writer was left blocked");
+    }
+}
