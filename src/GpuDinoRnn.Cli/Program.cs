@@ -76,7 +76,7 @@ public static class Program
             return parsed.Value switch
             {
                 TrainVerb t => Train(t, stdout, stderr, terminal),
-                SampleVerb s => SampleCommand.Run(s, stdout, stderr),
+                SampleVerb s => Sample(s, stdout, stderr),
                 EvalVerb e => Evaluate(e, stdout, stderr),
                 BenchVerb b => BenchCommand.Run(b, stdout, stderr),
                 DevicesVerb d => ListDevices(d, stdout),
@@ -97,20 +97,9 @@ public static class Program
     private static int Train(TrainVerb verb, TextWriter stdout, TextWriter stderr, bool terminal)
     {
         var options = verb.ToOptions();
-        using var stop = new CancellationTokenSource();
-        int signals = 0;
-        void OnSignal(PosixSignalContext context)
-        {
-            if (Interlocked.Increment(ref signals) > 1 && context.Signal == PosixSignal.SIGINT)
-                return; // not cancelled: the default action ends the process now
-            context.Cancel = true;
-            stderr.WriteLine(options.Checkpoint is null ? "stopping after this step (no --checkpoint: nothing will be saved); Ctrl-C again quits at once"
-                : options.KeepBest ? $"stopping after this step; '{options.Checkpoint}' keeps the best evaluation's model; Ctrl-C again quits at once"
-                : $"stopping after this step and writing '{options.Checkpoint}'; Ctrl-C again quits at once");
-            stop.Cancel();
-        }
-        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
-        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var stop = new Interrupt(stderr, options.Checkpoint is null ? "stopping after this step (no --checkpoint: nothing will be saved)"
+            : options.KeepBest ? $"stopping after this step; '{options.Checkpoint}' keeps the best evaluation's model"
+            : $"stopping after this step and writing '{options.Checkpoint}'");
         var result = terminal && options.LogFormat == LogFormat.Text
             ? TrainProgressBar.Run(options, stdout, stop.Token)
             : new Trainer(options, stdout, stderr).Run(cancel: stop.Token);
@@ -123,6 +112,52 @@ public static class Program
             int saved => $"interrupted at iteration {result.Iterations}; '{options.Checkpoint}' holds the best model, of iteration {saved}, and --resume continues from there",
         });
         return UserError.Interrupted;
+    }
+
+    /// <summary>
+    /// The first Ctrl-C (or SIGTERM) stops drawing after this launch's names and exits 130; a
+    /// second ends the process at once. A reader of standard output that goes away stops it too (141).
+    /// </summary>
+    private static int Sample(SampleVerb verb, TextWriter stdout, TextWriter stderr)
+    {
+        using var stop = new Interrupt(stderr, "stopping after the names being drawn");
+        // Only the process's own standard output can lose its reader (tests pass a StringWriter).
+        Func<bool>? readerGone = ReferenceEquals(stdout, Console.Out) ? StandardOutput.ReaderGone : null;
+        return SampleCommand.Run(verb, stdout, stderr, stop.Token, readerGone);
+    }
+
+    /// <summary>
+    /// Ctrl-C and SIGTERM as a request to stop: the first says what will happen and cancels
+    /// Token; a second Ctrl-C is left to its default action, which ends the process at once.
+    /// </summary>
+    private sealed class Interrupt : IDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly PosixSignalRegistration _sigint, _sigterm;
+        private int _signals;
+
+        public Interrupt(TextWriter stderr, string what)
+        {
+            void OnSignal(PosixSignalContext context)
+            {
+                if (Interlocked.Increment(ref _signals) > 1 && context.Signal == PosixSignal.SIGINT)
+                    return; // not cancelled: the default action ends the process now
+                context.Cancel = true;
+                stderr.WriteLine($"{what}; Ctrl-C again quits at once");
+                _stop.Cancel();
+            }
+            _sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
+            _sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        }
+
+        public CancellationToken Token => _stop.Token;
+
+        public void Dispose()
+        {
+            _sigint.Dispose();
+            _sigterm.Dispose();
+            _stop.Dispose();
+        }
     }
 
     private static int Evaluate(EvalVerb verb, TextWriter stdout, TextWriter stderr)

@@ -16,7 +16,12 @@ public static class SampleCommand
     /// <summary>With --novel, give up after this many draws per name asked for.</summary>
     private const int MaxDrawsPerName = 200;
 
-    public static int Run(SampleVerb verb, TextWriter stdout, TextWriter stderr)
+    /// <summary>Repeats are counted among this many names at most, so that the names seen fit in memory (about 100 MB).</summary>
+    private const int RepeatWindow = 1_000_000;
+
+    /// <param name="cancel">Stops the drawing after the names being drawn (Ctrl-C): the report covers those printed, and the exit code is 130.</param>
+    /// <param name="readerGone">Asked after each launch: whether no one reads the names any more (| head); then the run ends quietly, exit 141.</param>
+    public static int Run(SampleVerb verb, TextWriter stdout, TextWriter stderr, CancellationToken cancel = default, Func<bool>? readerGone = null)
     {
         if (verb.Count < 0)
             throw new UserError($"--count must be 0 or more (got {verb.Count})");
@@ -45,40 +50,55 @@ public static class SampleCommand
             throw new UserError($"--novel needs the training names: '{verb.Model}' does not hold them; give them with --data FILE");
 
         using var sampler = Devices.CreateSampler(verb.Device, model.Parameters, model.Vocabulary, VerbOptions.ThreadsOrAll(verb.Threads), verb.Batch, stderr.WriteLine);
-        var kept = new List<SampledName>();
-        long drawn = 0;
-        int novel = 0;
-        while (kept.Count < verb.Count)
+        // Names are printed as each launch's are drawn, so that a large --count needs no memory
+        // for them and an interrupted run keeps what it printed; repeats are counted among the
+        // first RepeatWindow names.
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var lines = new StringWriter(); // a launch's names, written at once: a write per name cost more than drawing it
+        long kept = 0, drawn = 0, novel = 0, repeats = 0;
+        // On the host a launch of 4,096 names takes well under a second, so Ctrl-C is answered soon;
+        // a device gets its whole batch.
+        int launch = sampler is HostNameSampler ? 4096 : 1 << 16;
+        while (kept < verb.Count && !cancel.IsCancellationRequested)
         {
             if (drawn >= (long)MaxDrawsPerName * verb.Count)
-                throw new UserError($"--novel: only {kept.Count} of {verb.Count} names were new after {drawn} draws; try a higher --temperature");
+                throw new UserError($"--novel: only {kept} of {verb.Count} names were new after {drawn} draws{(kept > 0 ? " (those are printed above)" : "")}; try a higher --temperature");
             // Without --novel every name drawn is kept, so the rates below describe the output.
-            int chunk = (int)Math.Min(verb.Count - kept.Count + (verb.Novel ? 16 : 0), 1 << 16);
+            int chunk = (int)Math.Min(verb.Count - kept + (verb.Novel ? 16 : 0), launch);
             foreach (var s in sampler.Sample(options, verb.Seed, drawn, chunk))
             {
-                if (kept.Count == verb.Count)
+                if (kept == verb.Count)
                     break; // --novel draws a few spare names: the report counts only those looked at
                 drawn++;
                 bool isNovel = known is not null && !known.Contains(s.Name);
                 novel += isNovel ? 1 : 0;
-                if (!verb.Novel || isNovel)
-                    kept.Add(s);
+                if (verb.Novel && !isNovel)
+                    continue;
+                if (kept++ < RepeatWindow && !seen.Add(s.Name))
+                    repeats++;
+                lines.WriteLine(verb.Format == "jsonl"
+                    ? JsonSerializer.Serialize(new { name = s.Name, log_probability = Math.Round(s.LogProbability, 6), novel = known is null ? (bool?)null : isNovel })
+                    : Sampler.Display(s.Name, lowerCased));
             }
+            stdout.Write(lines.GetStringBuilder());
+            stdout.Flush();
+            lines.GetStringBuilder().Clear();
+            if (readerGone?.Invoke() == true)
+                return StandardOutput.ReaderGoneExitCode; // as `yes | head` ends: no report on a terminal after head's lines
         }
-
-        foreach (var s in kept)
+        if (kept > 0)
         {
-            stdout.WriteLine(verb.Format == "jsonl"
-                ? JsonSerializer.Serialize(new { name = s.Name, log_probability = Math.Round(s.LogProbability, 6), novel = known is null ? (bool?)null : !known.Contains(s.Name) })
-                : Sampler.Display(s.Name, lowerCased));
-        }
-        if (kept.Count > 0)
-        {
-            double duplicates = 1 - (double)kept.Select(s => s.Name).Distinct().Count() / kept.Count;
             string novelty = known is null ? "novelty unknown (no training names)" :
                 verb.Novel ? string.Create(CultureInfo.InvariantCulture, $"all new: {drawn} drawn, {100.0 * novel / drawn:F1}% of them not in the training data")
                 : string.Create(CultureInfo.InvariantCulture, $"{100.0 * novel / drawn:F1}% not in the training data");
-            stderr.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{kept.Count} names: {novelty}; {100 * duplicates:F1}% repeat an earlier name"));
+            string among = kept > RepeatWindow ? string.Create(CultureInfo.InvariantCulture, $" of the first {RepeatWindow:N0}") : "";
+            stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{kept} names: {novelty}; {100.0 * repeats / Math.Min(kept, RepeatWindow):F1}%{among} repeat an earlier name"));
+        }
+        if (kept < verb.Count)
+        {
+            stderr.WriteLine($"interrupted after {kept} of {verb.Count} names");
+            return UserError.Interrupted;
         }
         return 0;
     }
