@@ -1,8 +1,8 @@
 // How long two cores take to pass a cache line back and forth: `dotnet run bench/core_round_trip.cs
 // [CPU_A CPU_B]` (default 0 and 1; Linux). The cpu backend's threads exchange their chunks'
 // gradients every step, so on a VM this decides how much a second thread gains: on the 2-vCPU
-// VMs of this project's measurements a round trip took either about 170 ns or about 500 ns, as
-// the host placed the vCPUs, and two threads at H 50, B 32 ran 1.75× or 1.4–1.55× one thread.
+// VMs of this project's measurements a round trip took 440–545 ns, with two threads at H 50,
+// B 32 about 1.5× one thread, and once 170 ns, with 1.76× (bench/speed-log.md).
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 

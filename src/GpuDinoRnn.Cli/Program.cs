@@ -144,7 +144,14 @@ public static class Program
                     return; // not cancelled: the default action ends the process now
                 context.Cancel = true;
                 stderr.WriteLine($"{what}; Ctrl-C again quits at once");
-                _stop.Cancel();
+                try
+                {
+                    _stop.Cancel();
+                }
+                catch (ObjectDisposedException)
+                {
+                    // the signal came as the command ended and disposed of this
+                }
             }
             _sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
             _sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);

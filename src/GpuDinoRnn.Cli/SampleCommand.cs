@@ -57,8 +57,8 @@ public static class SampleCommand
         var lines = new StringWriter(); // a launch's names, written at once: a write per name cost more than drawing it
         long kept = 0, drawn = 0, novel = 0, repeats = 0;
         // On the host a launch of 4,096 names takes well under a second, so Ctrl-C is answered soon;
-        // a device gets its whole batch.
-        int launch = sampler is HostNameSampler ? 4096 : 1 << 16;
+        // a device gets its --batch (up to a million names held at once).
+        int launch = sampler is HostNameSampler ? 4096 : Math.Min(verb.Batch, 1 << 20);
         while (kept < verb.Count && !cancel.IsCancellationRequested)
         {
             if (drawn >= (long)MaxDrawsPerName * verb.Count)

@@ -64,9 +64,9 @@ public sealed unsafe class CpuBackend : IBackend
     private PinnedFloats _dz = new(0);    // (rows, Hp) dLoss/dpre-activation
     private double[] _rowLoss = [];       // (rows)
     private int[] _x = [], _y = [];       // (rows) input and target ids
-    private int _chunkStride;             // rows in a chunk's region: a multiple of 16 that only grows
+    private int _chunkStride;             // rows in a chunk's region: a multiple of 16 that only grows, 16 more than its rows
     private int[] _active = [], _start = []; // (K × _stepStride) chunk c's names running at step t, its first packed row of step t
-    private int _stepStride;              // with several chunks T rounded up to 16 (a cache line of ints): chunks write apart
+    private int _stepStride;              // with several chunks T rounded up to 16, plus 16
     private readonly int[] _chunkName = new int[MaxChunks + 1]; // each chunk's first name (then B)
     private readonly int[] _chunkRow = new int[MaxChunks], _chunkEnd = new int[MaxChunks]; // each chunk's first row, and the row after its last
     private readonly double[] _chunkLoss = new double[MaxChunks * LineDoubles]; // each chunk's loss, summed by its own thread
@@ -365,7 +365,8 @@ public sealed unsafe class CpuBackend : IBackend
         _gradScale = 1f / batch.B;
         int rows = batch.Chars, steps = batch.T;
         _chunks = Math.Clamp(batch.B / (batch.B < 2 * ChunkNames ? SmallChunkNames : ChunkNames), 1, MaxChunks);
-        _stepStride = _chunks == 1 ? steps : RoundUp(steps, LineInts);
+        // 16 ints (a cache line) at least between two chunks' entries: the arrays are not aligned to lines.
+        _stepStride = _chunks == 1 ? steps : RoundUp(steps, LineInts) + LineInts;
         if (_active.Length < _chunks * _stepStride)
         {
             _active = new int[Math.Max(_chunks * _stepStride, _active.Length * 3 / 2)];
@@ -388,9 +389,10 @@ public sealed unsafe class CpuBackend : IBackend
         }
         if (_chunks > 1)
         {
-            // A region that grows, grows by a quarter, so that batches a little longer do not move every row again.
-            if (largest > _chunkStride)
-                _chunkStride = RoundUp(Math.Max(largest, _chunkStride * 5 / 4), LineInts);
+            // A region that grows, grows by a quarter, so that batches a little longer do not move every row
+            // again; 16 rows at least are left between two chunks' ids and losses (arrays not aligned to lines).
+            if (largest + LineInts > _chunkStride)
+                _chunkStride = RoundUp(Math.Max(largest + LineInts, _chunkStride * 5 / 4), LineInts);
             for (int c = 0; c < _chunks; c++)
             {
                 _chunkEnd[c] += c * _chunkStride - _chunkRow[c];
@@ -545,6 +547,9 @@ public sealed unsafe class CpuBackend : IBackend
 
     /// <summary>Rows in each chunk's region (for tests: it grows with the longest chunk and never moves back).</summary>
     internal int ChunkStride => _chunkStride;
+
+    /// <summary>Each chunk's first row in the last batch (for tests: chunk c's is c · ChunkStride).</summary>
+    internal int[] ChunkRows => _chunkRow[.._chunks];
 
     /// <summary>How many replicas exist (for tests: they are made as threads first need them).</summary>
     internal int Replicas => _replicas.Count(r => r is not null);

@@ -16,8 +16,9 @@ public sealed class CpuChunkRegionTests(ITestOutputHelper output)
     [InlineData(2)]
     public void RegionsThatGrowKeepEveryGradientRight(int threads)
     {
-        var shape = new ModelShape(24, 27);
-        var p = TestData.RandomParameters(shape, seed: 3, scale: 0.3);
+        // H 64: 32 names are worth a second thread (and so is each batch below).
+        var shape = new ModelShape(64, 27);
+        var p = TestData.RandomParameters(shape, seed: 3, scale: 0.2);
         Batch Names(int n, int seed, int min, int max) => Batch.FromEncoded(TestData.RandomNames(n, shape.V, seed, min, max));
         var batches = new[]
         {
@@ -37,6 +38,8 @@ public sealed class CpuChunkRegionTests(ITestOutputHelper output)
             output.WriteLine($"{what}: {batch.Chars} characters, regions of {backend.ChunkStride} rows");
             TestData.AssertGradientsMatch(output, shape, ReferenceRnn.Run(TestData.ToDouble(p.Data), shape.H, shape.V, batch), loss, grad);
             Assert.Equal(0, backend.ChunkStride % 16);
+            int chunks = backend.ChunkRows.Length;
+            Assert.Equal(Enumerable.Range(0, chunks).Select(c => c * backend.ChunkStride), backend.ChunkRows);
             strides.Add(backend.ChunkStride);
             // The same bits as a backend that never saw another batch.
             using var fresh = new CpuBackend(shape, threads);
@@ -48,6 +51,7 @@ public sealed class CpuChunkRegionTests(ITestOutputHelper output)
         Assert.True(strides[1] > strides[0], "a longer chunk grows the regions");
         Assert.Equal(strides[1], strides[2]); // a shorter batch does not move them back
         Assert.True(strides[4] > strides[3], "and they grow again");
+        Assert.Equal(threads, backend.Replicas); // two threads did run chunks side by side
     }
 
     /// <summary>Carried states are read from each chunk's region: every stream's last row.</summary>

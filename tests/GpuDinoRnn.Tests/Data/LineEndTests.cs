@@ -58,13 +58,40 @@ public class LineEndTests
     {
         using var dir = new CliRunner.TempDir();
         string data = dir.File("names.txt");
-        // 20,000 lines (more than one read) before the line with the NUL, bytes after it never read.
+        // 20,000 lines before the line with the NUL (a file is read whole: it says its length).
         var text = string.Concat(Enumerable.Repeat("abc\r\n", 20_000)) + "de\0f\nghi\n";
         File.WriteAllText(data, text);
         var bytes = Dataset.ReadFile(data);
         Assert.Equal(text.IndexOf('\0') + 1, bytes.Length);
         var e = Assert.Throws<UserError>(() => Dataset.Load(data));
         Assert.Equal($"data: '{data}' line 20001 holds a NUL byte: is this a binary file?", e.Message);
+    }
+
+    /// <summary>Through a pipe the data comes in reads of up to 64 KiB: the NUL here arrives in a later one, and reading stops there.</summary>
+    [SkippableFact]
+    public void ANulByteInALaterReadOfAPipeEndsTheReading()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "a named pipe (mkfifo)");
+        using var dir = new CliRunner.TempDir();
+        string fifo = dir.File("names.fifo");
+        Assert.True(InputEdgeTests.MkFifo(fifo, 0x1B6) == 0, $"mkfifo failed: errno {Marshal.GetLastPInvokeError()}");
+        var text = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("abc\n", 50_000)) + "de\0f\n"); // the NUL past 195 KiB
+        var writer = Task.Run(() =>
+        {
+            try
+            {
+                using var pipe = new FileStream(fifo, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
+                pipe.Write(text);
+                for (int i = 0; i < 1 << 16; i++) // then more, which is never read: the reader stopped at the NUL
+                    pipe.Write("ghi\n"u8);
+            }
+            catch (IOException)
+            {
+                // the reader closed the pipe
+            }
+        });
+        Assert.Equal(Array.IndexOf(text, (byte)0) + 1, Dataset.ReadFile(fifo).Length);
+        Assert.True(writer.Wait(TimeSpan.FromSeconds(30)), "the writer was left blocked");
     }
 
     [SkippableFact]
