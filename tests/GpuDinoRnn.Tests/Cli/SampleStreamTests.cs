@@ -117,6 +117,18 @@ public sealed class SampleStreamTests(ITestOutputHelper output)
         Assert.StartsWith("1000010 names: ", report);
     }
 
+    [Fact]
+    public void NovelGivesUpInOneLineWhenNoNameIsNew()
+    {
+        using var dir = new CliRunner.TempDir();
+        string model = TinyModel(dir);
+        // Names of one letter, and every letter a training name: no draw can be new.
+        string letters = dir.File("letters.txt");
+        File.WriteAllLines(letters, "abcdefghijklmnopqrstuvwxyz".Select(c => c.ToString()));
+        CliRunner.AssertOneLineError(output, ["sample", "--model", model, "--novel", "--data", letters, "--max-length", "1", "--count", "3"], 2,
+            "--novel: only 0 of 3 names were new after 608 draws; try a higher --temperature"); // 200 a name, in launches of 3 + 16
+    }
+
     /// <summary>The share of names that repeat an earlier one, as the report prints it.</summary>
     private static string Repeats(IEnumerable<string> names, int n) =>
         (100.0 * (n - names.Distinct(StringComparer.Ordinal).Count()) / n).ToString("F1", CultureInfo.InvariantCulture);
