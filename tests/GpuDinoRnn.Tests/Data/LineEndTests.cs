@@ -73,23 +73,9 @@ public class LineEndTests
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "a named pipe (mkfifo)");
         using var dir = new CliRunner.TempDir();
-        string fifo = dir.File("names.fifo");
-        Assert.True(InputEdgeTests.MkFifo(fifo, 0x1B6) == 0, $"mkfifo failed: errno {Marshal.GetLastPInvokeError()}");
         var text = Encoding.UTF8.GetBytes(string.Concat(Enumerable.Repeat("abc\n", 50_000)) + "de\0f\n"); // the NUL past 195 KiB
-        var writer = Task.Run(() =>
-        {
-            try
-            {
-                using var pipe = new FileStream(fifo, FileMode.Open, FileAccess.Write, FileShare.ReadWrite);
-                pipe.Write(text);
-                for (int i = 0; i < 1 << 16; i++) // then more, which is never read: the reader stopped at the NUL
-                    pipe.Write("ghi\n"u8);
-            }
-            catch (IOException)
-            {
-                // the reader closed the pipe
-            }
-        });
+        // Then more, which is never read: the reader stops at the NUL.
+        var (fifo, writer) = Pipe(dir, text, "ghi\n"u8.ToArray(), repeats: 1 << 16);
         Assert.Equal(Array.IndexOf(text, (byte)0) + 1, Dataset.ReadFile(fifo).Length);
         Assert.True(writer.Wait(TimeSpan.FromSeconds(30)), "the writer was left blocked");
     }
@@ -99,24 +85,31 @@ public class LineEndTests
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "a named pipe (mkfifo)");
         using var dir = new CliRunner.TempDir();
+        var (fifo, writer) = Pipe(dir, [], "abc\n"u8.ToArray(), repeats: 1 << 20); // 4 MiB: far past the limit below
+        var e = Assert.Throws<UserError>(() => Dataset.ReadFile(fifo, maxBytes: 1 << 20).Length);
+        Assert.Equal($"data: '{fifo}' is larger than 1 MiB, the most this program reads", e.Message);
+        Assert.True(writer.Wait(TimeSpan.FromSeconds(30)), "the writer was left blocked");
+    }
+
+    /// <summary>A named pipe that a task writes `head` into, then `line` `repeats` times, until the reader closes it.</summary>
+    private static (string Path, Task Writer) Pipe(CliRunner.TempDir dir, byte[] head, byte[] line, int repeats)
+    {
         string fifo = dir.File("names.fifo");
-        Assert.True(InputEdgeTests.MkFifo(fifo, 0x1B6) == 0, $"mkfifo failed: errno {Marshal.GetLastPInvokeError()}");
+        Assert.True(InputEdgeTests.MkFifo(fifo, 0x1B6) == 0, $"mkfifo failed: errno {Marshal.GetLastPInvokeError()}"); // 0666
         var writer = Task.Run(() =>
         {
-            var line = "abc\n"u8.ToArray();
             try
             {
                 using var pipe = new FileStream(fifo, FileMode.Open, FileAccess.Write, FileShare.ReadWrite); // no lock: the reader locks it shared
-                for (int i = 0; i < 1 << 20; i++) // 4 MiB at most: far past the limit below
+                pipe.Write(head);
+                for (int i = 0; i < repeats; i++)
                     pipe.Write(line);
             }
             catch (IOException)
             {
-                // the reader stopped at its limit and closed the pipe
+                // the reader stopped and closed the pipe
             }
         });
-        var e = Assert.Throws<UserError>(() => Dataset.ReadFile(fifo, maxBytes: 1 << 20).Length);
-        Assert.Equal($"data: '{fifo}' is larger than 1 MiB, the most this program reads", e.Message);
-        Assert.True(writer.Wait(TimeSpan.FromSeconds(30)), "the writer was left blocked");
+        return (fifo, writer);
     }
 }
