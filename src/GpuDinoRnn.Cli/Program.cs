@@ -1,6 +1,6 @@
 // gpudinornn: parses the verb and hands over to the library. User errors become one line on
 // standard error and a non-zero exit code (2 bad input, 3 device, 4 write failure, 5 diverged,
-// 130 interrupted).
+// 130 interrupted, 141 sample's reader gone).
 using System.Globalization;
 using System.Reflection;
 using System.Runtime.InteropServices;

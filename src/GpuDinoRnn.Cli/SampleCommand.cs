@@ -84,7 +84,7 @@ public static class SampleCommand
             stdout.Flush();
             lines.GetStringBuilder().Clear();
             if (readerGone?.Invoke() == true)
-                return StandardOutput.ReaderGoneExitCode; // as `yes | head` ends: no report on a terminal after head's lines
+                return UserError.ReaderGone; // as `yes | head` ends: no report on a terminal after head's lines
         }
         if (kept > 0)
         {

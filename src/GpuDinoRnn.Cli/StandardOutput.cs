@@ -7,9 +7,6 @@ namespace GpuDinoRnn.Cli;
 
 internal static partial class StandardOutput
 {
-    /// <summary>The exit code of a Unix tool ended by SIGPIPE (128 + 13), which is what this is.</summary>
-    public const int ReaderGoneExitCode = 141;
-
     /// <summary>
     /// True when standard output is a pipe whose reading end is closed: poll(2) reports POLLERR
     /// for such a write end (Linux); a terminal, a file or an open pipe never does.

@@ -14,6 +14,8 @@ public sealed class UserError(string message, int exitCode = UserError.BadInput)
     public const int Diverged = 5;
     /// <summary>Stopped by Ctrl-C (SIGINT) or SIGTERM after writing the checkpoint: 128 + 2, as shells report it.</summary>
     public const int Interrupted = 130;
+    /// <summary>`sample`'s reader went away (| head): 128 + 13, as a tool ended by SIGPIPE exits.</summary>
+    public const int ReaderGone = 141;
 
     public int ExitCode { get; } = exitCode;
 }

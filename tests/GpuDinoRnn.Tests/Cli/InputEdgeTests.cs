@@ -170,7 +170,7 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         p.BeginErrorReadLine();
         p.BeginOutputReadLine();
         Assert.True(await Task.WhenAny(sampling.Task, Task.Delay(TimeSpan.FromSeconds(60))) == sampling.Task, "sampling did not start");
-        CliRunner.Signal(p, SigTerm);
+        CliRunner.Signal(p, CliRunner.SigTerm);
         Assert.True(p.WaitForExit(30_000), "the process went on sampling after SIGTERM");
         p.WaitForExit();
         output.WriteLine(string.Join("\n", stderr));
@@ -178,8 +178,6 @@ public partial class InputEdgeTests(ITestOutputHelper output)
         Assert.Contains(stderr, l => l.StartsWith("interrupted at iteration 2; the model is in", StringComparison.Ordinal));
         Assert.Equal("2", Checkpoint.Load(path).Metadata["iteration"]);
     }
-
-    private const int SigTerm = 15;
 
     [Theory]
     [InlineData("--eps", "Infinity", "--eps must be a positive number")]

@@ -50,7 +50,7 @@ public static partial class CliRunner
             throw new InvalidOperationException($"kill({process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
     }
 
-    public const int SigInt = 2;
+    public const int SigInt = 2, SigTerm = 15;
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);
