@@ -10,9 +10,13 @@
 #     the GPUs' exp differs in the last bits, so a few names may part: at least 95 % must agree);
 #  3. speed: `bench` on the issue's four jobs and the default recipe's, `cpu` against each device
 #     named, after the checks above whatever their outcome; each device's final loss after the
-#     same steps must be within 1e-3 relative of cpu's.
-# Everything printed goes to $OUT/log.txt too; bench's numbers to $OUT/bench-*.json, the logs to
-# $OUT/losses.tar.gz. The exit status is 1 if a device was off or failed.
+#     same steps must be within 1e-3 relative of cpu's;
+#  4. on CUDA devices, where the machine has CUDA's compute-sanitizer: tiny runs that reach every
+#     kernel under memcheck, racecheck, synccheck and initcheck, last and within SANITIZER_SECONDS
+#     (150), since the emulator cannot show a race, a barrier some threads miss or a read of
+#     memory nothing wrote; a run that reports an error fails the check, one out of time is skipped.
+# Everything printed goes to $OUT/log.txt too; bench's numbers to $OUT/bench-*.json, the runs'
+# logs to $OUT/logs.tar.gz. The exit status is 1 if a device was off or failed.
 #
 # On the GPU machine, with the CLI packed by ../shared/tools/device-bundle.sh, the PTX written
 # after it (step 0's comment) and .device carried:
@@ -165,7 +169,8 @@ else
   echo "FAIL sampling: the model did not train on cpu: $(tail -1 "$logs/model.err")"
   failed=1
 fi
-tar -C "$logs" -czf "$out/losses.tar.gz" . || { echo "FAIL the logs could not be archived into $out/losses.tar.gz"; failed=1; }
+archive() { tar -C "$logs" -czf "$out/logs.tar.gz" . || { echo "FAIL the logs could not be archived into $out/logs.tar.gz"; failed=1; }; }
+archive
 
 # 3. Speed: the issue's four jobs (hidden, batch), then the default recipe's.
 list=$(IFS=,; echo "cpu,${devices[*]}")
@@ -187,6 +192,70 @@ print(f"FAIL {name}: a final loss off cpu's: {'; '.join(bad)}" if bad else f"ok 
 sys.exit(1 if bad else 0)
 EOF
 done
+
+# 4. compute-sanitizer on tiny runs (24 names, batch 3, 2 iterations): H 33 keeps Waa in shared
+#    memory with two warps, the second partly idle; H 111 reads the transposed copy (its H² floats
+#    pass 48 KB); the LSTM stack with dropout and the GRU reach the stacked kernels; continuous
+#    text carries the state between steps (CarryState); sampling reaches the sampler's. API errors are not reported (ILGPU probes attributes a device may lack). initcheck
+#    leaves sampling out: its one copy of the ids takes whole rows, the unwritten tails included.
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)
+cuda=()
+for d in "${devices[@]}"; do [[ $d == cuda* ]] && cuda+=("$d"); done
+if [ ${#cuda[@]} -eq 0 ]; then
+  :
+elif [ -z "$sanitizer" ]; then
+  echo "sanitizer: no compute-sanitizer on this machine, skipped"
+else
+  head -n 24 data/dinos.txt > "$logs/tiny.txt"
+  tiny=(--data "$logs/tiny.txt" --batch 3 --iterations 2 --val-fraction 0 --sample-count 0 --seed 1)
+  runs=(
+    "memcheck rnn-h33 train --hidden 33 --text-mode continuous --seq-length 8"
+    "racecheck rnn-h33 train --hidden 33"
+    "synccheck rnn-h33 train --hidden 33"
+    "initcheck rnn-h33 train --hidden 33 --text-mode continuous --seq-length 8"
+    "memcheck rnn-h111 train --hidden 111"
+    "memcheck lstm train --cell lstm --layers 2 --dropout 0.2 --hidden 33 --text-mode continuous --seq-length 8"
+    "synccheck lstm train --cell lstm --layers 2 --dropout 0.2 --hidden 33"
+    "initcheck gru train --cell gru --layers 2 --hidden 33"
+    "memcheck sample sample"
+  )
+  budget=${SANITIZER_SECONDS:-150}
+  began=$SECONDS
+  for d in "${cuda[@]}"; do
+    for entry in "${runs[@]}"; do
+      read -r tool name verb options <<< "$entry"
+      read -ra options <<< "${options:-}"
+      if [ $((SECONDS - began)) -ge "$budget" ]; then
+        echo "sanitizer: $tool $name on $d skipped: the ${budget} s were spent"
+        continue
+      fi
+      if [ "$verb" = sample ]; then
+        [ -f "$model" ] || { echo "sanitizer: $tool $name on $d skipped: no model"; continue; }
+        args=(sample --model "$model" --count 64 --seed 3)
+      else
+        args=(train "${tiny[@]}" "${options[@]}")
+      fi
+      log="$logs/sanitizer-$tool-$name-$d.txt"
+      timeout $((budget - (SECONDS - began) + 10)) "$sanitizer" --tool "$tool" --report-api-errors no --error-exitcode 99 --print-limit 20 \
+        "$app" "${args[@]}" --device "$d" > "$log" 2>&1
+      rc=$?
+      summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1 | sed 's/^=* *//')
+      if [ $rc = 0 ]; then
+        echo "ok   sanitizer $tool $name on $d: ${summary:-no summary}"
+      elif [ $rc = 124 ]; then
+        echo "sanitizer: $tool $name on $d did not finish in time: not checked"
+      elif [ $rc = 99 ]; then
+        echo "FAIL sanitizer $tool $name on $d: $summary"
+        grep -E '^=+ +(Invalid|Race|Barrier|Uninitialized|Error|Warning)' "$log" | head -5
+        failed=1
+      else
+        echo "FAIL sanitizer $tool $name on $d: the run failed (exit $rc): $(reason "$log")"
+        failed=1
+      fi
+    done
+  done
+  archive
+fi
 
 [ $failed = 0 ] && echo "device-check: every check passed" || echo "device-check: FAILED (see above)"
 finish $failed
