@@ -88,6 +88,12 @@ public static class Program
             stderr.WriteLine($"gpudinornn: error: {e.Message}");
             return e.ExitCode;
         }
+        catch (Exception e) when (Devices.Failed(e))
+        {
+            // sample, eval and bench; train says too what its checkpoint holds.
+            stderr.WriteLine($"gpudinornn: error: the device failed: {Devices.Reason(e)}; try --device cpu");
+            return UserError.DeviceError;
+        }
     }
 
     /// <summary>

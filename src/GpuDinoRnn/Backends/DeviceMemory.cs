@@ -65,6 +65,25 @@ internal sealed class DeviceMemory(Accelerator accelerator)
         }
     }
 
+    /// <summary>
+    /// Disposes each, in order. Once a kernel has faulted, CUDA fails every later call, freeing
+    /// memory too: those errors are dropped, so that the error the run stopped on is the one
+    /// reported (a using block would replace it with the first of these) and the rest is freed.
+    /// </summary>
+    public static void Release(params ReadOnlySpan<IDisposable?> resources)
+    {
+        foreach (var resource in resources)
+        {
+            try
+            {
+                resource?.Dispose();
+            }
+            catch (AcceleratorException)
+            {
+            }
+        }
+    }
+
     private static void Poison<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer)
         where T : unmanaged
     {

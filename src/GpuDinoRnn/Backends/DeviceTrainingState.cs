@@ -22,6 +22,7 @@ internal sealed class DeviceTrainingState : IDisposable
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _history;       // per-step losses
     private readonly int _count, _stateSize;
     private readonly Func<long, MemoryBuffer1D<float, Stride1D.Dense>> _allocate;
+    private readonly AcceleratorStream _stream;
     private MemoryBuffer1D<float, Stride1D.Dense> _carry; // (names, state size) carried states
     private int _pending;
     private readonly List<float> _drained = [];
@@ -33,6 +34,7 @@ internal sealed class DeviceTrainingState : IDisposable
         _count = parameterCount;
         _stateSize = stateSize;
         _allocate = allocate;
+        _stream = acc.DefaultStream;
         _normPartials = acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, ArrayView<float>>(UpdateKernels.SquaredNormPartials);
         _update = acc.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, OptimizerSettings>(UpdateKernels.Update);
         _batchLoss = acc.LoadAutoGroupedStreamKernel<Index1D, int, ArrayView<float>, float, ArrayView<float>, ArrayView<float>, int>(LossKernels.BatchLoss);
@@ -86,6 +88,7 @@ internal sealed class DeviceTrainingState : IDisposable
             var grown = _allocate((long)b * _stateSize);
             grown.MemSetToZero();
             _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));
+            _stream.Synchronize(); // the copy, queued, still reads the buffer freed here
             _carry.Dispose();
             _carry = grown;
         }
@@ -141,8 +144,7 @@ internal sealed class DeviceTrainingState : IDisposable
 
     public void Dispose()
     {
-        foreach (var buffer in new MemoryBuffer[] { _p, _g, _m, _v, _partial, _history, _carry })
-            buffer.Dispose();
+        DeviceMemory.Release(_p, _g, _m, _v, _partial, _history, _carry);
     }
 
     private void Drain()

@@ -156,6 +156,15 @@ public static class Devices
     }
 
     /// <summary>
+    /// Whether e is a device failing while it runs (a kernel's illegal address, a device lost to
+    /// a driver reset): the run cannot go on there, but it is no bug of the program's.
+    /// </summary>
+    public static bool Failed(Exception e) => e is AcceleratorException;
+
+    /// <summary>What a failed device said, on one line.</summary>
+    public static string Reason(Exception e) => e.Message.ReplaceLineEndings(" ").Trim();
+
+    /// <summary>
     /// Builds the backend (which compiles every kernel); a failure names the device and
     /// suggests the cpu backend instead of showing the compiler's trace.
     /// </summary>

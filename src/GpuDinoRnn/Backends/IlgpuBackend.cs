@@ -143,11 +143,7 @@ public sealed class IlgpuBackend : IBackend
     {
         _uploads.Dispose();
         _state.Dispose();
-        foreach (var buffer in new MemoryBuffer?[] { _waaT, _x, _y, _a, _dy, _dz, _loss })
-            buffer?.Dispose();
-        if (_ownsAccelerator)
-            _acc.Dispose();
-        _ownedContext?.Dispose();
+        DeviceMemory.Release(_waaT, _x, _y, _a, _dy, _dz, _loss, _ownsAccelerator ? _acc : null, _ownedContext);
     }
 
     /// <summary>A group per name; Waa's H·H floats of shared memory when they fit.</summary>

@@ -99,9 +99,6 @@ public sealed class IlgpuSampler : INameSampler
 
     public void Dispose()
     {
-        foreach (var b in new MemoryBuffer?[] { _p, _scratch, _logP, _ids, _lengths, _prefix })
-            b?.Dispose();
-        _acc.Dispose();
-        _ownedContext?.Dispose();
+        DeviceMemory.Release(_p, _scratch, _logP, _ids, _lengths, _prefix, _acc, _ownedContext);
     }
 }

@@ -153,11 +153,7 @@ public sealed class IlgpuStackBackend : IBackend
     {
         _uploads.Dispose();
         _state.Dispose();
-        foreach (var buffer in new MemoryBuffer?[] { _wT, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss })
-            buffer?.Dispose();
-        if (_ownsAccelerator)
-            _acc.Dispose();
-        _ownedContext?.Dispose();
+        DeviceMemory.Release(_wT, _x, _y, _h, _c, _act, _an, _u, _dPx, _dPa, _dhExt, _dhc, _dy, _loss, _ownsAccelerator ? _acc : null, _ownedContext);
     }
 
     /// <summary>

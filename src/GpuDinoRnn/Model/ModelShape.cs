@@ -23,15 +23,21 @@ public readonly record struct ModelShape(int H, int V, CellKind Cell = CellKind.
     public int ParameterCount => Stack(1, 1).ParameterCount;
 
     /// <summary>
-    /// Fails unless the weights fit one buffer that int indexes (ParameterCount wraps beyond it):
-    /// --hidden 4096 with 16 LSTM layers and thousands of symbols does not.
+    /// The most weights a model may have: a kernel over every weight indexes them with int, and
+    /// its last group of threads (up to 1,024) runs past the count, so 2³¹ − 1,024, not int.MaxValue.
+    /// </summary>
+    public const int MaxWeights = int.MaxValue - 1023;
+
+    /// <summary>
+    /// Fails unless the weights fit one buffer that the kernels index (ParameterCount wraps past
+    /// int): --hidden 4096 with 16 LSTM layers and thousands of symbols does not.
     /// </summary>
     public void CheckSize()
     {
         long count = Stack(1, 1).ParameterCountWide;
-        if (count > int.MaxValue)
+        if (count > MaxWeights)
             throw new UserError(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-                $"a {CellName} model of {Layers} layer(s), H {H} and {V} symbols has {count:N0} weights, more than {int.MaxValue:N0}: use a smaller --hidden or fewer --layers"));
+                $"a {CellName} model of {Layers} layer(s), H {H} and {V} symbols has {count:N0} weights, more than {MaxWeights:N0}: use a smaller --hidden or fewer --layers"));
     }
 
     /// <summary>Floats of recurrent state per name: every layer's h, and its c for the LSTM.</summary>

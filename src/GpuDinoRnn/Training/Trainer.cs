@@ -46,6 +46,10 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     private RunState? _resumeFrom;
     private BackendState? _resumeState;  // the moments and carried state --resume loads into the backend
     private IBackend? _backend;
+    private int _iteration;                          // the iteration being run (after the loop, the last), for a device failure's message
+
+    /// <summary>For tests: wraps the backend a run trains on (a device that fails on cue).</summary>
+    internal Func<IBackend, IBackend> WrapBackend { get; init; } = backend => backend;
 
     /// <summary>Everything a checkpoint holds, taken at one iteration.</summary>
     private sealed record Snapshot(Parameters Parameters, BackendState Backend, RunState Run);
@@ -72,8 +76,24 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 $"not before the {iterations} asked for; give more --iterations or --epochs to train further");
 
         var coldStart = Stopwatch.StartNew();
-        using var backend = Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
-            options.PreciseMath);
+        using var backend = WrapBackend(Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
+            options.PreciseMath));
+        try
+        {
+            return Train(backend, vocab, data, parameters, iterations, coldStart, cancel, progress);
+        }
+        catch (Exception e) when (Devices.Failed(e))
+        {
+            // Steps are queued ahead of the host: a fault shows at the next call that waits for the device.
+            throw new UserError($"{backend.Device} failed by iteration {_iteration}: {Devices.Reason(e)}; " + Kept() + "; try --device cpu",
+                UserError.DeviceError);
+        }
+    }
+
+    /// <summary>The run on its backend: the loop, then the summary, the last checkpoint and the names.</summary>
+    private TrainResult Train(IBackend backend, Vocabulary vocab, TrainingData data, Parameters parameters, int iterations,
+        Stopwatch coldStart, CancellationToken cancel, Action<TrainProgress>? progress)
+    {
         backend.Upload(parameters);
         _backend = backend;
         _log.Info($"device {backend.Device}; {data.TrainCount} training {data.Unit}, {data.ValCount} validation; V = {vocab.Size}, {Describe(parameters.Shape)}, " +
@@ -96,6 +116,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 _best = new Snapshot(parameters.Clone(), backend.SaveState(), state);
             _log.Info($"resuming at iteration {start} of {iterations}");
         }
+        _iteration = start;
         if (start < iterations)
         {
             Rehearse(backend, data, parameters, new StepSettings(schedule.At(start), options.Clip, options.ClipMode, carry, optimizer));
@@ -112,6 +133,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         {
             if (cancel.IsCancellationRequested)
                 break;
+            _iteration = it;
             timer.Start();
             var batch = data.Next(out bool resetState);
             if (resetState)
@@ -331,11 +353,14 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     /// <param name="index">Position in this run's losses.</param>
     /// <param name="gradients">NonFiniteGradients() when that step is the latest, else "".</param>
     private UserError Diverged(int index, float loss, string gradients) => new(
-        $"training diverged at iteration {_start + index} (loss {loss}{gradients}); " +
-        (options.Checkpoint is null ? "no checkpoint was asked for" :
-            _lastCheckpoint > 0 ? $"the checkpoint from iteration {_lastCheckpoint} in '{options.Checkpoint}' is kept" :
-            $"'{options.Checkpoint}' was left as it was") +
-        "; try a lower --lr or a --clip", UserError.Diverged);
+        $"training diverged at iteration {_start + index} (loss {loss}{gradients}); " + Kept() + "; try a lower --lr or a --clip",
+        UserError.Diverged);
+
+    /// <summary>What --checkpoint holds when a run stops on an error.</summary>
+    private string Kept() =>
+        options.Checkpoint is null ? "no checkpoint was asked for" :
+        _lastCheckpoint > 0 ? $"the checkpoint from iteration {_lastCheckpoint} in '{options.Checkpoint}' is kept" :
+        $"'{options.Checkpoint}' was left as it was";
 
     /// <summary>Which tensors' gradients are NaN or infinite at the latest step, for the divergence message.</summary>
     private string NonFiniteGradients()

@@ -61,8 +61,13 @@ public class BadInputTests(ITestOutputHelper output)
         string data = dir.File("symbols.txt");
         File.WriteAllText(data, string.Concat(Enumerable.Range(0, 4000).Select(i => char.ConvertFromUtf32(0x4E00 + i) + "\n")));
         AssertOneLineError(["train", "--data", data, "--max-vocab", "5000", "--cell", "lstm", "--layers", "16", "--hidden", "4096", .. Quick[..^2]], 2,
-            "a lstm model of 16 layer(s), H 4096 and 4001 symbols has 2,162,581,409 weights, more than 2,147,483,647");
+            "a lstm model of 16 layer(s), H 4096 and 4001 symbols has 2,162,581,409 weights, more than 2,147,482,624");
         AssertOneLineError(["bench", "--devices", "cpu", "--hidden", "60000"], 2, "bench: --hidden must be between 1 and 4096 (got 60000)");
+        // Within a group of threads of int.MaxValue, a kernel's last group would index past it.
+        var edge = new GpuDinoRnn.Model.ModelShape(4078, 4173, GpuDinoRnn.Kernels.CellKind.Lstm, 16);
+        Assert.Equal(2_147_483_051, edge.Stack(1, 1).ParameterCountWide);
+        Assert.Contains("has 2,147,483,051 weights, more than 2,147,482,624", Assert.Throws<UserError>(edge.CheckSize).Message);
+        (edge with { V = 4172 }).CheckSize();
         // The wide count the check uses is the layout's own wherever int holds it.
         foreach (var cell in Enum.GetValues<GpuDinoRnn.Kernels.CellKind>())
             foreach (var (h, v, layers) in new[] { (1, 2, 1), (50, 27, 1), (7, 300, 3), (192, 27, 16), (4096, 27, 2) })
