@@ -136,10 +136,14 @@ if len(cpu) != n or sorted(cpu) != sorted(dev):
 def worst(key):
     return max((abs(dev[i][key] - cpu[i][key]) / max(abs(cpu[i][key]), 1e-30), i) for i in cpu)
 (loss, at_loss), (norm, at_norm) = worst("loss"), worst("grad_norm")
+# The first step's difference is rounding alone (FMA, the GPU's exp and log); a bug shows there
+# at full size, where rounding drift would grow from a few 1e-7 over the steps.
+first = min(cpu)
+at_first = abs(dev[first]["loss"] - cpu[first]["loss"]) / max(abs(cpu[first]["loss"]), 1e-30)
 ok = loss <= 1e-4 and norm <= 1e-4
 print(f"{'ok  ' if ok else 'FAIL'} {recipe} on {device}, {n} iterations against cpu: worst relative difference "
       f"{loss:.2e} in the loss (iteration {at_loss}), {norm:.2e} in the gradient norm (iteration {at_norm}); "
-      f"final loss {dev[max(dev)]['loss']:.6f} against {cpu[max(cpu)]['loss']:.6f}")
+      f"first iteration's loss {at_first:.2e}; final loss {dev[max(dev)]['loss']:.6f} against {cpu[max(cpu)]['loss']:.6f}")
 sys.exit(0 if ok else 1)
 EOF
   done
