@@ -185,7 +185,15 @@ public static class Program
         string unit;
         if (trained.TextMode == GpuDinoRnn.Data.TextMode.Continuous)
         {
-            var ids = model.Vocabulary.Encode(GpuDinoRnn.Data.Dataset.LoadText(verb.Data));
+            int[] ids;
+            try
+            {
+                ids = model.Vocabulary.EncodeText(GpuDinoRnn.Data.Dataset.LoadText(verb.Data));
+            }
+            catch (UserError e)
+            {
+                throw new UserError($"'{verb.Data}': {e.Message}", e.ExitCode);
+            }
             // A chunk predicts seq-length symbols, each from the one before: it needs one more.
             count = (ids.Length - 1) / trained.SeqLength;
             if (count == 0)

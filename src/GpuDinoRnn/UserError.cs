@@ -6,7 +6,7 @@ public sealed class UserError(string message, int exitCode = UserError.BadInput)
 {
     /// <summary>Bad options or input files.</summary>
     public const int BadInput = 2;
-    /// <summary>A device was asked for that is absent, or failed.</summary>
+    /// <summary>A device failed: it could not start, its kernels did not compile, it ran out of memory or failed while running (an absent one is BadInput).</summary>
     public const int DeviceError = 3;
     /// <summary>Writing output (a checkpoint) failed; what was there before is kept.</summary>
     public const int WriteError = 4;

@@ -92,6 +92,24 @@ public sealed class Vocabulary
         return ids.ToArray();
     }
 
+    /// <summary>
+    /// A whole text (continuous mode), '\n' included: an unknown symbol is named by its line and
+    /// column (in symbols), not by the text around it, which may be the whole file.
+    /// </summary>
+    public int[] EncodeText(string text)
+    {
+        var ids = new List<int>(text.Length);
+        int line = 1, column = 1;
+        foreach (var s in TextElements(text))
+        {
+            if (!_ids.TryGetValue(s, out int id))
+                throw new UserError($"the symbol {Describe(s)} at line {line}, column {column} is not in the model's vocabulary");
+            ids.Add(id);
+            (line, column) = s == EndOfName ? (line + 1, 1) : (line, column + 1);
+        }
+        return ids.ToArray();
+    }
+
     public string Decode(IEnumerable<int> ids) => string.Concat(ids.Select(i => Symbols[i]));
 
     public bool SameAs(Vocabulary other) => Symbols.SequenceEqual(other.Symbols, StringComparer.Ordinal);

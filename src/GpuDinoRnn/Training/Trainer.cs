@@ -249,7 +249,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         var parameters = init?.Parameters ?? Parameters.Initialize(shape, options.InitScheme, options.Seed);
         if (continuous)
         {
-            var ids = vocab.Encode(text!);
+            var ids = vocab.EncodeText(text!);
             int valLength = options.ValFraction > 0 ? (int)Math.Round(options.ValFraction * ids.Length) : 0;
             if (valLength > 0 && valLength <= options.SeqLength)
                 throw new UserError($"--val-fraction {options.ValFraction} leaves {valLength} symbols for validation, not more than one --seq-length {options.SeqLength} chunk");

@@ -81,6 +81,11 @@ public class TextStreamsTests(ITestOutputHelper output)
         File.WriteAllText(tooShort, "the quick brown ");
         CliRunner.AssertOneLineError(output, ["eval", "--model", half, "--data", tooShort, "--format", "jsonl"], 2,
             "(16 symbols) is shorter than one chunk of the model's --seq-length 16 plus one");
+        // A symbol the model does not know is named by its place: the message once held the whole text.
+        string unknown = dir.File("unknown.txt");
+        File.WriteAllText(unknown, "the quick\nbrown fox\nover!the lazy dog.\n" + string.Concat(Enumerable.Repeat("the lazy dog.\n", 200)));
+        CliRunner.AssertOneLineError(output, ["eval", "--model", half, "--data", unknown], 2,
+            $"'{unknown}': the symbol '!' (U+0021) at line 3, column 5 is not in the model's vocabulary");
     }
 
     [Fact]
