@@ -11,8 +11,9 @@
 #  3. speed: `bench` on the issue's four jobs and the default recipe's, `cpu` against each device
 #     named, after the checks above whatever their outcome; each device's final loss after the
 #     same steps must be within 1e-3 relative of cpu's;
-#  4. on CUDA devices, where the machine has CUDA's compute-sanitizer: tiny runs that reach every
-#     kernel under memcheck, racecheck, synccheck and initcheck, last and within SANITIZER_SECONDS
+#  4. on CUDA devices (named cuda or cuda:N), where the machine has CUDA's compute-sanitizer: tiny
+#     runs, every kernel under memcheck, the passes with barriers under synccheck, the one with
+#     shared memory under racecheck, vanilla and GRU steps under initcheck; last and within SANITIZER_SECONDS
 #     (150), since the emulator cannot show a race, a barrier some threads miss or a read of
 #     memory nothing wrote; a run that reports an error fails the check, one out of time is skipped.
 # Everything printed goes to $OUT/log.txt too; bench's numbers to $OUT/bench-*.json, the runs'
@@ -25,6 +26,7 @@
 #     ITERATIONS=10 JOBS=small bash bench/device-check.sh ilgpu-cpu
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export GPUDINORNN_TRACE=1 # a device's error comes with ILGPU's whole exception, before its one line
 
 devices=("$@")
 [ ${#devices[@]} -gt 0 ] || devices=(cuda)
@@ -221,6 +223,7 @@ else
     "memcheck lstm train --cell lstm --layers 2 --dropout 0.2 --hidden 33 --text-mode continuous --seq-length 8"
     "synccheck lstm train --cell lstm --layers 2 --dropout 0.2 --hidden 33"
     "initcheck gru train --cell gru --layers 2 --hidden 33"
+    "memcheck gru train --cell gru --layers 2 --dropout 0.2 --hidden 33"
     "memcheck sample sample"
   )
   budget=${SANITIZER_SECONDS:-150}
@@ -240,14 +243,15 @@ else
         args=(train "${tiny[@]}" "${options[@]}")
       fi
       log="$logs/sanitizer-$tool-$name-$d.txt"
-      timeout $((budget - (SECONDS - began) + 10)) "$sanitizer" --tool "$tool" --report-api-errors no --error-exitcode 99 --print-limit 20 \
+      # -k: the program takes SIGTERM as Ctrl-C and finishes its step, which a hung kernel never does.
+      timeout -k 10 $((budget - (SECONDS - began) + 10)) "$sanitizer" --tool "$tool" --report-api-errors no --error-exitcode 99 --print-limit 20 \
         "$app" "${args[@]}" --device "$d" > "$log" 2>&1
       rc=$?
       summary=$(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1 | sed 's/^=* *//')
       if [ $rc = 0 ]; then
         echo "ok   sanitizer $tool $name on $d: ${summary:-no summary}"
-      elif [ $rc = 124 ]; then
-        echo "sanitizer: $tool $name on $d did not finish in time: not checked"
+      elif [ $rc = 124 ] || [ $rc = 137 ]; then # timed out (137: it had to be killed)
+        echo "sanitizer: $tool $name on $d did not finish in time (exit $rc): not checked"
       elif [ $rc = 99 ]; then
         echo "FAIL sanitizer $tool $name on $d: $summary"
         grep -E '^=+ +(Invalid|Race|Barrier|Uninitialized|Error|Warning)' "$log" | head -5

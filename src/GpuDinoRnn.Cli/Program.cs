@@ -85,12 +85,16 @@ public static class Program
         }
         catch (UserError e)
         {
+            if (e.InnerException is { } cause && Environment.GetEnvironmentVariable("GPUDINORNN_TRACE") == "1")
+                stderr.WriteLine(cause);
             stderr.WriteLine($"gpudinornn: error: {e.Message}");
             return e.ExitCode;
         }
         catch (Exception e) when (Devices.Failed(e))
         {
-            // sample, eval and bench; train says too what its checkpoint holds.
+            // sample and eval; train and bench say too which run or device it was.
+            if (Environment.GetEnvironmentVariable("GPUDINORNN_TRACE") == "1")
+                stderr.WriteLine(e);
             stderr.WriteLine($"gpudinornn: error: the device failed: {Devices.Reason(e)}; try --device cpu");
             return UserError.DeviceError;
         }
@@ -185,10 +189,11 @@ public static class Program
         string unit;
         if (trained.TextMode == GpuDinoRnn.Data.TextMode.Continuous)
         {
+            string text = GpuDinoRnn.Data.Dataset.LoadText(verb.Data);
             int[] ids;
             try
             {
-                ids = model.Vocabulary.EncodeText(GpuDinoRnn.Data.Dataset.LoadText(verb.Data));
+                ids = model.Vocabulary.EncodeText(text);
             }
             catch (UserError e)
             {

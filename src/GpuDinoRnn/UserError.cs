@@ -2,7 +2,8 @@
 // Its message is written for the user; the CLI prints it as one line and exits with ExitCode.
 namespace GpuDinoRnn;
 
-public sealed class UserError(string message, int exitCode = UserError.BadInput) : Exception(message)
+/// <param name="cause">What a device threw, printed whole with GPUDINORNN_TRACE=1.</param>
+public sealed class UserError(string message, int exitCode = UserError.BadInput, Exception? cause = null) : Exception(message, cause)
 {
     /// <summary>Bad options or input files.</summary>
     public const int BadInput = 2;

@@ -4,6 +4,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
 
 namespace GpuDinoRnn.Backends;
 
@@ -54,7 +55,7 @@ internal sealed class DeviceMemory(Accelerator accelerator)
                 Poison(buffer);
             return buffer;
         }
-        catch (Exception e) when (e is OutOfMemoryException or AcceleratorException or ArgumentOutOfRangeException)
+        catch (Exception e) when (e is OutOfMemoryException or ArgumentOutOfRangeException || OutOfMemory(e))
         {
             long bytes = length * System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
             string free = accelerator is CudaAccelerator cuda ? $", {Gib(cuda.GetFreeMemory())} free" : "";
@@ -64,6 +65,14 @@ internal sealed class DeviceMemory(Accelerator accelerator)
                 $"try a smaller {hint}, or --device cpu", UserError.DeviceError);
         }
     }
+
+    /// <summary>
+    /// The drivers' errors for an allocation the device has no room for. Any other error of theirs
+    /// is the device failing (an earlier kernel's fault shows at the next call), not memory.
+    /// </summary>
+    internal static bool OutOfMemory(Exception e) =>
+        e is CudaException { Error: nameof(CudaError.CUDA_ERROR_OUT_OF_MEMORY) }
+            or CLException { Error: CLError.CL_MEM_OBJECT_ALLOCATION_FAILURE or CLError.CL_OUT_OF_RESOURCES or CLError.CL_OUT_OF_HOST_MEMORY or CLError.CL_INVALID_BUFFER_SIZE };
 
     /// <summary>
     /// Disposes each, in order. Once a kernel has faulted, CUDA fails every later call, freeing

@@ -85,6 +85,8 @@ internal sealed class DeviceTrainingState : IDisposable
     {
         if (_carry.Length < (long)b * _stateSize)
         {
+            // A fault of an earlier step shows here, not as the allocation's (taken for running out of memory).
+            _stream.Synchronize();
             var grown = _allocate((long)b * _stateSize);
             grown.MemSetToZero();
             _carry.View.CopyTo(grown.View.SubView(0, _carry.Length));

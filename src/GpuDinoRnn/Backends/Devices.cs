@@ -156,8 +156,9 @@ public static class Devices
     }
 
     /// <summary>
-    /// Whether e is a device failing while it runs (a kernel's illegal address, a device lost to
-    /// a driver reset): the run cannot go on there, but it is no bug of the program's.
+    /// Whether e is an error a device reported while it ran: a kernel's illegal address (a fault
+    /// of the device's or a bug in a kernel), a launch it refused, a device lost to a driver
+    /// reset. The run cannot go on there; GPUDINORNN_TRACE=1 prints the whole exception.
     /// </summary>
     public static bool Failed(Exception e) => e is AcceleratorException;
 

@@ -104,6 +104,7 @@ public static class Benchmark
         var initial = Parameters.Initialize(shape, InitScheme.Small, job.Seed);
 
         var contenders = new List<Contender>();
+        string? current = null; // the device being started or timed, for a failure's message
         try
         {
             foreach (string id in deviceIds)
@@ -114,7 +115,8 @@ public static class Benchmark
                     int requested = asked > 0 ? asked : Environment.ProcessorCount;
                     // cpu runs on at most the cores (Devices.Create says so); ilgpu-cpu on as many as asked.
                     int? threads = !HostThreads(id) ? null : IsCpu(id) ? Devices.CpuThreads(requested, null) : requested;
-                    log?.Invoke($"{BenchResult.Describe(id, threads)}: {job.Describe()}, {job.Steps} steps × {job.Repetitions}");
+                    current = BenchResult.Describe(id, threads);
+                    log?.Invoke($"{current}: {job.Describe()}, {job.Steps} steps × {job.Repetitions}");
                     contenders.Add(Contender.Start(id, requested, threads, shape, initial, warmUp, job.Repetitions, log));
                 }
             }
@@ -125,12 +127,18 @@ public static class Benchmark
                 for (int k = 0; k < contenders.Count; k++)
                 {
                     int c = (r + k) % contenders.Count;
+                    current = contenders[c].Label;
                     times[c] = $"{contenders[c].Label} {contenders[c].Time(r, initial, warmUp, batches, run) * 1000 / job.Steps:F3}";
                 }
                 log?.Invoke($"round {r + 1} of {job.Repetitions} (ms/step): {string.Join(", ", times)}");
             }
             long chars = batches.Sum(b => (long)b.Chars);
             return contenders.Select(c => c.Result(job.Steps, chars)).ToList();
+        }
+        catch (Exception e) when (Devices.Failed(e))
+        {
+            throw new UserError($"bench: {current} failed: {Devices.Reason(e)}; leave it out of --devices, or try --device cpu",
+                UserError.DeviceError, e);
         }
         finally
         {

@@ -75,6 +75,9 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             throw new UserError($"--resume: the run in '{options.Resume}' {(resume.EndedAt is null ? "is at" : "ended at")} iteration {resume.EndedAt ?? resume.Iteration}, " +
                 $"not before the {iterations} asked for; give more --iterations or --epochs to train further");
 
+        // A resumed run's file holds its start until this run writes it: as a failure must say.
+        _iteration = _resumeFrom?.Iteration ?? 0;
+        _lastCheckpoint = _resumeFrom?.Iteration ?? _lastCheckpoint;
         var coldStart = Stopwatch.StartNew();
         using var backend = WrapBackend(Devices.Create(options.Device, parameters.Shape, options.Threads, _log.Info, options.DropoutConfig,
             options.PreciseMath));
@@ -86,7 +89,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
         {
             // Steps are queued ahead of the host: a fault shows at the next call that waits for the device.
             throw new UserError($"{backend.Device} failed by iteration {_iteration}: {Devices.Reason(e)}; " + Kept() + "; try --device cpu",
-                UserError.DeviceError);
+                UserError.DeviceError, e);
         }
     }
 
@@ -116,7 +119,6 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
                 _best = new Snapshot(parameters.Clone(), backend.SaveState(), state);
             _log.Info($"resuming at iteration {start} of {iterations}");
         }
-        _iteration = start;
         if (start < iterations)
         {
             Rehearse(backend, data, parameters, new StepSettings(schedule.At(start), options.Clip, options.ClipMode, carry, optimizer));

@@ -10,6 +10,8 @@ using GpuDinoRnn.Tests.Hardening;
 using GpuDinoRnn.Tests.Reference;
 using GpuDinoRnn.Training;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
 
 namespace GpuDinoRnn.Tests.Training;
 
@@ -103,6 +105,35 @@ public class DeviceFailureTests
         Assert.Equal("cuda (a failing GPU) failed by iteration 6: an illegal memory access was encountered; " +
                      string.Format(kept, path) + "; try --device cpu", error.Message);
         Assert.False(File.Exists(path));
+    }
+
+    [Fact]
+    public void AFailureAsAResumedRunStartsSaysTheResumedCheckpointIsKept()
+    {
+        using var dir = new CliRunner.TempDir();
+        string path = dir.File("model.safetensors");
+        new Trainer(Options(path) with { Iterations = 40 }, TextWriter.Null, TextWriter.Null).Run();
+        var resumed = TrainOptions.ForResume(path, Checkpoint.Load(path).Metadata) with { Iterations = 100 };
+        // Failed before its first step: the weights' upload is the first call.
+        var trainer = new Trainer(resumed, TextWriter.Null, TextWriter.Null) { WrapBackend = b => new FailingBackend(b, faultAt: -2) };
+
+        var error = Assert.Throws<UserError>(() => trainer.Run());
+
+        Assert.Equal($"cuda (a failing GPU) failed by iteration 40: an illegal memory access was encountered; " +
+                     $"the checkpoint from iteration 40 in '{path}' is kept; try --device cpu", error.Message);
+        Assert.IsType<DeviceFault>(error.InnerException);
+        Assert.Equal("40", Checkpoint.Load(path).Metadata["iteration"]);
+    }
+
+    [Fact]
+    public void OnlyTheDriversOutOfMemoryErrorsReadAsOutOfMemory()
+    {
+        Assert.True(DeviceMemory.OutOfMemory(new CLException(CLError.CL_MEM_OBJECT_ALLOCATION_FAILURE)));
+        Assert.True(DeviceMemory.OutOfMemory(new CLException(CLError.CL_OUT_OF_RESOURCES)));
+        // A fault of an earlier kernel that shows at an allocation is the device failing.
+        Assert.False(DeviceMemory.OutOfMemory(new CLException(CLError.CL_INVALID_COMMAND_QUEUE)));
+        Assert.False(DeviceMemory.OutOfMemory(new CudaException("an illegal memory access was encountered")));
+        Assert.False(DeviceMemory.OutOfMemory(new DeviceFault()));
     }
 
     /// <summary>A buffer of a failed device: freeing it throws, as CUDA's free does after a fault.</summary>
