@@ -2,6 +2,7 @@
 // table, and as JSON, CSV and a PNG plot when asked.
 using System.Globalization;
 using System.Text.Json;
+using GpuDinoRnn.Checkpoints;
 using GpuDinoRnn.Training;
 using Spectre.Console;
 
@@ -15,10 +16,19 @@ public static class BenchCommand
         job.Validate();
         // Before the timing, which may take minutes: these paths would only fail after it.
         string? csv = verb.Csv ?? (verb.Plot is null ? null : Path.ChangeExtension(verb.Plot, ".csv"));
-        foreach (var (option, path) in new[] { ("--json", verb.Json), ("--csv", csv), ("--plot", verb.Plot) })
+        var outputs = new[] { ("--json", verb.Json), ("--csv", csv), ("--plot", verb.Plot) };
+        string data = verb.Data ?? Trainer.BundledData;
+        foreach (var (k, (option, path)) in outputs.Index())
         {
             if (path is null)
                 continue;
+            // What the user had stays: the names file, a model, and each other's numbers.
+            if (!string.IsNullOrWhiteSpace(path) && CheckpointTarget.SameFile(path, data))
+                throw new UserError($"bench: {option} '{path}' is the --data file");
+            if (outputs.Take(k).FirstOrDefault(o => o.Item2 is not null && !string.IsNullOrWhiteSpace(path) && CheckpointTarget.SameFile(o.Item2, path)) is ({ } first, _))
+                throw new UserError($"bench: {first} and {option} name the same file '{path}'" + (verb.Csv is null && option == "--csv" ? " (the plot's CSV goes beside it)" : ""));
+            if (SafeTensors.LooksLike(path))
+                throw new UserError($"bench: {option} '{path}' is a model (safetensors); bench does not write over models");
             if (string.IsNullOrWhiteSpace(path))
                 throw new UserError($"bench: {option} needs a file name");
             if (Directory.Exists(path))

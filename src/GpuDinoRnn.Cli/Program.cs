@@ -23,21 +23,28 @@ public static class Program
         {
             return Run(args, Console.Out, Console.Error, terminal: !Console.IsErrorRedirected);
         }
-        catch (IOException e)
+        catch (Exception e) when (StreamFailed(e))
         {
             // Files the program writes report their own failures: this is standard output or
-            // error (a full disk), where a stack trace could not go either.
+            // error (a full disk, a closed descriptor), where a stack trace could not go either.
             try
             {
-                Console.Error.WriteLine($"gpudinornn: error: cannot write the output: {e.Message}");
+                Console.Error.WriteLine($"gpudinornn: error: cannot write the output: {(e.InnerException ?? e).Message}");
             }
-            catch (IOException)
+            catch (Exception again) when (StreamFailed(again))
             {
                 // Standard error is the one that failed: the exit code says it.
             }
             return UserError.WriteError;
         }
     }
+
+    /// <summary>
+    /// A standard stream's write failed: IOException (ENOSPC, EIO), or, for a closed descriptor
+    /// (`>&-`), the UnauthorizedAccessException .NET makes of EBADF.
+    /// </summary>
+    private static bool StreamFailed(Exception e) =>
+        e is IOException || e is UnauthorizedAccessException { InnerException: IOException };
 
     /// <param name="terminal">Standard error is a terminal: train shows a progress bar there.</param>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool terminal = false)
@@ -89,6 +96,13 @@ public static class Program
                 stderr.WriteLine(cause);
             stderr.WriteLine($"gpudinornn: error: {e.Message}");
             return e.ExitCode;
+        }
+        catch (OutOfMemoryException)
+        {
+            // The cpu backends' buffers are managed arrays; a container's memory limit caps .NET's heap.
+            stderr.WriteLine("gpudinornn: error: out of memory: the model, batch or data need more memory than the program may use " +
+                             "(a container's limit caps it); try a smaller --hidden, --layers or --batch");
+            return UserError.DeviceError;
         }
         catch (Exception e) when (Devices.Failed(e))
         {

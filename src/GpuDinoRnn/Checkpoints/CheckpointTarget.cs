@@ -20,8 +20,11 @@ public sealed partial class CheckpointTarget : IDisposable
     public static string LockPath(string path) => path + ".lock";
 
     /// <param name="option">The option that named the path, for messages: --checkpoint, or --resume (which writes back to its file).</param>
-    public static CheckpointTarget Claim(string path, bool overwrite, string option = "--checkpoint")
+    /// <param name="data">The run's data file, which the checkpoint must not replace.</param>
+    public static CheckpointTarget Claim(string path, bool overwrite, string option = "--checkpoint", string? data = null)
     {
+        if (data is not null && SameFile(path, data))
+            throw new UserError($"{option} '{path}' is the --data file '{data}': the checkpoint would replace the names it trains on");
         // The checkpoint is written to a temporary file and renamed over the path: whatever is
         // there is replaced by a regular file. A link would lose its target, a device or FIFO its kind.
         if (new FileInfo(path).LinkTarget is { } linkTarget)
@@ -51,6 +54,49 @@ public sealed partial class CheckpointTarget : IDisposable
         }
         RemoveStaleTemporaries(path);
         return new CheckpointTarget(path, lockStream);
+    }
+
+    /// <summary>
+    /// Whether two paths name one file: for two that exist, the same file whatever the links
+    /// (hard links too, on Linux); otherwise the same full path.
+    /// </summary>
+    public static bool SameFile(string a, string b)
+    {
+        if (OperatingSystem.IsLinux() && Identity(a) is { } x && Identity(b) is { } y)
+            return x == y;
+        var comparison = OperatingSystem.IsLinux() ? StringComparison.Ordinal : StringComparison.OrdinalIgnoreCase;
+        return string.Equals(Resolved(a), Resolved(b), comparison);
+    }
+
+    private static string Resolved(string path)
+    {
+        string full = System.IO.Path.GetFullPath(path);
+        try
+        {
+            return File.ResolveLinkTarget(full, returnFinalTarget: true)?.FullName ?? full;
+        }
+        catch (IOException)
+        {
+            return full; // a loop of links: opening it will say so
+        }
+    }
+
+    /// <summary>A file's device and inode (statx, through links), or null where it is missing.</summary>
+    private static (uint Major, uint Minor, ulong Inode)? Identity(string path)
+    {
+        var statx = new byte[256];
+        try
+        {
+            if (Statx(AtCurrentDirectory, path, 0, StatxType | StatxInode, statx) != 0)
+                return null;
+        }
+        catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
+        {
+            return null;
+        }
+        var s = statx.AsSpan();
+        return (MemoryMarshal.Read<uint>(s[StatxDeviceMajorOffset..]), MemoryMarshal.Read<uint>(s[(StatxDeviceMajorOffset + 4)..]),
+            MemoryMarshal.Read<ulong>(s[StatxInodeOffset..]));
     }
 
     /// <summary>
@@ -84,7 +130,8 @@ public sealed partial class CheckpointTarget : IDisposable
         };
     }
 
-    private const int AtCurrentDirectory = -100, AtSymlinkNoFollow = 0x100, StatxType = 0x1, StatxModeOffset = 28;
+    private const int AtCurrentDirectory = -100, AtSymlinkNoFollow = 0x100, StatxModeOffset = 28, StatxInodeOffset = 32, StatxDeviceMajorOffset = 136;
+    private const uint StatxType = 0x1, StatxInode = 0x100;
     private const int FileTypeMask = 0xF000, Fifo = 0x1000, CharacterDevice = 0x2000, BlockDevice = 0x6000, RegularFile = 0x8000, Socket = 0xC000;
 
     [LibraryImport("libc", EntryPoint = "statx", StringMarshalling = StringMarshalling.Utf8)]

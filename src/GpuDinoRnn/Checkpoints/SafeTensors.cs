@@ -149,6 +149,29 @@ public static class SafeTensors
         return bytes;
     }
 
+    /// <summary>
+    /// Whether an existing regular file starts as a safetensors file does (a header length that
+    /// fits the file, then '{'): a model, which a tool writing its results there must not replace.
+    /// </summary>
+    public static bool LooksLike(string path)
+    {
+        try
+        {
+            if (!File.Exists(path) || CheckpointTarget.SpecialFileKind(path, followLinks: true) is not null)
+                return false;
+            using var file = File.OpenRead(path);
+            Span<byte> start = stackalloc byte[9];
+            if (file.ReadAtLeast(start, 9, throwOnEndOfStream: false) < 9)
+                return false;
+            ulong header = BinaryPrimitives.ReadUInt64LittleEndian(start);
+            return header >= 2 && header <= (ulong)file.Length - 8 && start[8] == (byte)'{';
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return false; // unreadable: writing it will say why
+        }
+    }
+
     /// <summary>Reads and validates a safetensors file; any problem is a UserError (BadInput) naming the file.</summary>
     public static SafeTensorsFile Read(string path)
     {

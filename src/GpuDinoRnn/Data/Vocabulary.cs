@@ -128,5 +128,5 @@ public sealed class Vocabulary
             yield return (string)e.Current;
     }
 
-    private static string Describe(string s) => s == EndOfName ? "'\\n'" : $"'{s}' (U+{char.ConvertToUtf32(s, 0):X4})";
+    private static string Describe(string s) => s == EndOfName ? "'\\n'" : $"'{s}' ({string.Join(" ", s.EnumerateRunes().Select(r => $"U+{r.Value:X4}"))})";
 }

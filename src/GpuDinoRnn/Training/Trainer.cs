@@ -63,7 +63,8 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
     {
         options.Validate();
         using var target = options.Checkpoint is null ? null
-            : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite, options.Resume == options.Checkpoint ? "--resume" : "--checkpoint");
+            : CheckpointTarget.Claim(options.Checkpoint, options.Overwrite, options.Resume == options.Checkpoint ? "--resume" : "--checkpoint",
+                options.Data ?? BundledData);
         var (vocab, data, parameters) = Prepare();
         int iterations = options.Iterations ?? options.Epochs * data.StepsPerEpoch;
         if ((options.KeepBest || options.Patience > 0) && data.ValCount == 0)

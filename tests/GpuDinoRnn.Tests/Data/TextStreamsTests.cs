@@ -86,6 +86,10 @@ public class TextStreamsTests(ITestOutputHelper output)
         File.WriteAllText(unknown, "the quick\nbrown fox\nover!the lazy dog.\n" + string.Concat(Enumerable.Repeat("the lazy dog.\n", 200)));
         CliRunner.AssertOneLineError(output, ["eval", "--model", half, "--data", unknown], 2,
             $"'{unknown}': the symbol '!' (U+0021) at line 3, column 5 is not in the model's vocabulary");
+        // A symbol of several code points (e and a combining acute) is shown with all of them.
+        File.WriteAllText(unknown, "the quick brown fox jumps over the lazy dog.\nthe cafe\u0301\n");
+        CliRunner.AssertOneLineError(output, ["eval", "--model", half, "--data", unknown], 2,
+            $"'{unknown}': the symbol 'e\u0301' (U+0065 U+0301) at line 2, column 8 is not in the model's vocabulary");
     }
 
     [Fact]

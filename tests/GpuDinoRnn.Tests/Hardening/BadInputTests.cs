@@ -54,6 +54,37 @@ public class BadInputTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void NoRunWritesOverItsNamesOrAModel()
+    {
+        using var dir = new CliRunner.TempDir();
+        string data = dir.File("names.txt"), hardLink = dir.File("hard-link.txt"), model = dir.File("model.safetensors");
+        File.Copy(TestData.BundledNames, data);
+        Assert.Equal(0, CliRunner.Run(output, ["train", "--data", data, "--checkpoint", model, .. Quick]).Code);
+        using (var ln = System.Diagnostics.Process.Start("ln", [data, hardLink]))
+            ln.WaitForExit();
+        Assert.True(File.Exists(hardLink));
+        byte[] names = File.ReadAllBytes(data), weights = File.ReadAllBytes(model);
+
+        foreach (string same in new[] { data, Path.Combine(dir.Path, ".", "names.txt"), hardLink })
+            AssertOneLineError(["train", "--data", data, "--checkpoint", same, "--overwrite", .. Quick], 2,
+                $"--checkpoint '{same}' is the --data file '{data}': the checkpoint would replace the names it trains on");
+        string[] bench = ["bench", "--devices", "cpu", "--hidden", "8", "--steps", "2", "--repetitions", "1", "--warm-up", "0", "--data", data];
+        AssertOneLineError([.. bench, "--json", hardLink], 2, $"bench: --json '{hardLink}' is the --data file");
+        AssertOneLineError([.. bench, "--csv", model], 2, $"bench: --csv '{model}' is a model (safetensors); bench does not write over models");
+        string results = dir.File("results.out");
+        AssertOneLineError([.. bench, "--json", results, "--csv", results], 2, $"bench: --json and --csv name the same file '{results}'");
+        AssertOneLineError([.. bench, "--json", dir.File("r.csv"), "--plot", dir.File("r.png")], 2,
+            $"bench: --json and --csv name the same file '{dir.File("r.csv")}' (the plot's CSV goes beside it)");
+
+        Assert.Equal(names, File.ReadAllBytes(data));
+        Assert.Equal(weights, File.ReadAllBytes(model));
+        Assert.False(File.Exists(results));
+        // Results are replaced as before: a second run writes its numbers over the first's.
+        Assert.Equal(0, CliRunner.Run(output, [.. bench, "--json", results]).Code);
+        Assert.Equal(0, CliRunner.Run(output, [.. bench, "--json", results]).Code);
+    }
+
+    [Fact]
     public void AModelTooLargeForOneBufferIsRefusedBeforeItIsAllocated()
     {
         // 16 LSTM layers of 4096 on 4,000 symbols: 2.16·10⁹ weights, past what int indexes (the count used to wrap).

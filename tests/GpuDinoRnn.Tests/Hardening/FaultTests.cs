@@ -35,6 +35,8 @@ public class FaultTests(ITestOutputHelper output)
     [SkippableTheory]
     [InlineData(">/dev/full", "cannot write the output: No space left on device")]
     [InlineData(">/dev/full 2>/dev/full", null)] // nowhere left to say it: the exit code does
+    [InlineData(">&-", "cannot write the output: Bad file descriptor")] // closed: .NET throws UnauthorizedAccessException
+    [InlineData(">&- 2>&-", null)]
     public void AStandardStreamThatCannotBeWrittenIsAWriteErrorNotAStackTrace(string redirect, string? message)
     {
         Skip.IfNot(File.Exists("/dev/full") && File.Exists("/bin/sh"), "needs /dev/full and /bin/sh");
@@ -50,6 +52,30 @@ public class FaultTests(ITestOutputHelper output)
         Assert.Equal(4, p.ExitCode);
         Assert.DoesNotContain("   at ", stderr);
         Assert.Equal(message is null ? "" : $"gpudinornn: error: {message}\n", stderr);
+    }
+
+    [Fact]
+    public void RunningOutOfHostMemoryIsOneLineNotAnAbort()
+    {
+        // A container's memory limit caps .NET's heap as this does (at three quarters of the limit).
+        var psi = new ProcessStartInfo(CliRunner.Executable,
+            ["train", "--device", "cpu", "--cell", "lstm", "--layers", "2", "--hidden", "2048", "--batch", "1", "--iterations", "1", "--sample-count", "0"])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            Environment = { ["DOTNET_GCHeapHardLimit"] = "0x10000000" }, // 256 MiB; the model's weights alone take 200 MB
+        };
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        string stderr = p.StandardError.ReadToEnd();
+        Assert.True(p.WaitForExit(60_000));
+        output.WriteLine($"exit {p.ExitCode}: {stderr}");
+        Assert.Equal(UserError.DeviceError, p.ExitCode);
+        Assert.EndsWith("gpudinornn: error: out of memory: the model, batch or data need more memory than the program may use " +
+                        "(a container's limit caps it); try a smaller --hidden, --layers or --batch\n", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+        Assert.Equal("", stdout.Result);
     }
 
     [Fact]
