@@ -55,7 +55,7 @@ public class FaultTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void RunningOutOfHostMemoryIsOneLineNotAnAbort()
+    public async Task RunningOutOfHostMemoryIsOneLineNotAnAbort()
     {
         // A container's memory limit caps .NET's heap as this does (at three quarters of the limit).
         var psi = new ProcessStartInfo(CliRunner.Executable,
@@ -75,7 +75,7 @@ public class FaultTests(ITestOutputHelper output)
         Assert.EndsWith("gpudinornn: error: out of memory: the model, batch or data need more memory than the program may use " +
                         "(a container's limit caps it); try a smaller --hidden, --layers or --batch\n", stderr);
         Assert.DoesNotContain("   at ", stderr);
-        Assert.Equal("", stdout.Result);
+        Assert.Equal("", await stdout);
     }
 
     [Fact]
