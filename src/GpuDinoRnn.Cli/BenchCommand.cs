@@ -16,7 +16,7 @@ public static class BenchCommand
         job.Validate();
         // Before the timing, which may take minutes: these paths would only fail after it.
         string? csv = verb.Csv ?? (verb.Plot is null ? null : Path.ChangeExtension(verb.Plot, ".csv"));
-        var outputs = new[] { ("--json", verb.Json), ("--csv", csv), ("--plot", verb.Plot) };
+        var outputs = new[] { ("--json", verb.Json), (verb.Csv is null ? "the plot's CSV" : "--csv", csv), ("--plot", verb.Plot) };
         string data = verb.Data ?? Trainer.BundledData;
         foreach (var (k, (option, path)) in outputs.Index())
         {
@@ -26,7 +26,7 @@ public static class BenchCommand
             if (!string.IsNullOrWhiteSpace(path) && CheckpointTarget.SameFile(path, data))
                 throw new UserError($"bench: {option} '{path}' is the --data file");
             if (outputs.Take(k).FirstOrDefault(o => o.Item2 is not null && !string.IsNullOrWhiteSpace(path) && CheckpointTarget.SameFile(o.Item2, path)) is ({ } first, _))
-                throw new UserError($"bench: {first} and {option} name the same file '{path}'" + (verb.Csv is null && option == "--csv" ? " (the plot's CSV goes beside it)" : ""));
+                throw new UserError($"bench: {first} and {option} name the same file '{path}'");
             if (SafeTensors.LooksLike(path))
                 throw new UserError($"bench: {option} '{path}' is a model (safetensors); bench does not write over models");
             if (string.IsNullOrWhiteSpace(path))

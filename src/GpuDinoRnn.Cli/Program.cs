@@ -41,10 +41,13 @@ public static class Program
 
     /// <summary>
     /// A standard stream's write failed: IOException (ENOSPC, EIO), or, for a closed descriptor
-    /// (`>&-`), the UnauthorizedAccessException .NET makes of EBADF.
+    /// (`>&-`), the UnauthorizedAccessException .NET makes of EBADF (errno 9), which no file the
+    /// program opens itself can give; a file's EACCES is that file's own error.
     /// </summary>
     private static bool StreamFailed(Exception e) =>
-        e is IOException || e is UnauthorizedAccessException { InnerException: IOException };
+        e is IOException || e is UnauthorizedAccessException { InnerException: IOException { HResult: BadDescriptor } };
+
+    private const int BadDescriptor = 9; // EBADF on Linux and macOS
 
     /// <param name="terminal">Standard error is a terminal: train shows a progress bar there.</param>
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr, bool terminal = false)
@@ -97,7 +100,8 @@ public static class Program
             stderr.WriteLine($"gpudinornn: error: {e.Message}");
             return e.ExitCode;
         }
-        catch (OutOfMemoryException)
+        catch (Exception e) when (e is OutOfMemoryException
+                                  || e is AggregateException a && a.Flatten().InnerExceptions.All(x => x is OutOfMemoryException))
         {
             // The cpu backends' buffers are managed arrays; a container's memory limit caps .NET's heap.
             stderr.WriteLine("gpudinornn: error: out of memory: the model, batch or data need more memory than the program may use " +

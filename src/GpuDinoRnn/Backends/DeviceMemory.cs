@@ -62,7 +62,7 @@ internal sealed class DeviceMemory(Accelerator accelerator)
             string total = accelerator.MemorySize >= 1L << 50 ? "no fixed size" : Gib(accelerator.MemorySize);
             throw new UserError(
                 $"{Name(accelerator)}: out of device memory allocating {Gib(bytes)} (the device has {total}{free}); " +
-                $"try a smaller {hint}, or --device cpu", UserError.DeviceError);
+                $"try a smaller {hint}, or --device cpu", UserError.DeviceError, e);
         }
     }
 
@@ -72,7 +72,8 @@ internal sealed class DeviceMemory(Accelerator accelerator)
     /// </summary>
     internal static bool OutOfMemory(Exception e) =>
         e is CudaException { Error: nameof(CudaError.CUDA_ERROR_OUT_OF_MEMORY) }
-            or CLException { Error: CLError.CL_MEM_OBJECT_ALLOCATION_FAILURE or CLError.CL_OUT_OF_RESOURCES or CLError.CL_OUT_OF_HOST_MEMORY or CLError.CL_INVALID_BUFFER_SIZE };
+            // Not CL_OUT_OF_RESOURCES: NVIDIA's OpenCL reports a kernel's fault with it too.
+            or CLException { Error: CLError.CL_MEM_OBJECT_ALLOCATION_FAILURE or CLError.CL_OUT_OF_HOST_MEMORY or CLError.CL_INVALID_BUFFER_SIZE };
 
     /// <summary>
     /// Disposes each, in order. Once a kernel has faulted, CUDA fails every later call, freeing

@@ -25,9 +25,20 @@ public sealed partial class CheckpointTarget : IDisposable
     {
         if (data is not null && SameFile(path, data))
             throw new UserError($"{option} '{path}' is the --data file '{data}': the checkpoint would replace the names it trains on");
+        if (data is not null && SameFile(LockPath(path), data))
+            throw new UserError($"{option} '{path}' takes '{LockPath(path)}' as its lock, and that is the --data file '{data}'; choose another --checkpoint");
         // The checkpoint is written to a temporary file and renamed over the path: whatever is
         // there is replaced by a regular file. A link would lose its target, a device or FIFO its kind.
-        if (new FileInfo(path).LinkTarget is { } linkTarget)
+        string? linkTarget;
+        try
+        {
+            linkTarget = new FileInfo(path).LinkTarget;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserError($"cannot write '{path}': {e.Message}", UserError.WriteError);
+        }
+        if (linkTarget is not null)
             throw new UserError($"{option} '{path}' is a symbolic link (to '{linkTarget}'); name the file it points to");
         if (Directory.Exists(path))
             throw new UserError($"{option} '{path}' is a directory");
@@ -52,7 +63,7 @@ public sealed partial class CheckpointTarget : IDisposable
         {
             throw new UserError($"cannot write next to '{path}': {e.Message}", UserError.WriteError);
         }
-        RemoveStaleTemporaries(path);
+        RemoveStaleTemporaries(path, data);
         return new CheckpointTarget(path, lockStream);
     }
 
@@ -62,6 +73,8 @@ public sealed partial class CheckpointTarget : IDisposable
     /// </summary>
     public static bool SameFile(string a, string b)
     {
+        if (string.IsNullOrWhiteSpace(a) || string.IsNullOrWhiteSpace(b))
+            return false; // no file at all: whoever opens it says so
         if (OperatingSystem.IsLinux() && Identity(a) is { } x && Identity(b) is { } y)
             return x == y;
         var comparison = OperatingSystem.IsLinux() ? StringComparison.Ordinal : StringComparison.OrdinalIgnoreCase;
@@ -75,9 +88,9 @@ public sealed partial class CheckpointTarget : IDisposable
         {
             return File.ResolveLinkTarget(full, returnFinalTarget: true)?.FullName ?? full;
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            return full; // a loop of links: opening it will say so
+            return full; // a loop of links, or a folder it may not read: opening it will say so
         }
     }
 
@@ -87,8 +100,9 @@ public sealed partial class CheckpointTarget : IDisposable
         var statx = new byte[256];
         try
         {
-            if (Statx(AtCurrentDirectory, path, 0, StatxType | StatxInode, statx) != 0)
-                return null;
+            if (Statx(AtCurrentDirectory, path, 0, StatxType | StatxInode, statx) != 0
+                || (MemoryMarshal.Read<uint>(statx) & StatxInode) == 0)
+                return null; // missing, or a file system that gives no inode
         }
         catch (Exception e) when (e is EntryPointNotFoundException or DllNotFoundException)
         {
@@ -138,14 +152,19 @@ public sealed partial class CheckpointTarget : IDisposable
     private static partial int Statx(int directory, string path, int flags, uint mask, [Out] byte[] statx);
 
     /// <summary>
-    /// Temporary files of a run that was killed mid-write. Only the holder of the lock writes
-    /// them, so with the lock held any that exist are left over.
+    /// Temporary files of a run that was killed mid-write (SafeTensors.Write names them PATH.tmp-
+    /// and 12 hex digits). Only the holder of the lock writes them, so with the lock held any that
+    /// exist are left over; a file of another name, or the data, is not one of them.
     /// </summary>
-    private static void RemoveStaleTemporaries(string path)
+    private static void RemoveStaleTemporaries(string path, string? data)
     {
         string dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        foreach (var stale in Directory.EnumerateFiles(dir, System.IO.Path.GetFileName(path) + ".tmp-*"))
+        string prefix = System.IO.Path.GetFileName(path) + ".tmp-";
+        foreach (var stale in Directory.EnumerateFiles(dir, prefix + "*"))
         {
+            string suffix = System.IO.Path.GetFileName(stale)[prefix.Length..];
+            if (suffix.Length != 12 || !suffix.All(char.IsAsciiHexDigitLower) || (data is not null && SameFile(stale, data)))
+                continue;
             try
             {
                 File.Delete(stale);

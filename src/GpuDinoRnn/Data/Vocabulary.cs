@@ -128,5 +128,14 @@ public sealed class Vocabulary
             yield return (string)e.Current;
     }
 
-    private static string Describe(string s) => s == EndOfName ? "'\\n'" : $"'{s}' ({string.Join(" ", s.EnumerateRunes().Select(r => $"U+{r.Value:X4}"))})";
+    private static string Describe(string s)
+    {
+        if (s == EndOfName)
+            return "'\\n'";
+        string codes = string.Join(" ", s.EnumerateRunes().Select(r => $"U+{r.Value:X4}"));
+        // A control character or a line or paragraph separator would break the message's line.
+        bool printable = !s.EnumerateRunes().Any(r => System.Text.Rune.IsControl(r) || System.Text.Rune.GetUnicodeCategory(r) is
+            UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator);
+        return printable ? $"'{s}' ({codes})" : codes;
+    }
 }

@@ -32,6 +32,8 @@ public sealed record BenchJob(
             throw new UserError($"bench: --hidden must be between 1 and {ModelShape.MaxHidden} (got {Hidden})");
         if (Layers is < 1 or > ModelShape.MaxLayers)
             throw new UserError($"bench: --layers must be between 1 and {ModelShape.MaxLayers} (got {Layers})");
+        if (Data is not null && string.IsNullOrWhiteSpace(Data))
+            throw new UserError("bench: --data needs a file name");
     }
 
     /// <summary>The job for messages: "H 128, B 32" or "lstm × 2, H 128, B 32".</summary>

@@ -147,7 +147,7 @@ public class BenchTests(ITestOutputHelper output)
             (code, _, stderr) = CliRunner.Run(output, [.. job, option, missing]);
             Assert.Equal(2, code);
             // The plot's CSV goes beside it: that folder is the one named.
-            Assert.Equal($"gpudinornn: error: bench: {(option == "--plot" ? "--csv" : option)} '{(option == "--plot" ? Path.ChangeExtension(missing, ".csv") : missing)}': the folder '{dir.File("nowhere")}' does not exist",
+            Assert.Equal($"gpudinornn: error: bench: {(option == "--plot" ? "the plot's CSV" : option)} '{(option == "--plot" ? Path.ChangeExtension(missing, ".csv") : missing)}': the folder '{dir.File("nowhere")}' does not exist",
                 Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
         }
     }

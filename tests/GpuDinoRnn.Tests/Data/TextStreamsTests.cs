@@ -90,6 +90,10 @@ public class TextStreamsTests(ITestOutputHelper output)
         File.WriteAllText(unknown, "the quick brown fox jumps over the lazy dog.\nthe cafe\u0301\n");
         CliRunner.AssertOneLineError(output, ["eval", "--model", half, "--data", unknown], 2,
             $"'{unknown}': the symbol 'e\u0301' (U+0065 U+0301) at line 2, column 8 is not in the model's vocabulary");
+        // A control character is shown by its code point alone: printed, it could break the line.
+        File.WriteAllText(unknown, "the lazy dog.\u2028the end.\n");
+        CliRunner.AssertOneLineError(output, ["eval", "--model", half, "--data", unknown], 2,
+            $"'{unknown}': the symbol U+2028 at line 1, column 14 is not in the model's vocabulary");
     }
 
     [Fact]

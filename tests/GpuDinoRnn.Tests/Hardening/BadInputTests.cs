@@ -74,7 +74,22 @@ public class BadInputTests(ITestOutputHelper output)
         string results = dir.File("results.out");
         AssertOneLineError([.. bench, "--json", results, "--csv", results], 2, $"bench: --json and --csv name the same file '{results}'");
         AssertOneLineError([.. bench, "--json", dir.File("r.csv"), "--plot", dir.File("r.png")], 2,
-            $"bench: --json and --csv name the same file '{dir.File("r.csv")}' (the plot's CSV goes beside it)");
+            $"bench: --json and the plot's CSV name the same file '{dir.File("r.csv")}'");
+        AssertOneLineError([.. bench, "--plot", dir.File("p.csv")], 2, $"bench: the plot's CSV and --plot name the same file '{dir.File("p.csv")}'");
+        AssertOneLineError([.. bench[..^2], "--data", "", "--json", results], 2, "bench: --data needs a file name");
+        // Nor the files beside a checkpoint: its lock, or what looks like a killed run's temporary file.
+        string model2 = dir.File("m.st");
+        File.Copy(data, model2 + ".lock");
+        AssertOneLineError(["train", "--data", model2 + ".lock", "--checkpoint", model2, .. Quick], 2,
+            $"--checkpoint '{model2}' takes '{model2}.lock' as its lock, and that is the --data file '{model2}.lock'");
+        Assert.Equal(names, File.ReadAllBytes(model2 + ".lock"));
+        File.Delete(model2 + ".lock"); // a run on m.st takes it as its lock, and removes it at the end
+        foreach (string temporary in new[] { model2 + ".tmp-x", model2 + ".tmp-0123456789ab" })
+        {
+            File.Copy(data, temporary);
+            Assert.Equal(0, CliRunner.Run(output, ["train", "--data", temporary, "--checkpoint", model2, "--overwrite", .. Quick]).Code);
+            Assert.Equal(names, File.ReadAllBytes(temporary));
+        }
 
         Assert.Equal(names, File.ReadAllBytes(data));
         Assert.Equal(weights, File.ReadAllBytes(model));

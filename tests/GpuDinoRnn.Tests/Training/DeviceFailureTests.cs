@@ -129,9 +129,12 @@ public class DeviceFailureTests
     public void OnlyTheDriversOutOfMemoryErrorsReadAsOutOfMemory()
     {
         Assert.True(DeviceMemory.OutOfMemory(new CLException(CLError.CL_MEM_OBJECT_ALLOCATION_FAILURE)));
-        Assert.True(DeviceMemory.OutOfMemory(new CLException(CLError.CL_OUT_OF_RESOURCES)));
-        // A fault of an earlier kernel that shows at an allocation is the device failing.
+        Assert.True(DeviceMemory.OutOfMemory(new CLException(CLError.CL_OUT_OF_HOST_MEMORY)));
+        // A fault of an earlier kernel that shows at an allocation is the device failing
+        // (NVIDIA's OpenCL reports one as CL_OUT_OF_RESOURCES).
+        Assert.False(DeviceMemory.OutOfMemory(new CLException(CLError.CL_OUT_OF_RESOURCES)));
         Assert.False(DeviceMemory.OutOfMemory(new CLException(CLError.CL_INVALID_COMMAND_QUEUE)));
+        // CUDA's out-of-memory case cannot be built here: CudaException(CudaError) asks the driver for its text.
         Assert.False(DeviceMemory.OutOfMemory(new CudaException("an illegal memory access was encountered")));
         Assert.False(DeviceMemory.OutOfMemory(new DeviceFault()));
     }
