@@ -22,15 +22,15 @@ public static class BenchCommand
         {
             if (path is null)
                 continue;
+            if (string.IsNullOrWhiteSpace(path))
+                throw new UserError($"bench: {option} needs a file name");
             // What the user had stays: the names file, a model, and each other's numbers.
-            if (!string.IsNullOrWhiteSpace(path) && CheckpointTarget.SameFile(path, data))
+            if (CheckpointTarget.SameFile(path, data))
                 throw new UserError($"bench: {option} '{path}' is the --data file");
-            if (outputs.Take(k).FirstOrDefault(o => o.Item2 is not null && !string.IsNullOrWhiteSpace(path) && CheckpointTarget.SameFile(o.Item2, path)) is ({ } first, _))
+            if (outputs.Take(k).FirstOrDefault(o => o.Item2 is { } earlier && CheckpointTarget.SameFile(earlier, path)) is ({ } first, _))
                 throw new UserError($"bench: {first} and {option} name the same file '{path}'");
             if (SafeTensors.LooksLike(path))
                 throw new UserError($"bench: {option} '{path}' is a model (safetensors); bench does not write over models");
-            if (string.IsNullOrWhiteSpace(path))
-                throw new UserError($"bench: {option} needs a file name");
             if (Directory.Exists(path))
                 throw new UserError($"bench: {option} '{path}' is a directory");
             string folder = Path.GetDirectoryName(Path.GetFullPath(path))!;

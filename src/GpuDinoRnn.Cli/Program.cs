@@ -95,8 +95,8 @@ public static class Program
         }
         catch (UserError e)
         {
-            if (e.InnerException is { } cause && Environment.GetEnvironmentVariable("GPUDINORNN_TRACE") == "1")
-                stderr.WriteLine(cause);
+            if (e.InnerException is { } cause)
+                Trace(stderr, cause);
             stderr.WriteLine($"gpudinornn: error: {e.Message}");
             return e.ExitCode;
         }
@@ -111,11 +111,17 @@ public static class Program
         catch (Exception e) when (Devices.Failed(e))
         {
             // sample and eval; train and bench say too which run or device it was.
-            if (Environment.GetEnvironmentVariable("GPUDINORNN_TRACE") == "1")
-                stderr.WriteLine(e);
+            Trace(stderr, e);
             stderr.WriteLine($"gpudinornn: error: the device failed: {Devices.Reason(e)}; try --device cpu");
             return UserError.DeviceError;
         }
+    }
+
+    /// <summary>A device's whole exception, before its one line, when GPUDINORNN_TRACE=1.</summary>
+    private static void Trace(TextWriter stderr, Exception e)
+    {
+        if (Environment.GetEnvironmentVariable("GPUDINORNN_TRACE") == "1")
+            stderr.WriteLine(e);
     }
 
     /// <summary>

@@ -114,7 +114,7 @@ public sealed class Trainer(TrainOptions options, TextWriter stdout, TextWriter 
             data.State = state.Batcher;
             backend.LoadState(_resumeState!);
             (start, _smoothed, _samplesDrawn, _bestSoFar) = (state.Iteration, state.SmoothedLoss, state.SamplesDrawn, state.Best);
-            (_start, _lastCheckpoint) = (start, start);
+            _start = start; // _lastCheckpoint is there already (Run)
             // A --keep-best file holds the best evaluation's model: it stays the best until a better one.
             if (options.KeepBest && state.Best.Iteration == start)
                 _best = new Snapshot(parameters.Clone(), backend.SaveState(), state);
